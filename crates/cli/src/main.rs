@@ -1,0 +1,312 @@
+//! `chapar`: the Chapar server and client in one binary.
+//!
+//! `chapar server` runs the server; every other subcommand is a client command acting on one
+//! profile directory. This file only parses arguments and prints; the work is in
+//! `chapar-server` and `chapar-client`.
+
+mod output;
+mod server_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chapar_client::{Client, Target};
+use chapar_types::{GroupId, MessageId, Username};
+use clap::{Parser, Subcommand};
+
+/// Chapar: end-to-end encrypted messaging that survives censorship.
+#[derive(Parser)]
+#[command(name = "chapar", version, about)]
+struct Cli {
+    /// Profile directory for client commands (keys, MLS state, history).
+    #[arg(long, global = true, env = "CHAPAR_PROFILE")]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGINT or SIGTERM.
+    Server(server_cmd::ServerArgs),
+    /// Create an account; this profile becomes its first device.
+    Register {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        /// Lowercase a-z, 0-9 and _, 3 to 32 characters.
+        #[arg(long)]
+        username: String,
+    },
+    /// Send a text message to @user (a 1:1 chat, created on first use) or a group id. Prints the
+    /// message id once the server has acknowledged it.
+    Send {
+        /// @username or group id.
+        target: String,
+        /// The text.
+        text: String,
+        /// Id of the message this replies to.
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
+    /// Edit one of your messages.
+    Edit {
+        /// @username or group id.
+        target: String,
+        /// Id of the message to edit.
+        id: String,
+        /// The new text.
+        text: String,
+    },
+    /// Delete one of your messages for everyone.
+    Delete {
+        /// @username or group id.
+        target: String,
+        /// Id of the message to delete.
+        id: String,
+    },
+    /// React to a message with an emoji.
+    React {
+        /// @username or group id.
+        target: String,
+        /// Id of the message.
+        id: String,
+        /// The reaction.
+        emoji: String,
+        /// Withdraw the reaction instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Manage group chats.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Fetch, decrypt and store everything new; print new messages.
+    Sync {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a chat's local history, oldest first.
+    Messages {
+        /// @username or group id.
+        target: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the chats on this device.
+    Chats,
+    /// Stay connected and print messages as they arrive.
+    Listen {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the safety number to compare with @user out of band.
+    Fingerprint {
+        /// @username
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group; prints its id.
+    Create {
+        /// The group's name (travels only inside MLS).
+        name: String,
+        /// A member to add (repeatable).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+    },
+    /// Add every device of a user to the group.
+    Add {
+        /// Group id.
+        group: String,
+        /// @username
+        user: String,
+    },
+    /// Remove every device of a user from the group.
+    Remove {
+        /// Group id.
+        group: String,
+        /// @username
+        user: String,
+    },
+    /// Leave the group.
+    Leave {
+        /// Group id.
+        group: String,
+    },
+}
+
+fn default_profile() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("chapar")
+}
+
+fn user(text: &str) -> anyhow::Result<Username> {
+    Username::parse(text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))
+}
+
+fn group(text: &str) -> anyhow::Result<GroupId> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a group id (32 hex digits)"))
+}
+
+fn message_id(text: &str) -> anyhow::Result<MessageId> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a message id (32 hex digits)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_server = matches!(cli.command, Command::Server(_));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server_cmd::run_server(args).await,
+            command => {
+                init_client_logging();
+                client_command(cli.profile.unwrap_or_else(default_profile), command).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_server {
+                tracing::error!("{e:#}");
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_client_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHAPAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn client_command(profile: PathBuf, command: Command) -> anyhow::Result<()> {
+    let mut client =
+        Client::open(&profile).with_context(|| format!("opening profile {}", profile.display()))?;
+    let result = run_client(&mut client, command).await;
+    for warning in client.take_warnings() {
+        eprintln!("{warning}");
+    }
+    result
+}
+
+async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(_) => unreachable!("handled by main"),
+        Command::Register { server, username } => {
+            client.register(&server, &username).await?;
+            println!("registered @{username}");
+        }
+        Command::Send {
+            target,
+            text,
+            reply_to,
+        } => {
+            let reply_to = reply_to.as_deref().map(message_id).transpose()?;
+            let sent = client
+                .send_text(&Target::parse(&target)?, &text, reply_to)
+                .await?;
+            println!("{}", sent.id);
+        }
+        Command::Edit { target, id, text } => {
+            client
+                .edit(&Target::parse(&target)?, message_id(&id)?, &text)
+                .await?
+        }
+        Command::Delete { target, id } => {
+            client
+                .delete(&Target::parse(&target)?, message_id(&id)?)
+                .await?
+        }
+        Command::React {
+            target,
+            id,
+            emoji,
+            remove,
+        } => {
+            client
+                .react(&Target::parse(&target)?, message_id(&id)?, &emoji, remove)
+                .await?;
+        }
+        Command::Group(GroupCommand::Create { name, members }) => {
+            let members = members
+                .iter()
+                .map(|m| user(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            println!("{}", client.create_group(&name, &members).await?);
+        }
+        Command::Group(GroupCommand::Add { group: g, user: u }) => {
+            client.add_member(group(&g)?, &user(&u)?).await?
+        }
+        Command::Group(GroupCommand::Remove { group: g, user: u }) => {
+            client.remove_member(group(&g)?, &user(&u)?).await?
+        }
+        Command::Group(GroupCommand::Leave { group: g }) => client.leave(group(&g)?).await?,
+        Command::Sync { json } => {
+            for message in client.sync().await? {
+                output::print_message(&message, json);
+            }
+        }
+        Command::Messages { target, json } => {
+            for message in client.messages(&Target::parse(&target)?)? {
+                output::print_message(&message, json);
+            }
+        }
+        Command::Chats => {
+            for chat in client.chats()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    chat.label(),
+                    chat.kind,
+                    chat.state,
+                    chat.name
+                );
+            }
+        }
+        Command::Listen { json } => {
+            client
+                .listen(|message, warnings| {
+                    for warning in warnings {
+                        eprintln!("{warning}");
+                    }
+                    output::print_message(message, json);
+                })
+                .await?;
+        }
+        Command::Fingerprint { user: u } => {
+            let u = user(&u)?;
+            let number = client.fingerprint(&u).await?;
+            println!("Safety number with @{u}:\n{number}");
+            println!(
+                "Compare it with @{u} in person or over a call; if it differs, someone is in the middle."
+            );
+        }
+    }
+    Ok(())
+}

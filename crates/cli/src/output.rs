@@ -1,0 +1,58 @@
+//! How messages are printed: a readable line, or one JSON object per line for scripts.
+
+use std::io::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use chapar_client::ChatMessage;
+
+/// RFC 3339 (UTC, seconds) of a Unix time in milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Prints one message and flushes, so `listen` output reaches pipes at once.
+pub fn print_message(m: &ChatMessage, json: bool) {
+    let line = if json {
+        let reactions: Vec<_> = m
+            .reactions
+            .iter()
+            .map(|(emoji, by)| serde_json::json!({"emoji": emoji, "by": by}))
+            .collect();
+        serde_json::json!({
+            "chat": m.chat,
+            "id": m.id,
+            "sender": m.sender,
+            "text": m.text,
+            "sent_at": rfc3339(m.sent_at_ms),
+            "reply_to": m.reply_to,
+            "edited": m.edited,
+            "deleted": m.deleted,
+            "reactions": reactions,
+        })
+        .to_string()
+    } else {
+        let mut flags = String::new();
+        if m.deleted {
+            flags.push_str(" (deleted)");
+        } else if m.edited {
+            flags.push_str(" (edited)");
+        }
+        let reactions: String = m
+            .reactions
+            .iter()
+            .map(|(e, by)| format!(" [{e} {by}]"))
+            .collect();
+        format!(
+            "[{}] {} {}: {}{flags}{reactions}  ({})",
+            m.chat,
+            rfc3339(m.sent_at_ms),
+            m.sender,
+            m.text,
+            &m.id[..8]
+        )
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}

@@ -1,0 +1,916 @@
+//! The client: an account's device, with its profile, and a connection when it needs one.
+
+use std::path::Path;
+
+use chapar_crypto::identity::{self, SecretKey};
+use chapar_crypto::mls::{
+    self, DeviceIdentity, DeviceSigner, MlsGroup, OutgoingCommit, VerifiedKeyPackage,
+};
+use chapar_crypto::safety_number::safety_number;
+use chapar_types::limits::{GROUP_NAME_BYTES_MAX, MESSAGE_TEXT_BYTES_MAX};
+use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Seq, Username};
+use chapar_wire::content::{self, AppMessage, app_message::Body};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use prost::Message as _;
+use rand::RngCore;
+
+use crate::ClientError;
+use crate::connection::Connection;
+use crate::history::{self, ChatMessage};
+use crate::local::{Chat, Local};
+use crate::provider::Provider;
+use crate::sync::{self, Seen};
+
+/// One-time key packages uploaded at registration and whenever the server runs low.
+const KEY_PACKAGE_BATCH: usize = 20;
+/// Below this many one-time key packages on the server, the device uploads a new batch.
+const KEY_PACKAGE_LOW_WATER: u32 = 5;
+/// How often a send or commit is rebuilt after a stale-epoch refusal before giving up.
+const STALE_RETRIES_MAX: usize = 8;
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random16() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Who this profile is.
+pub(crate) struct Identity {
+    pub server: String,
+    pub username: Username,
+    pub device: DeviceId,
+    pub account_key: SecretKey,
+    pub device_key: SecretKey,
+}
+
+impl Identity {
+    fn signer(&self) -> DeviceSigner {
+        DeviceSigner::new(
+            DeviceIdentity {
+                username: self.username.clone(),
+                device: self.device,
+            },
+            &self.device_key,
+        )
+    }
+
+    fn load(local: &Local) -> Result<Option<Self>, ClientError> {
+        let (Some(server), Some(username), Some(device), Some(account_key), Some(device_key)) = (
+            local.get("server")?,
+            local.get("username")?,
+            local.device_id()?,
+            local.get("account_key")?,
+            local.get("device_key")?,
+        ) else {
+            return Ok(None);
+        };
+        let bad = || ClientError::Profile("the profile is damaged".into());
+        Ok(Some(Self {
+            server: String::from_utf8(server).map_err(|_| bad())?,
+            username: Username::parse(&String::from_utf8_lossy(&username)).map_err(|_| bad())?,
+            device,
+            account_key: SecretKey::from_bytes(&account_key)?,
+            device_key: SecretKey::from_bytes(&device_key)?,
+        }))
+    }
+}
+
+/// What a command addresses: a person (their 1:1 chat) or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `@username`: the direct chat with this user.
+    User(Username),
+    /// A group id.
+    Group(GroupId),
+}
+
+impl Target {
+    /// Parses `@name` or a 32-hex-digit group id.
+    pub fn parse(text: &str) -> Result<Self, ClientError> {
+        if text.starts_with('@') {
+            return Username::parse(text)
+                .map(Self::User)
+                .map_err(|e| ClientError::Usage(e.to_string()));
+        }
+        text.parse().map(Self::Group).map_err(|_| {
+            ClientError::Usage(format!("{text:?} is neither @username nor a group id"))
+        })
+    }
+}
+
+/// A device of an account, with its local profile.
+pub struct Client {
+    local: Local,
+    me: Option<Identity>,
+    conn: Option<Connection>,
+    warnings: Vec<String>,
+}
+
+impl Client {
+    /// Opens the profile in `dir` (creating an empty one).
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        let local = Local::open(dir)?;
+        let me = Identity::load(&local)?;
+        Ok(Self {
+            local,
+            me,
+            conn: None,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Warnings gathered since the last call (identity key changes, unverifiable devices).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The profile's username, once registered.
+    pub fn username(&self) -> Option<&Username> {
+        self.me.as_ref().map(|m| &m.username)
+    }
+
+    fn me(&self) -> Result<&Identity, ClientError> {
+        self.me.as_ref().ok_or_else(|| {
+            ClientError::Profile(
+                "this profile has no account yet: run `chapar register` first".into(),
+            )
+        })
+    }
+
+    /// Creates an account with this profile as its first device.
+    pub async fn register(&mut self, server: &str, username: &str) -> Result<(), ClientError> {
+        if self.me.is_some() {
+            return Err(ClientError::Profile(
+                "this profile already has an account; use another --profile".into(),
+            ));
+        }
+        let username = Username::parse(username).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let mut rng = rand::thread_rng();
+        let me = Identity {
+            server: server.trim_end_matches('/').to_owned(),
+            username: username.clone(),
+            device: DeviceId(rng.next_u64()),
+            account_key: SecretKey::generate(&mut rng),
+            device_key: SecretKey::generate(&mut rng),
+        };
+        let signer = me.signer();
+        let (key_packages, last_resort) = self.local.transaction(|l| {
+            let provider = Provider::new(l.conn());
+            let one_time = (0..KEY_PACKAGE_BATCH)
+                .map(|_| mls::new_key_package(&provider, &signer, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((one_time, mls::new_key_package(&provider, &signer, true)?))
+        })?;
+        let conn = Connection::open(&me.server).await?;
+        let device_key = me.device_key.public().to_vec();
+        let reply = conn
+            .request(Request::Register(v1::Register {
+                username: username.to_string(),
+                account_key: me.account_key.public().to_vec(),
+                device: Some(v1::DeviceCert {
+                    device_id: me.device.0,
+                    account_signature: identity::certify_device(
+                        &me.account_key,
+                        &username,
+                        me.device,
+                        &device_key,
+                    ),
+                    device_key,
+                }),
+                challenge_signature: identity::answer_challenge(
+                    &me.device_key,
+                    conn.challenge(),
+                    me.device,
+                ),
+                key_packages,
+                last_resort_key_package: last_resort,
+            }))
+            .await?;
+        if !matches!(reply, Reply::AuthOk(_)) {
+            return Err(ClientError::Protocol("expected AuthOk".into()));
+        }
+        self.local.transaction(|l| {
+            l.set("server", me.server.as_bytes())?;
+            l.set("username", username.as_str().as_bytes())?;
+            l.set("device_id", &me.device.0.to_be_bytes())?;
+            l.set("account_key", &me.account_key.to_bytes())?;
+            l.set("device_key", &me.device_key.to_bytes())?;
+            l.pin_key(&username, &me.account_key.public(), now_ms())
+        })?;
+        self.me = Some(me);
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Connects and logs in if not connected yet; tops up key packages; retries queued sends.
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let me = self.me()?;
+        let conn = Connection::open(&me.server).await?;
+        let reply = conn
+            .request(Request::Authenticate(v1::Authenticate {
+                device_id: me.device.0,
+                challenge_signature: identity::answer_challenge(
+                    &me.device_key,
+                    conn.challenge(),
+                    me.device,
+                ),
+            }))
+            .await?;
+        let Reply::AuthOk(ok) = reply else {
+            return Err(ClientError::Protocol("expected AuthOk".into()));
+        };
+        if ok.key_packages_remaining < KEY_PACKAGE_LOW_WATER {
+            let signer = me.signer();
+            let fresh = self.local.transaction(|l| {
+                let provider = Provider::new(l.conn());
+                (0..KEY_PACKAGE_BATCH)
+                    .map(|_| {
+                        mls::new_key_package(&provider, &signer, false).map_err(ClientError::from)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            conn.request(Request::UploadKeyPackages(v1::UploadKeyPackages {
+                key_packages: fresh,
+                last_resort_key_package: Vec::new(),
+            }))
+            .await?;
+        }
+        self.conn = Some(conn);
+        self.flush_outbox().await
+    }
+
+    fn parts(&self) -> Result<(&Local, &Connection, &Identity), ClientError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| ClientError::Connection("not connected".into()))?;
+        Ok((&self.local, conn, self.me()?))
+    }
+
+    /// Sends messages that were queued but never acknowledged (the server deduplicates).
+    async fn flush_outbox(&mut self) -> Result<(), ClientError> {
+        for (group, id, body) in self.local.outbox()? {
+            if self.local.chat(group)?.is_none_or(|c| c.state != "active") {
+                self.local.mark_sent(group, id, 0)?;
+                continue;
+            }
+            self.deliver(group, id, &body).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches everything new: welcomes, then every chat's log. Returns what the user should see.
+    pub async fn sync(&mut self) -> Result<Vec<ChatMessage>, ClientError> {
+        self.connect().await?;
+        let seen = self.sync_inner().await?;
+        self.render(&seen)
+    }
+
+    async fn sync_inner(&mut self) -> Result<Vec<Seen>, ClientError> {
+        let (local, conn, me) = self.parts()?;
+        let mut seen = Vec::new();
+        sync::sync_welcomes(local, conn, me).await?;
+        for (group, _) in sync::behind(local, conn).await? {
+            seen.extend(sync::sync_group(local, conn, me, group).await?);
+        }
+        self.commit_pending_proposals().await?;
+        Ok(seen)
+    }
+
+    /// Commits proposals (members leaving) that nobody has committed yet.
+    async fn commit_pending_proposals(&mut self) -> Result<(), ClientError> {
+        for chat in self.local.chats()? {
+            if chat.state != "active" {
+                continue;
+            }
+            let provider = Provider::new(self.local.conn());
+            let pending = mls::load_group(&provider, chat.group)?
+                .is_some_and(|g| g.pending_proposals().next().is_some());
+            if pending {
+                self.commit(chat.group, |g, p, s| {
+                    mls::commit_pending_proposals(g, p, s)?
+                        .ok_or_else(|| ClientError::Usage("nothing to commit".into()))
+                })
+                .await
+                .or_else(|e| {
+                    if matches!(e, ClientError::Usage(_)) {
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn render(&self, seen: &[Seen]) -> Result<Vec<ChatMessage>, ClientError> {
+        let mut out = Vec::new();
+        for (group, id) in seen {
+            let label = self
+                .local
+                .chat(*group)?
+                .map(|c| c.label())
+                .unwrap_or_else(|| group.to_string());
+            out.extend(history::message(&self.local, &label, *group, *id)?);
+        }
+        Ok(out)
+    }
+
+    /// The chat a target names, creating the direct chat on first use.
+    async fn resolve(&mut self, target: &Target) -> Result<GroupId, ClientError> {
+        match target {
+            Target::Group(group) => match self.local.chat(*group)? {
+                Some(chat) if chat.state == "active" => Ok(*group),
+                Some(_) => Err(ClientError::Usage(format!(
+                    "you are no longer a member of {group}"
+                ))),
+                None => Err(ClientError::Usage(format!(
+                    "unknown group {group}; run `chapar sync` first"
+                ))),
+            },
+            Target::User(user) => {
+                if Some(user) == self.username() {
+                    return Err(ClientError::Usage(
+                        "a direct chat needs another user".into(),
+                    ));
+                }
+                if let Some(chat) = self
+                    .local
+                    .direct_chats(user)?
+                    .into_iter()
+                    .find(|c| c.state == "active")
+                {
+                    return Ok(chat.group);
+                }
+                // The other side may have started the chat already.
+                self.sync_inner().await?;
+                if let Some(chat) = self
+                    .local
+                    .direct_chats(user)?
+                    .into_iter()
+                    .find(|c| c.state == "active")
+                {
+                    return Ok(chat.group);
+                }
+                self.create_chat("direct", user.as_str(), std::slice::from_ref(user))
+                    .await
+            }
+        }
+    }
+
+    /// Creates a group chat named `name` with `members` and returns its id.
+    pub async fn create_group(
+        &mut self,
+        name: &str,
+        members: &[Username],
+    ) -> Result<GroupId, ClientError> {
+        if name.len() > GROUP_NAME_BYTES_MAX {
+            return Err(ClientError::Usage(format!(
+                "a group name has at most {GROUP_NAME_BYTES_MAX} bytes"
+            )));
+        }
+        self.connect().await?;
+        self.create_chat("group", name, members).await
+    }
+
+    async fn create_chat(
+        &mut self,
+        kind: &str,
+        name: &str,
+        members: &[Username],
+    ) -> Result<GroupId, ClientError> {
+        self.connect().await?;
+        let me = self.me()?.username.clone();
+        let mut packages = Vec::new();
+        for user in members.iter().filter(|u| **u != me) {
+            let claimed = self.claim_verified(user).await?;
+            if claimed.is_empty() {
+                return Err(ClientError::Server {
+                    code: ErrorCode::NoKeyPackage,
+                    message: format!("@{user} has no device that can be added"),
+                });
+            }
+            packages.extend(claimed);
+        }
+        packages.extend(self.claim_verified(&me).await?); // my other devices
+        let group = GroupId(random16());
+        let (local, conn, me_id) = self.parts()?;
+        conn.request(Request::CreateGroup(v1::CreateGroup {
+            group_id: group.as_bytes().to_vec(),
+        }))
+        .await?;
+        let signer = me_id.signer();
+        local.transaction(|l| {
+            let provider = Provider::new(l.conn());
+            mls::create_group(&provider, &signer, group)?;
+            let peer = (kind == "direct").then(|| name.to_owned());
+            let name = if kind == "direct" {
+                String::new()
+            } else {
+                name.to_owned()
+            };
+            l.insert_chat(
+                &Chat {
+                    group,
+                    kind: kind.into(),
+                    name,
+                    peer,
+                    position: 0,
+                    state: "active".into(),
+                },
+                now_ms(),
+            )
+        })?;
+        self.add_packages(group, packages).await?;
+        Ok(group)
+    }
+
+    /// Adds verified key packages to a group and tells the new members what the chat is.
+    async fn add_packages(
+        &mut self,
+        group: GroupId,
+        packages: Vec<VerifiedKeyPackage>,
+    ) -> Result<(), ClientError> {
+        if packages.is_empty() {
+            return Ok(());
+        }
+        let mut packages = Some(packages);
+        self.commit(group, move |g, p, s| {
+            let packages = packages
+                .take()
+                .ok_or_else(|| ClientError::Usage("key packages already used".into()))?;
+            Ok(mls::add_members(g, p, s, packages)?)
+        })
+        .await?;
+        let chat = self
+            .local
+            .chat(group)?
+            .ok_or_else(|| ClientError::Usage("chat vanished".into()))?;
+        let meta = if chat.kind == "direct" {
+            content::GroupMeta {
+                kind: content::ChatKind::Direct as i32,
+                name: chat.peer.unwrap_or_default(),
+            }
+        } else {
+            content::GroupMeta {
+                kind: content::ChatKind::Group as i32,
+                name: chat.name,
+            }
+        };
+        self.send_body(group, Body::GroupMeta(meta)).await?;
+        Ok(())
+    }
+
+    /// Builds a commit with `make`, submits it at the log's head and merges it once accepted.
+    /// A stale-epoch refusal discards it, catches up and builds it again.
+    async fn commit(
+        &mut self,
+        group: GroupId,
+        mut make: impl FnMut(
+            &mut MlsGroup,
+            &Provider<'_>,
+            &DeviceSigner,
+        ) -> Result<OutgoingCommit, ClientError>,
+    ) -> Result<Seq, ClientError> {
+        for _ in 0..STALE_RETRIES_MAX {
+            let (local, conn, me) = self.parts()?;
+            let signer = me.signer();
+            let (out, epoch, seen) = local.transaction(|l| {
+                let provider = Provider::new(l.conn());
+                let mut g = mls::load_group(&provider, group)?
+                    .ok_or_else(|| ClientError::Usage(format!("no MLS state for {group}")))?;
+                let chat = l
+                    .chat(group)?
+                    .ok_or_else(|| ClientError::Usage(format!("unknown chat {group}")))?;
+                let epoch = mls::epoch(&g);
+                Ok((make(&mut g, &provider, &signer)?, epoch, chat.position))
+            })?;
+            let reply = conn
+                .request(Request::SubmitCommit(v1::SubmitCommit {
+                    group_id: group.as_bytes().to_vec(),
+                    epoch,
+                    seen_seq: seen,
+                    commit: out.commit,
+                    welcome: out.welcome.unwrap_or_default(),
+                    added_devices: out.added.iter().map(|d| d.0).collect(),
+                    removed_devices: out.removed.iter().map(|d| d.0).collect(),
+                }))
+                .await;
+            match reply {
+                Ok(Reply::Appended(appended)) => {
+                    local.transaction(|l| {
+                        let provider = Provider::new(l.conn());
+                        if let Some(mut g) = mls::load_group(&provider, group)? {
+                            mls::merge_pending_commit(&mut g, &provider)?;
+                        }
+                        l.set_position(group, appended.seq)
+                    })?;
+                    return Ok(appended.seq);
+                }
+                Ok(_) => return Err(ClientError::Protocol("expected Appended".into())),
+                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                    // sync_group discards the refused pending commit once it reaches the head.
+                    sync::sync_group(local, conn, me, group).await?;
+                }
+                Err(e) => {
+                    local.transaction(|l| {
+                        let provider = Provider::new(l.conn());
+                        if let Some(mut g) = mls::load_group(&provider, group)? {
+                            mls::discard_pending_commit(&mut g, &provider)?;
+                        }
+                        Ok(())
+                    })?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(ClientError::Server {
+            code: ErrorCode::StaleEpoch,
+            message: "the group kept changing; try again".into(),
+        })
+    }
+
+    /// Claims one key package per device of `user` (other than this one) and checks each against
+    /// the account key, pinning the key on first use and warning loudly if it changed.
+    async fn claim_verified(
+        &mut self,
+        user: &Username,
+    ) -> Result<Vec<VerifiedKeyPackage>, ClientError> {
+        let (_, conn, _) = self.parts()?;
+        let Reply::KeyPackages(reply) = conn
+            .request(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+                username: user.to_string(),
+            }))
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected KeyPackages".into()));
+        };
+        self.check_account_key(user, &reply.account_key)?;
+        let provider = Provider::new(self.local.conn());
+        let mut verified = Vec::new();
+        for device in reply.devices {
+            let Some(cert) = device.device else { continue };
+            let checked = identity::verify_device_cert(
+                &reply.account_key,
+                user,
+                DeviceId(cert.device_id),
+                &cert.device_key,
+                &cert.account_signature,
+            )
+            .and_then(|()| mls::verify_key_package(&provider, &device.key_package))
+            .and_then(|kp| {
+                let matches = kp.identity.username == *user
+                    && kp.identity.device.0 == cert.device_id
+                    && kp.signature_key == cert.device_key;
+                if matches {
+                    Ok(kp)
+                } else {
+                    Err(chapar_crypto::CryptoError::KeyPackageMismatch)
+                }
+            });
+            match checked {
+                Ok(kp) => verified.push(kp),
+                Err(e) => self.warnings.push(format!(
+                    "skipping a device of @{user} that does not verify: {e}"
+                )),
+            }
+        }
+        Ok(verified)
+    }
+
+    fn check_account_key(&mut self, user: &Username, key: &[u8]) -> Result<(), ClientError> {
+        match self.local.pinned_key(user)? {
+            Some(pinned) if pinned == key => {}
+            Some(_) => {
+                self.warnings.push(format!(
+                    "WARNING: the identity key of @{user} has CHANGED. Someone may be impersonating them, \
+                     or they reinstalled. Compare safety numbers with `chapar fingerprint @{user}` before trusting new messages."
+                ));
+                self.local.pin_key(user, key, now_ms())?;
+            }
+            None => self.local.pin_key(user, key, now_ms())?,
+        }
+        Ok(())
+    }
+
+    /// Adds every device of `user` to a group.
+    pub async fn add_member(&mut self, group: GroupId, user: &Username) -> Result<(), ClientError> {
+        self.connect().await?;
+        self.sync_inner().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let packages = self.claim_verified(user).await?;
+        if packages.is_empty() {
+            return Err(ClientError::Server {
+                code: ErrorCode::NoKeyPackage,
+                message: format!("@{user} has no device that can be added"),
+            });
+        }
+        self.add_packages(group, packages).await
+    }
+
+    /// Removes every device of `user` from a group.
+    pub async fn remove_member(
+        &mut self,
+        group: GroupId,
+        user: &Username,
+    ) -> Result<(), ClientError> {
+        self.connect().await?;
+        self.sync_inner().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let user = user.clone();
+        self.commit(group, move |g, p, s| {
+            let devices: Vec<DeviceId> = mls::members(g)
+                .into_iter()
+                .filter(|m| m.identity.username == user)
+                .map(|m| m.identity.device)
+                .collect();
+            if devices.is_empty() {
+                return Err(ClientError::Usage(format!("@{user} is not in this group")));
+            }
+            Ok(mls::remove_devices(g, p, s, &devices)?)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Leaves a group: proposes this device's removal; the server stops delivering at once and
+    /// the next member to sync commits it.
+    pub async fn leave(&mut self, group: GroupId) -> Result<(), ClientError> {
+        self.connect().await?;
+        self.sync_inner().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let (local, conn, me) = self.parts()?;
+        let signer = me.signer();
+        let (proposal, epoch) = local.transaction(|l| {
+            let provider = Provider::new(l.conn());
+            let mut g = mls::load_group(&provider, group)?
+                .ok_or_else(|| ClientError::Usage(format!("no MLS state for {group}")))?;
+            Ok((
+                mls::leave_group(&mut g, &provider, &signer)?,
+                mls::epoch(&g),
+            ))
+        })?;
+        conn.request(Request::SubmitProposal(v1::SubmitProposal {
+            group_id: group.as_bytes().to_vec(),
+            epoch,
+            proposal,
+            self_remove: true,
+        }))
+        .await?;
+        local.set_state(group, "left")
+    }
+
+    /// Sends a text message; returns it once the server acknowledged it.
+    pub async fn send_text(
+        &mut self,
+        target: &Target,
+        text: &str,
+        reply_to: Option<MessageId>,
+    ) -> Result<ChatMessage, ClientError> {
+        if text.len() > MESSAGE_TEXT_BYTES_MAX {
+            return Err(ClientError::Usage(format!(
+                "a message has at most {MESSAGE_TEXT_BYTES_MAX} bytes"
+            )));
+        }
+        self.connect().await?;
+        let group = self.resolve(target).await?;
+        let body = Body::Text(content::Text {
+            text: text.to_owned(),
+            reply_to: reply_to.map(|r| r.as_bytes().to_vec()).unwrap_or_default(),
+        });
+        let id = self.send_body(group, body).await?;
+        let label = self
+            .local
+            .chat(group)?
+            .map(|c| c.label())
+            .unwrap_or_default();
+        history::message(&self.local, &label, group, id)?
+            .ok_or_else(|| ClientError::Usage("sent message not found".into()))
+    }
+
+    /// Edits one of your messages.
+    pub async fn edit(
+        &mut self,
+        target: &Target,
+        id: MessageId,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        self.connect().await?;
+        let group = self.resolve(target).await?;
+        self.send_body(
+            group,
+            Body::Edit(content::Edit {
+                target: id.as_bytes().to_vec(),
+                text: text.to_owned(),
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes one of your messages for everyone.
+    pub async fn delete(&mut self, target: &Target, id: MessageId) -> Result<(), ClientError> {
+        self.connect().await?;
+        let group = self.resolve(target).await?;
+        self.send_body(
+            group,
+            Body::Delete(content::Delete {
+                target: id.as_bytes().to_vec(),
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Adds (or with `remove`, withdraws) a reaction.
+    pub async fn react(
+        &mut self,
+        target: &Target,
+        id: MessageId,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<(), ClientError> {
+        self.connect().await?;
+        let group = self.resolve(target).await?;
+        self.send_body(
+            group,
+            Body::Reaction(content::Reaction {
+                target: id.as_bytes().to_vec(),
+                emoji: emoji.to_owned(),
+                remove,
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Stores the message locally and in the outbox, then delivers it.
+    async fn send_body(&mut self, group: GroupId, body: Body) -> Result<MessageId, ClientError> {
+        let me = self.me()?;
+        let id = MessageId(random16());
+        let message = AppMessage {
+            message_id: id.as_bytes().to_vec(),
+            sent_at_ms: now_ms() as i64,
+            body: Some(body),
+        };
+        let bytes = message.encode_to_vec();
+        let (name, device) = (me.username.clone(), me.device);
+        self.local.transaction(|l| {
+            history::apply(l, group, name.as_str(), device, None, &message)?;
+            l.queue_outgoing(group, id, &bytes, now_ms())
+        })?;
+        self.deliver(group, id, &bytes).await?;
+        Ok(id)
+    }
+
+    /// Encrypts for the current epoch and sends until acknowledged; re-encrypts after catching up
+    /// if the epoch moved. The ratchet state is committed before the ciphertext leaves.
+    async fn deliver(
+        &mut self,
+        group: GroupId,
+        id: MessageId,
+        body: &[u8],
+    ) -> Result<Seq, ClientError> {
+        for _ in 0..STALE_RETRIES_MAX {
+            let (local, conn, me) = self.parts()?;
+            let signer = me.signer();
+            let (ciphertext, epoch) = local.transaction(|l| {
+                let provider = Provider::new(l.conn());
+                let mut g = mls::load_group(&provider, group)?
+                    .ok_or_else(|| ClientError::Usage(format!("no MLS state for {group}")))?;
+                Ok((
+                    mls::encrypt(&mut g, &provider, &signer, body)?,
+                    mls::epoch(&g),
+                ))
+            })?;
+            let reply = conn
+                .request(Request::SendMessage(v1::SendMessage {
+                    group_id: group.as_bytes().to_vec(),
+                    epoch,
+                    message_id: id.as_bytes().to_vec(),
+                    ciphertext,
+                }))
+                .await;
+            match reply {
+                Ok(Reply::Appended(appended)) => {
+                    local.mark_sent(group, id, appended.seq)?;
+                    return Ok(appended.seq);
+                }
+                Ok(_) => return Err(ClientError::Protocol("expected Appended".into())),
+                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                    sync::sync_group(local, conn, me, group).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Server {
+            code: ErrorCode::StaleEpoch,
+            message: "the group kept changing; try again".into(),
+        })
+    }
+
+    /// Local history of a chat (all direct chats with the user, for `@user`), oldest first.
+    pub fn messages(&self, target: &Target) -> Result<Vec<ChatMessage>, ClientError> {
+        let chats = match target {
+            Target::Group(group) => self.local.chat(*group)?.into_iter().collect(),
+            Target::User(user) => self.local.direct_chats(user)?,
+        };
+        if chats.is_empty() {
+            return Err(ClientError::Usage("no such chat on this device".into()));
+        }
+        let mut out = Vec::new();
+        for chat in chats {
+            out.extend(history::chat_history(
+                &self.local,
+                &chat.label(),
+                chat.group,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Every chat on this device.
+    pub fn chats(&self) -> Result<Vec<Chat>, ClientError> {
+        self.local.chats()
+    }
+
+    /// The safety number for the conversation with `user`.
+    pub async fn fingerprint(&mut self, user: &Username) -> Result<String, ClientError> {
+        self.connect().await?;
+        let (_, conn, _) = self.parts()?;
+        let Reply::Account(account) = conn
+            .request(Request::GetAccount(v1::GetAccount {
+                username: user.to_string(),
+            }))
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected Account".into()));
+        };
+        self.check_account_key(user, &account.account_key)?;
+        let me = self.me()?;
+        let mine = me.account_key.public();
+        Ok(safety_number(
+            (&me.username, &mine),
+            (user, &account.account_key),
+        ))
+    }
+
+    /// Stays connected and calls `on_message` for every message that arrives, until the
+    /// connection drops.
+    pub async fn listen(
+        &mut self,
+        mut on_message: impl FnMut(&ChatMessage, &[String]),
+    ) -> Result<(), ClientError> {
+        self.connect().await?;
+        let seen = self.sync_inner().await?;
+        for m in self.render(&seen)? {
+            on_message(&m, &self.take_warnings());
+        }
+        let mut pushes = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.take_pushes())
+            .ok_or_else(|| ClientError::Connection("pushes already taken".into()))?;
+        while let Some(push) = pushes.recv().await {
+            let seen = match push.kind {
+                Some(v1::push::Kind::LogEntry(entry)) => {
+                    let Ok(group) = GroupId::from_slice(&entry.group_id) else {
+                        continue;
+                    };
+                    let (local, conn, me) = self.parts()?;
+                    match local.chat(group)? {
+                        Some(chat) if chat.state == "active" && entry.seq == chat.position + 1 => {
+                            sync::apply_entry(local, me, group, &entry)?
+                                .into_iter()
+                                .collect()
+                        }
+                        Some(chat) if chat.state == "active" && entry.seq > chat.position => {
+                            sync::sync_group(local, conn, me, group).await?
+                        }
+                        _ => Vec::new(),
+                    }
+                }
+                Some(_) => self.sync_inner().await?,
+                None => Vec::new(),
+            };
+            self.commit_pending_proposals().await?;
+            for m in self.render(&seen)? {
+                on_message(&m, &self.take_warnings());
+            }
+        }
+        Err(ClientError::Connection(
+            "the server closed the connection".into(),
+        ))
+    }
+}

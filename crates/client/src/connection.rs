@@ -1,0 +1,187 @@
+//! One WebSocket connection to the server: the handshake, requests matched to their responses
+//! by id, and a queue of server pushes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chapar_types::ErrorCode;
+use chapar_types::limits::{FRAME_BYTES_MAX, PUSH_QUEUE_DEPTH_MAX};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::ClientError;
+
+/// How long a request may wait for its response before the client gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests queued for sending before `request` waits.
+const OUTGOING_QUEUE_DEPTH_MAX: usize = 256;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// An open connection that has completed `Hello`.
+pub struct Connection {
+    out: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    next_id: AtomicU64,
+    pushes: Mutex<Option<mpsc::Receiver<v1::Push>>>,
+    challenge: Vec<u8>,
+}
+
+/// Turns `http://host:port` (or `ws://...`) into the protocol endpoint URL.
+pub fn endpoint(server: &str) -> Result<String, ClientError> {
+    let base = server.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if base.starts_with("ws://") || base.starts_with("wss://") {
+        base.to_owned()
+    } else {
+        return Err(ClientError::Usage(format!(
+            "server URL must start with http:// or ws://, got {server:?}"
+        )));
+    };
+    Ok(if base.ends_with("/v1/ws") {
+        base
+    } else {
+        format!("{base}/v1/ws")
+    })
+}
+
+impl Connection {
+    /// Connects to `server` and performs the version handshake.
+    pub async fn open(server: &str) -> Result<Self, ClientError> {
+        let url = endpoint(server)?;
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(FRAME_BYTES_MAX);
+        config.max_frame_size = Some(FRAME_BYTES_MAX);
+        let (socket, _) = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(&url, Some(config), true),
+        )
+        .await
+        .map_err(|_| ClientError::Connection(format!("timed out connecting to {url}")))?
+        .map_err(|e| ClientError::Connection(format!("cannot connect to {url}: {e}")))?;
+        let (mut sink, mut stream) = socket.split();
+        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTGOING_QUEUE_DEPTH_MAX);
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE_DEPTH_MAX);
+        let pending: Pending = Arc::default();
+
+        tokio::spawn(async move {
+            while let Some(frame) = out_rx.recv().await {
+                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        tokio::spawn({
+            let pending = pending.clone();
+            async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    let Message::Binary(bytes) = message else {
+                        continue;
+                    };
+                    let Ok(frame) = chapar_wire::decode::<v1::ServerFrame>(&bytes) else {
+                        tracing::warn!("undecodable frame from server");
+                        continue;
+                    };
+                    match frame.kind {
+                        Some(v1::server_frame::Kind::Response(r)) => {
+                            let waiter = pending
+                                .lock()
+                                .ok()
+                                .and_then(|mut p| p.remove(&r.request_id));
+                            if let (Some(waiter), Some(result)) = (waiter, r.result) {
+                                let _ = waiter.send(result);
+                            }
+                        }
+                        Some(v1::server_frame::Kind::Push(p)) => {
+                            // A full queue means nobody is listening; the next sync catches up.
+                            let _ = push_tx.try_send(p);
+                        }
+                        None => {}
+                    }
+                }
+                // Dropping the waiters makes every outstanding request fail with "closed".
+                if let Ok(mut p) = pending.lock() {
+                    p.clear();
+                }
+            }
+        });
+
+        let mut connection = Self {
+            out,
+            pending,
+            next_id: AtomicU64::new(1),
+            pushes: Mutex::new(Some(push_rx)),
+            challenge: Vec::new(),
+        };
+        let hello = connection
+            .request(Request::Hello(v1::Hello {
+                protocol_version: chapar_wire::PROTOCOL_VERSION,
+                capabilities: chapar_wire::CAPABILITIES
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+                client_agent: concat!("chapar/", env!("CARGO_PKG_VERSION")).into(),
+            }))
+            .await?;
+        let Reply::HelloOk(ok) = hello else {
+            return Err(ClientError::Protocol("expected HelloOk".into()));
+        };
+        connection.challenge = ok.challenge;
+        Ok(connection)
+    }
+
+    /// The server's login challenge for this connection.
+    pub fn challenge(&self) -> &[u8] {
+        &self.challenge
+    }
+
+    /// Takes the push queue (once).
+    pub fn take_pushes(&self) -> Option<mpsc::Receiver<v1::Push>> {
+        self.pushes.lock().ok().and_then(|mut p| p.take())
+    }
+
+    /// Sends a request and waits for its response. A server error becomes [`ClientError::Server`].
+    pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| ClientError::Connection("connection state poisoned".into()))?
+            .insert(id, tx);
+        let frame = chapar_wire::encode(&v1::ClientFrame {
+            request_id: id,
+            request: Some(request),
+        });
+        self.out
+            .send(frame)
+            .await
+            .map_err(|_| ClientError::Connection("connection closed".into()))?;
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, rx)
+            .await
+            .map_err(|_| {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&id);
+                }
+                ClientError::Connection("the server did not answer in time".into())
+            })?
+            .map_err(|_| {
+                ClientError::Connection("connection closed before the server answered".into())
+            })?;
+        match reply {
+            Reply::Error(e) => Err(ClientError::Server {
+                code: ErrorCode::from_u32(e.code),
+                message: e.message,
+            }),
+            other => Ok(other),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Client errors, worded for the person at the terminal.
+
+use chapar_types::ErrorCode;
+
+/// What went wrong on the client side, or what the server refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered a request with an error.
+    #[error("the server refused: {message} ({code})")]
+    Server {
+        /// Stable code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The profile has no account yet, or has one already.
+    #[error("{0}")]
+    Profile(String),
+    /// The user asked for something that cannot be done (unknown chat, bad id, ...).
+    #[error("{0}")]
+    Usage(String),
+    /// A cryptographic check failed.
+    #[error("crypto: {0}")]
+    Crypto(#[from] chapar_crypto::CryptoError),
+    /// The local database failed.
+    #[error("local store: {0}")]
+    Local(#[from] rusqlite::Error),
+    /// The server sent something that makes no sense.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The profile's local SQLite store: identity, pinned contact keys, chats, history and outbox.
+//!
+//! openmls keeps its own tables in the same file (see `provider`). Callers wrap a change to MLS
+//! state and the history it produces in one [`Local::transaction`], so a crash never leaves a
+//! group advanced without its messages stored, or the reverse.
+
+use std::path::Path;
+
+use chapar_types::{DeviceId, GroupId, MessageId, Seq, Username};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ClientError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS profile (
+    key    TEXT PRIMARY KEY,
+    value  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    username     TEXT PRIMARY KEY,
+    account_key  BLOB NOT NULL,
+    pinned_ms    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chats (
+    group_id    BLOB PRIMARY KEY,
+    kind        TEXT NOT NULL,         -- 'direct' or 'group'
+    name        TEXT NOT NULL,
+    peer        TEXT,                  -- the other user of a direct chat
+    position    INTEGER NOT NULL,      -- last log entry processed
+    state       TEXT NOT NULL,         -- 'active', 'left' or 'removed'
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    group_id       BLOB NOT NULL,
+    message_id     BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    sender_device  INTEGER NOT NULL,
+    text           TEXT,
+    reply_to       BLOB,
+    sent_at_ms     INTEGER NOT NULL,
+    seq            INTEGER,              -- log position; NULL while unacknowledged
+    edited         INTEGER NOT NULL DEFAULT 0,
+    deleted        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_seq ON messages(group_id, seq);
+CREATE TABLE IF NOT EXISTS reactions (
+    group_id    BLOB NOT NULL,
+    message_id  BLOB NOT NULL,
+    reactor     TEXT NOT NULL,
+    emoji       TEXT NOT NULL,
+    PRIMARY KEY (group_id, message_id, reactor, emoji)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    group_id    BLOB NOT NULL,
+    message_id  BLOB NOT NULL,
+    body        BLOB NOT NULL,           -- the encoded AppMessage, re-encrypted on retry
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (group_id, message_id)
+);
+"#;
+
+/// A chat as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// The MLS group.
+    pub group: GroupId,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// Display name (group chats).
+    pub name: String,
+    /// The other user, for direct chats.
+    pub peer: Option<String>,
+    /// Last log entry processed.
+    pub position: Seq,
+    /// `active`, `left` or `removed`.
+    pub state: String,
+}
+
+impl Chat {
+    /// How this chat is named in commands and output: `@peer` or the group id.
+    pub fn label(&self) -> String {
+        match (&self.kind[..], &self.peer) {
+            ("direct", Some(peer)) => format!("@{peer}"),
+            _ => self.group.to_string(),
+        }
+    }
+}
+
+/// The profile database.
+pub struct Local {
+    conn: Connection,
+}
+
+fn group_from(bytes: Vec<u8>) -> rusqlite::Result<GroupId> {
+    GroupId::from_slice(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+fn chat_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
+    Ok(Chat {
+        group: group_from(r.get(0)?)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        peer: r.get(3)?,
+        position: r.get::<_, i64>(4)? as u64,
+        state: r.get(5)?,
+    })
+}
+
+const CHAT_COLUMNS: &str = "group_id, kind, name, peer, position, state";
+
+impl Local {
+    /// Opens (creating) the profile database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ClientError::Profile(format!(
+                "cannot create profile directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let mut conn = Connection::open(dir.join("profile.db"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        crate::provider::migrate(&mut conn).map_err(ClientError::Profile)?;
+        Ok(Self { conn })
+    }
+
+    /// The connection, for the MLS provider.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in one transaction: all of its writes (MLS state included) land, or none do.
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(value) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads a profile value.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM profile WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Writes a profile value.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        self.conn.execute(
+            "INSERT INTO profile (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Reads a profile counter (0 when unset).
+    pub fn get_u64(&self, key: &str) -> Result<u64, ClientError> {
+        Ok(self
+            .get(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Writes a profile counter.
+    pub fn set_u64(&self, key: &str, value: u64) -> Result<(), ClientError> {
+        self.set(key, &value.to_be_bytes())
+    }
+
+    /// The pinned account key of a contact.
+    pub fn pinned_key(&self, username: &Username) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT account_key FROM contacts WHERE username = ?1",
+                [username.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Pins (or re-pins) a contact's account key.
+    pub fn pin_key(&self, username: &Username, key: &[u8], now_ms: u64) -> Result<(), ClientError> {
+        self.conn.execute(
+            "INSERT INTO contacts (username, account_key, pinned_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO UPDATE SET account_key = ?2, pinned_ms = ?3",
+            params![username.as_str(), key, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records a chat this device is now in.
+    pub fn insert_chat(&self, chat: &Chat, now_ms: u64) -> Result<(), ClientError> {
+        self.conn.execute(
+            "INSERT INTO chats (group_id, kind, name, peer, position, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (group_id) DO UPDATE SET kind = ?2, name = ?3, peer = ?4, position = ?5, state = ?6",
+            params![chat.group.as_bytes(), chat.kind, chat.name, chat.peer, chat.position as i64, chat.state, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// One chat.
+    pub fn chat(&self, group: GroupId) -> Result<Option<Chat>, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE group_id = ?1"),
+                [group.as_bytes()],
+                chat_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every chat, oldest first.
+    pub fn chats(&self) -> Result<Vec<Chat>, ClientError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chats ORDER BY created_ms, group_id"
+        ))?;
+        Ok(stmt
+            .query_map([], chat_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The active direct chat with `peer`, oldest first if there are several (both sides may have
+    /// started one at the same time).
+    pub fn direct_chats(&self, peer: &Username) -> Result<Vec<Chat>, ClientError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE kind = 'direct' AND peer = ?1 ORDER BY created_ms, group_id"
+        ))?;
+        Ok(stmt
+            .query_map([peer.as_str()], chat_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a chat's processed position.
+    pub fn set_position(&self, group: GroupId, position: Seq) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET position = ?2 WHERE group_id = ?1",
+            params![group.as_bytes(), position as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a chat's state (`active`, `left`, `removed`).
+    pub fn set_state(&self, group: GroupId, state: &str) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET state = ?2 WHERE group_id = ?1",
+            params![group.as_bytes(), state],
+        )?;
+        Ok(())
+    }
+
+    /// Sets what a chat is (from a GroupMeta message).
+    pub fn set_chat_meta(
+        &self,
+        group: GroupId,
+        kind: &str,
+        name: &str,
+        peer: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET kind = ?2, name = ?3, peer = ?4 WHERE group_id = ?1",
+            params![group.as_bytes(), kind, name, peer],
+        )?;
+        Ok(())
+    }
+
+    /// Queues an outgoing message until the server acknowledges it.
+    pub fn queue_outgoing(
+        &self,
+        group: GroupId,
+        id: MessageId,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO outbox (group_id, message_id, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![group.as_bytes(), id.as_bytes(), body, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Messages still waiting for an acknowledgement, oldest first.
+    pub fn outbox(&self) -> Result<Vec<(GroupId, MessageId, Vec<u8>)>, ClientError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT group_id, message_id, body FROM outbox ORDER BY created_ms, rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (g, m, body) = row?;
+            if let (Ok(g), Ok(m)) = (GroupId::from_slice(&g), MessageId::from_slice(&m)) {
+                out.push((g, m, body));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a message acknowledged at `seq` and drops it from the outbox.
+    pub fn mark_sent(&self, group: GroupId, id: MessageId, seq: Seq) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE messages SET seq = ?3 WHERE group_id = ?1 AND message_id = ?2",
+            params![group.as_bytes(), id.as_bytes(), seq as i64],
+        )?;
+        self.conn.execute(
+            "DELETE FROM outbox WHERE group_id = ?1 AND message_id = ?2",
+            params![group.as_bytes(), id.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// This device's id, once registered.
+    pub fn device_id(&self) -> Result<Option<DeviceId>, ClientError> {
+        Ok(self
+            .get("device_id")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(|b| DeviceId(u64::from_be_bytes(b))))
+    }
+}

@@ -1,0 +1,37 @@
+//! Chapar's end-to-end cryptography, with no I/O.
+//!
+//! - [`identity`]: the account identity key that certifies device keys, the device key that
+//!   answers the server's login challenge, and the byte strings each of them signs.
+//! - [`safety_number`]: the number two people compare out of band to detect a swapped key.
+//! - [`mls`]: every chat is an MLS group (RFC 9420, `openmls`) whose members are devices. This
+//!   module wraps the handful of group operations Chapar uses, generic over the openmls provider
+//!   so that the caller chooses where MLS state lives (a SQLite file natively, memory in tests).
+//!
+//! Randomness comes from the provider or an `rng` argument; nothing here reads a clock.
+
+pub mod identity;
+pub mod mls;
+pub mod safety_number;
+
+/// Why a cryptographic operation failed. Messages are safe to show to a user.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// A key or signature has the wrong length or encoding.
+    #[error("malformed key or signature")]
+    MalformedKey,
+    /// A signature did not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// An MLS message, key package or welcome could not be parsed.
+    #[error("malformed MLS message: {0}")]
+    MalformedMls(String),
+    /// A key package does not belong to the device its certificate names.
+    #[error("key package does not match the device certificate")]
+    KeyPackageMismatch,
+    /// openmls refused an operation (wrong epoch, not a member, decryption failure, ...).
+    #[error("MLS: {0}")]
+    Mls(String),
+    /// The MLS state store failed.
+    #[error("MLS state storage: {0}")]
+    Storage(String),
+}

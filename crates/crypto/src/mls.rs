@@ -1,0 +1,574 @@
+//! MLS groups whose members are devices, wrapped to the operations Chapar needs.
+//!
+//! Each leaf carries a basic credential whose identity is `username:device-id-hex`, and whose
+//! signature key is the device key that the account key certified (see [`crate::identity`]).
+//! Handshake and application messages are both sent as MLS `PrivateMessage`s, so the server sees
+//! neither content nor who was added; clients tell the server the device ids it must route to.
+
+use chapar_types::{DeviceId, GroupId, Username};
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+
+use crate::CryptoError;
+use crate::identity::SecretKey;
+
+/// The one ciphersuite Chapar uses: X25519, AES-128-GCM, SHA-256, Ed25519.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// How far a sender's messages may arrive out of order, and how many of a sender's messages may
+/// be skipped, before decryption gives up. Pipelined sends can be reordered by the server.
+const OUT_OF_ORDER_TOLERANCE: u32 = 64;
+const MAXIMUM_FORWARD_DISTANCE: u32 = 10_000;
+
+pub use openmls::group::MlsGroup;
+
+/// Who a leaf is: an account and one of its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceIdentity {
+    /// The account.
+    pub username: Username,
+    /// The device.
+    pub device: DeviceId,
+}
+
+impl DeviceIdentity {
+    /// The bytes carried in the basic credential.
+    pub fn to_credential_bytes(&self) -> Vec<u8> {
+        format!("{}:{}", self.username, self.device).into_bytes()
+    }
+
+    /// Parses a credential's identity bytes.
+    pub fn from_credential_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let bad = || CryptoError::MalformedMls("credential identity".into());
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+        let (name, device) = text.split_once(':').ok_or_else(bad)?;
+        Ok(Self {
+            username: Username::parse(name).map_err(|_| bad())?,
+            device: device.parse().map_err(|_| bad())?,
+        })
+    }
+
+    fn from_credential(credential: &Credential) -> Result<Self, CryptoError> {
+        let basic = BasicCredential::try_from(credential.clone())
+            .map_err(|_| CryptoError::MalformedMls("not a basic credential".into()))?;
+        Self::from_credential_bytes(basic.identity())
+    }
+}
+
+/// A device's MLS signing identity: its leaf credential and the key that signs for it.
+pub struct DeviceSigner {
+    identity: DeviceIdentity,
+    keys: SignatureKeyPair,
+}
+
+impl DeviceSigner {
+    /// Builds the MLS signer from the device key.
+    pub fn new(identity: DeviceIdentity, device_key: &SecretKey) -> Self {
+        let keys = SignatureKeyPair::from_raw(
+            CIPHERSUITE.signature_algorithm(),
+            device_key.to_bytes().to_vec(),
+            device_key.public().to_vec(),
+        );
+        Self { identity, keys }
+    }
+
+    /// Who this signer is.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    fn credential_with_key(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: BasicCredential::new(self.identity.to_credential_bytes()).into(),
+            signature_key: self.keys.public().into(),
+        }
+    }
+}
+
+/// A member of a group as the group's state records it.
+#[derive(Debug, Clone)]
+pub struct GroupMember {
+    /// Account and device of the leaf.
+    pub identity: DeviceIdentity,
+    /// The leaf's signature key: the device key its account certified.
+    pub signature_key: Vec<u8>,
+}
+
+/// A commit to send to the delivery service, with the routing facts the server needs.
+pub struct OutgoingCommit {
+    /// The serialized MLS commit.
+    pub commit: Vec<u8>,
+    /// The serialized MLS Welcome for added devices, if any were added.
+    pub welcome: Option<Vec<u8>>,
+    /// Devices this commit adds.
+    pub added: Vec<DeviceId>,
+    /// Devices this commit removes.
+    pub removed: Vec<DeviceId>,
+}
+
+/// What processing one incoming handshake or application message produced.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An application message's plaintext, with its verified sender leaf.
+    Application {
+        /// The sending leaf.
+        sender: GroupMember,
+        /// The decrypted bytes.
+        plaintext: Vec<u8>,
+    },
+    /// A proposal, queued until someone commits it.
+    Proposal {
+        /// The proposing leaf.
+        sender: GroupMember,
+    },
+    /// A commit that has been merged: the group is in a new epoch.
+    Commit {
+        /// The committing leaf.
+        sender: GroupMember,
+        /// Devices added by the commit.
+        added: Vec<DeviceIdentity>,
+        /// Devices removed by the commit.
+        removed: Vec<DeviceIdentity>,
+        /// This device was removed; the group is no longer usable.
+        removed_self: bool,
+    },
+    /// A message this device sent itself, fanned back by the delivery service.
+    Own,
+}
+
+fn mls_err(e: impl std::fmt::Display) -> CryptoError {
+    CryptoError::Mls(e.to_string())
+}
+
+fn sender_ratchet() -> SenderRatchetConfiguration {
+    SenderRatchetConfiguration::new(OUT_OF_ORDER_TOLERANCE, MAXIMUM_FORWARD_DISTANCE)
+}
+
+/// Makes a key package for this device. A last-resort package may be used more than once;
+/// one-time packages are consumed by the first group that uses them.
+pub fn new_key_package<P: OpenMlsProvider>(
+    provider: &P,
+    signer: &DeviceSigner,
+    last_resort: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    // The leaf must declare the last-resort extension for a last-resort package to be valid.
+    let capabilities =
+        Capabilities::new(None, None, Some(&[ExtensionType::LastResort]), None, None);
+    let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+    if last_resort {
+        builder = builder.mark_as_last_resort();
+    }
+    let bundle = builder
+        .build(
+            CIPHERSUITE,
+            provider,
+            &signer.keys,
+            signer.credential_with_key(),
+        )
+        .map_err(mls_err)?;
+    bundle
+        .key_package()
+        .tls_serialize_detached()
+        .map_err(mls_err)
+}
+
+/// A key package checked for validity, with the device it claims to belong to.
+pub struct VerifiedKeyPackage {
+    key_package: KeyPackage,
+    /// The device the leaf credential names.
+    pub identity: DeviceIdentity,
+    /// The leaf's signature key, which the caller compares with the device certificate.
+    pub signature_key: Vec<u8>,
+}
+
+/// Parses and verifies a key package's own signatures and lifetime.
+pub fn verify_key_package<P: OpenMlsProvider>(
+    provider: &P,
+    bytes: &[u8],
+) -> Result<VerifiedKeyPackage, CryptoError> {
+    let key_package = KeyPackageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| CryptoError::MalformedMls(e.to_string()))?
+        .validate(provider.crypto(), ProtocolVersion::Mls10)
+        .map_err(mls_err)?;
+    let leaf = key_package.leaf_node();
+    Ok(VerifiedKeyPackage {
+        identity: DeviceIdentity::from_credential(leaf.credential())?,
+        signature_key: leaf.signature_key().as_slice().to_vec(),
+        key_package,
+    })
+}
+
+/// Creates a new group with this device as its only member.
+pub fn create_group<P: OpenMlsProvider>(
+    provider: &P,
+    signer: &DeviceSigner,
+    group_id: GroupId,
+) -> Result<MlsGroup, CryptoError> {
+    let config = MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .sender_ratchet_configuration(sender_ratchet())
+        .build();
+    MlsGroup::new_with_group_id(
+        provider,
+        &signer.keys,
+        &config,
+        openmls::group::GroupId::from_slice(group_id.as_bytes()),
+        signer.credential_with_key(),
+    )
+    .map_err(mls_err)
+}
+
+/// Loads a group's state from the provider's storage.
+pub fn load_group<P: OpenMlsProvider>(
+    provider: &P,
+    group_id: GroupId,
+) -> Result<Option<MlsGroup>, CryptoError> {
+    MlsGroup::load(
+        provider.storage(),
+        &openmls::group::GroupId::from_slice(group_id.as_bytes()),
+    )
+    .map_err(|e| CryptoError::Storage(format!("{e:?}")))
+}
+
+/// Joins a group from a Welcome addressed to one of this device's key packages.
+pub fn join_group<P: OpenMlsProvider>(
+    provider: &P,
+    welcome: &[u8],
+) -> Result<MlsGroup, CryptoError> {
+    let message = MlsMessageIn::tls_deserialize_exact(welcome)
+        .map_err(|e| CryptoError::MalformedMls(e.to_string()))?;
+    let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+        return Err(CryptoError::MalformedMls("not a welcome".into()));
+    };
+    let config = MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .sender_ratchet_configuration(sender_ratchet())
+        .build();
+    StagedWelcome::new_from_welcome(provider, &config, welcome, None)
+        .map_err(mls_err)?
+        .into_group(provider)
+        .map_err(mls_err)
+}
+
+/// The group's current members.
+pub fn members(group: &MlsGroup) -> Vec<GroupMember> {
+    group
+        .members()
+        .filter_map(|m| to_group_member(&m).ok())
+        .collect()
+}
+
+fn to_group_member(member: &Member) -> Result<GroupMember, CryptoError> {
+    Ok(GroupMember {
+        identity: DeviceIdentity::from_credential(&member.credential)?,
+        signature_key: member.signature_key.clone(),
+    })
+}
+
+fn member_at(group: &MlsGroup, index: LeafNodeIndex) -> Result<GroupMember, CryptoError> {
+    let member = group
+        .member_at(index)
+        .ok_or_else(|| CryptoError::Mls("no member at sender leaf".into()))?;
+    to_group_member(&member)
+}
+
+fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, CryptoError> {
+    message.to_bytes().map_err(mls_err)
+}
+
+/// Adds devices. The commit stays pending until [`merge_pending_commit`] (after the server
+/// accepted it) or [`discard_pending_commit`] (after it refused it).
+pub fn add_members<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+    key_packages: Vec<VerifiedKeyPackage>,
+) -> Result<OutgoingCommit, CryptoError> {
+    let added = key_packages.iter().map(|k| k.identity.device).collect();
+    let packages: Vec<KeyPackage> = key_packages.into_iter().map(|k| k.key_package).collect();
+    let (commit, welcome, _) = group
+        .add_members(provider, &signer.keys, &packages)
+        .map_err(mls_err)?;
+    Ok(OutgoingCommit {
+        commit: serialize(&commit)?,
+        welcome: Some(serialize(&welcome)?),
+        added,
+        removed: Vec::new(),
+    })
+}
+
+/// Removes every leaf that belongs to one of `devices`.
+pub fn remove_devices<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+    devices: &[DeviceId],
+) -> Result<OutgoingCommit, CryptoError> {
+    let mut leaves = Vec::new();
+    let mut removed = Vec::new();
+    for member in group.members() {
+        if let Ok(m) = to_group_member(&member)
+            && devices.contains(&m.identity.device)
+        {
+            leaves.push(member.index);
+            removed.push(m.identity.device);
+        }
+    }
+    if leaves.is_empty() {
+        return Err(CryptoError::Mls(
+            "none of those devices is in the group".into(),
+        ));
+    }
+    let (commit, welcome, _) = group
+        .remove_members(provider, &signer.keys, &leaves)
+        .map_err(mls_err)?;
+    Ok(OutgoingCommit {
+        commit: serialize(&commit)?,
+        welcome: welcome.as_ref().map(serialize).transpose()?,
+        added: Vec::new(),
+        removed,
+    })
+}
+
+/// Commits the proposals other members made (such as a member leaving), if there are any.
+pub fn commit_pending_proposals<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+) -> Result<Option<OutgoingCommit>, CryptoError> {
+    if group.pending_proposals().next().is_none() {
+        return Ok(None);
+    }
+    let mut removed = Vec::new();
+    for proposal in group.pending_proposals() {
+        if let Proposal::Remove(remove) = proposal.proposal()
+            && let Ok(m) = member_at(group, remove.removed())
+        {
+            removed.push(m.identity.device);
+        }
+    }
+    let (commit, welcome, _) = group
+        .commit_to_pending_proposals(provider, &signer.keys)
+        .map_err(mls_err)?;
+    Ok(Some(OutgoingCommit {
+        commit: serialize(&commit)?,
+        welcome: welcome.as_ref().map(serialize).transpose()?,
+        added: Vec::new(),
+        removed,
+    }))
+}
+
+/// Makes the proposal by which this device leaves the group.
+pub fn leave_group<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+) -> Result<Vec<u8>, CryptoError> {
+    let proposal = group.leave_group(provider, &signer.keys).map_err(mls_err)?;
+    serialize(&proposal)
+}
+
+/// Applies this device's own commit once the server has accepted it.
+pub fn merge_pending_commit<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+) -> Result<(), CryptoError> {
+    group.merge_pending_commit(provider).map_err(mls_err)
+}
+
+/// Drops this device's own commit after the server refused it.
+pub fn discard_pending_commit<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+) -> Result<(), CryptoError> {
+    group
+        .clear_pending_commit(provider.storage())
+        .map_err(|e| CryptoError::Storage(format!("{e:?}")))
+}
+
+/// True while this device has a commit the server has not yet accepted or refused.
+pub fn has_pending_commit(group: &MlsGroup) -> bool {
+    group.pending_commit().is_some()
+}
+
+/// Encrypts an application message for the group's current epoch.
+pub fn encrypt<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let message = group
+        .create_message(provider, &signer.keys, plaintext)
+        .map_err(mls_err)?;
+    serialize(&message)
+}
+
+/// Processes one message from the group's log: decrypts application messages, queues proposals
+/// and merges commits (so the group moves to the next epoch).
+pub fn process<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    bytes: &[u8],
+) -> Result<Incoming, CryptoError> {
+    let message = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| CryptoError::MalformedMls(e.to_string()))?
+        .try_into_protocol_message()
+        .map_err(mls_err)?;
+    let processed = group.process_message(provider, message).map_err(mls_err)?;
+    let sender = match processed.sender() {
+        Sender::Member(index) => member_at(group, *index)?,
+        _ => return Err(CryptoError::Mls("message from a non-member".into())),
+    };
+    match processed.into_content() {
+        ProcessedMessageContent::ApplicationMessage(app) => Ok(Incoming::Application {
+            sender,
+            plaintext: app.into_bytes(),
+        }),
+        ProcessedMessageContent::ProposalMessage(proposal) => {
+            group
+                .store_pending_proposal(provider.storage(), *proposal)
+                .map_err(|e| CryptoError::Storage(format!("{e:?}")))?;
+            Ok(Incoming::Proposal { sender })
+        }
+        ProcessedMessageContent::OwnPendingCommit | ProcessedMessageContent::OwnPrivateMessage => {
+            Ok(Incoming::Own)
+        }
+        ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+            Err(CryptoError::Mls("external joins are not used".into()))
+        }
+        ProcessedMessageContent::StagedCommitMessage(staged) => {
+            let added = staged
+                .add_proposals()
+                .filter_map(|p| {
+                    DeviceIdentity::from_credential(
+                        p.add_proposal().key_package().leaf_node().credential(),
+                    )
+                    .ok()
+                })
+                .collect();
+            let removed = staged
+                .remove_proposals()
+                .filter_map(|p| member_at(group, p.remove_proposal().removed()).ok())
+                .map(|m| m.identity)
+                .collect();
+            let removed_self = staged.self_removed();
+            group
+                .merge_staged_commit(provider, *staged)
+                .map_err(mls_err)?;
+            Ok(Incoming::Commit {
+                sender,
+                added,
+                removed,
+                removed_self,
+            })
+        }
+    }
+}
+
+/// The group's current epoch.
+pub fn epoch(group: &MlsGroup) -> u64 {
+    group.epoch().as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    fn device(name: &str, id: u64) -> DeviceSigner {
+        let key = SecretKey::generate(&mut rand::thread_rng());
+        DeviceSigner::new(
+            DeviceIdentity {
+                username: Username::parse(name).expect("valid"),
+                device: DeviceId(id),
+            },
+            &key,
+        )
+    }
+
+    #[test]
+    fn three_members_talk_and_a_removed_one_cannot_read() {
+        let providers: Vec<OpenMlsRustCrypto> =
+            (0..3).map(|_| OpenMlsRustCrypto::default()).collect();
+        let signers = [device("alice", 1), device("bob", 2), device("carol", 3)];
+        let mut alice = create_group(&providers[0], &signers[0], GroupId([1; 16])).expect("create");
+
+        let kps: Vec<_> = (1..3)
+            .map(|i| {
+                let bytes = new_key_package(&providers[i], &signers[i], false).expect("kp");
+                verify_key_package(&providers[0], &bytes).expect("valid kp")
+            })
+            .collect();
+        assert_eq!(kps[0].identity.username.as_str(), "bob");
+        let out = add_members(&mut alice, &providers[0], &signers[0], kps).expect("add");
+        assert_eq!(out.added, vec![DeviceId(2), DeviceId(3)]);
+        merge_pending_commit(&mut alice, &providers[0]).expect("merge");
+        let welcome = out.welcome.expect("welcome");
+        let mut bob = join_group(&providers[1], &welcome).expect("bob joins");
+        let mut carol = join_group(&providers[2], &welcome).expect("carol joins");
+        assert_eq!(epoch(&alice), epoch(&bob));
+
+        let ct = encrypt(&mut alice, &providers[0], &signers[0], b"hello").expect("encrypt");
+        for (group, provider) in [(&mut bob, &providers[1]), (&mut carol, &providers[2])] {
+            match process(group, provider, &ct).expect("decrypt") {
+                Incoming::Application { sender, plaintext } => {
+                    assert_eq!(plaintext, b"hello");
+                    assert_eq!(sender.identity.device, DeviceId(1));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        let out =
+            remove_devices(&mut alice, &providers[0], &signers[0], &[DeviceId(3)]).expect("remove");
+        merge_pending_commit(&mut alice, &providers[0]).expect("merge");
+        match process(&mut bob, &providers[1], &out.commit).expect("bob processes") {
+            Incoming::Commit {
+                removed,
+                removed_self,
+                ..
+            } => {
+                assert_eq!(removed[0].device, DeviceId(3));
+                assert!(!removed_self);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match process(&mut carol, &providers[2], &out.commit).expect("carol processes") {
+            Incoming::Commit { removed_self, .. } => assert!(removed_self),
+            other => panic!("unexpected {other:?}"),
+        }
+        let secret = encrypt(&mut alice, &providers[0], &signers[0], b"after").expect("encrypt");
+        assert!(process(&mut carol, &providers[2], &secret).is_err());
+        assert!(matches!(
+            process(&mut bob, &providers[1], &secret),
+            Ok(Incoming::Application { .. })
+        ));
+    }
+
+    #[test]
+    fn leaving_is_a_proposal_another_member_commits() {
+        let pa = OpenMlsRustCrypto::default();
+        let pb = OpenMlsRustCrypto::default();
+        let (sa, sb) = (device("alice", 1), device("bob", 2));
+        let mut alice = create_group(&pa, &sa, GroupId([2; 16])).expect("create");
+        let kp =
+            verify_key_package(&pa, &new_key_package(&pb, &sb, true).expect("kp")).expect("kp");
+        let out = add_members(&mut alice, &pa, &sa, vec![kp]).expect("add");
+        merge_pending_commit(&mut alice, &pa).expect("merge");
+        let mut bob = join_group(&pb, &out.welcome.expect("welcome")).expect("join");
+        let proposal = leave_group(&mut bob, &pb, &sb).expect("leave");
+        assert!(matches!(
+            process(&mut alice, &pa, &proposal),
+            Ok(Incoming::Proposal { .. })
+        ));
+        let commit = commit_pending_proposals(&mut alice, &pa, &sa)
+            .expect("commit")
+            .expect("some");
+        assert_eq!(commit.removed, vec![DeviceId(2)]);
+    }
+}

@@ -1,0 +1,490 @@
+//! One WebSocket connection: handshake, login, then requests and pushes.
+//!
+//! The reader loop decodes frames and answers the handshake itself (it changes the connection's
+//! state); every later request runs in its own task, at most
+//! [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] at once, so a slow store call does not stall the
+//! connection. A single writer task owns the socket's sending half and drains a bounded queue
+//! shared by responses (which wait for room) and pushes (which are dropped when there is none,
+//! flagging the connection so the client is told to resynchronise).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket};
+use chapar_store::{Append, AppendKind, Store};
+use chapar_types::limits::{
+    COMMIT_DEVICE_CHANGES_MAX, FRAME_BYTES_MAX, HANDSHAKE_BYTES_MAX, MESSAGE_CIPHERTEXT_BYTES_MAX,
+    PUSH_QUEUE_DEPTH_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+};
+use chapar_types::signed::CHALLENGE_BYTES;
+use chapar_types::{DeviceId, ErrorCode};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::convert;
+use crate::ServiceError;
+use crate::hub::PushTarget;
+use crate::service::{Authenticated, Registration, Service};
+
+/// What the connection has established so far.
+struct Session {
+    challenge: [u8; CHALLENGE_BYTES],
+    hello: bool,
+    who: Option<Arc<Authenticated>>,
+}
+
+/// Serves one upgraded WebSocket until either side closes it.
+pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket) {
+    let metrics = &service.metrics;
+    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Bytes>(PUSH_QUEUE_DEPTH_MAX);
+    let lagged = Arc::new(AtomicBool::new(false));
+    let connection_id = service.hub.next_connection_id();
+
+    let writer = tokio::spawn({
+        let lagged = lagged.clone();
+        async move {
+            let resync = Bytes::from(chapar_wire::encode(&convert::push(v1::push::Kind::Resync(
+                v1::Empty {},
+            ))));
+            while let Some(frame) = out_rx.recv().await {
+                if sink.send(Message::Binary(frame)).await.is_err() {
+                    break;
+                }
+                if lagged.swap(false, Ordering::Relaxed)
+                    && sink.send(Message::Binary(resync.clone())).await.is_err()
+                {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        }
+    });
+
+    let mut session = Session {
+        challenge: [0; CHALLENGE_BYTES],
+        hello: false,
+        who: None,
+    };
+    rand::thread_rng().fill_bytes(&mut session.challenge);
+    let permits = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX));
+
+    while let Some(message) = stream.next().await {
+        let bytes = match message {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Text(_)) => {
+                let error = ServiceError::bad_request(
+                    "text frames are not part of the protocol; send binary frames",
+                );
+                if send(&out, convert::response(0, Err(error))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+        };
+        let frame: v1::ClientFrame = match chapar_wire::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed frame");
+                let code = if bytes.len() > FRAME_BYTES_MAX {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::BadRequest
+                };
+                if send(
+                    &out,
+                    convert::response(0, Err(ServiceError::new(code, e.to_string()))),
+                )
+                .await
+                .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        let request_id = frame.request_id;
+        let Some(request) = frame.request else {
+            let _ = send(
+                &out,
+                convert::response(request_id, Err(ServiceError::bad_request("empty request"))),
+            )
+            .await;
+            continue;
+        };
+        match request {
+            Request::Hello(_) | Request::Register(_) | Request::Authenticate(_) => {
+                let started = Instant::now();
+                let result = handshake(&service, &mut session, request).await;
+                record(&service, started, &result);
+                if let Some(who) = &session.who
+                    && result.is_ok()
+                    && matches!(result, Ok(Reply::AuthOk(_)))
+                {
+                    service.hub.attach(
+                        who.device,
+                        PushTarget {
+                            id: connection_id,
+                            queue: out.clone(),
+                            lagged: lagged.clone(),
+                        },
+                    );
+                }
+                if send(&out, convert::response(request_id, result))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            request => {
+                let Some(who) = session.who.clone() else {
+                    let error = ServiceError::new(
+                        ErrorCode::Unauthenticated,
+                        "log in (Register or Authenticate) first",
+                    );
+                    if send(&out, convert::response(request_id, Err(error)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (service, out) = (service.clone(), out.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = handle(&service, &who, connection_id, request).await;
+                    record(&service, started, &result);
+                    let _ = send(&out, convert::response(request_id, result)).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    if let Some(who) = &session.who {
+        service.hub.detach(who.device, connection_id);
+    }
+    drop(out);
+    let _ = writer.await;
+    service
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+fn record<S>(service: &Service<S>, started: Instant, result: &Result<Reply, ServiceError>) {
+    let metrics = &service.metrics;
+    metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+    metrics.observe_latency(started.elapsed());
+    if let Err(e) = result {
+        metrics.request_errors_total.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(code = %e.code, "request failed");
+    }
+}
+
+async fn send(out: &mpsc::Sender<Bytes>, frame: v1::ServerFrame) -> Result<(), ()> {
+    out.send(Bytes::from(chapar_wire::encode(&frame)))
+        .await
+        .map_err(|_| ())
+}
+
+async fn handshake<S: Store>(
+    service: &Service<S>,
+    session: &mut Session,
+    request: Request,
+) -> Result<Reply, ServiceError> {
+    match request {
+        Request::Hello(hello) => {
+            if hello.protocol_version < 1 {
+                return Err(ServiceError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "this server speaks protocol version {}",
+                        chapar_wire::PROTOCOL_VERSION
+                    ),
+                ));
+            }
+            session.hello = true;
+            Ok(Reply::HelloOk(v1::HelloOk {
+                protocol_version: hello.protocol_version.min(chapar_wire::PROTOCOL_VERSION),
+                capabilities: chapar_wire::CAPABILITIES
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+                challenge: session.challenge.to_vec(),
+                server_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                frame_bytes_max: FRAME_BYTES_MAX as u32,
+            }))
+        }
+        _ if !session.hello => Err(ServiceError::bad_request("send Hello first")),
+        _ if session.who.is_some() => Err(ServiceError::bad_request(
+            "this connection is already logged in",
+        )),
+        Request::Register(r) => {
+            let device = r
+                .device
+                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+            let who = service
+                .register(
+                    &session.challenge,
+                    Registration {
+                        username: r.username,
+                        account_key: r.account_key,
+                        device: DeviceId(device.device_id),
+                        device_key: device.device_key,
+                        account_signature: device.account_signature,
+                        challenge_signature: r.challenge_signature,
+                        key_packages: r.key_packages,
+                        last_resort_key_package: r.last_resort_key_package,
+                    },
+                )
+                .await?;
+            let reply = v1::AuthOk {
+                username: who.username.to_string(),
+                key_packages_remaining: 0,
+            };
+            session.who = Some(Arc::new(who));
+            Ok(Reply::AuthOk(reply))
+        }
+        Request::Authenticate(a) => {
+            let (who, remaining) = service
+                .authenticate(
+                    &session.challenge,
+                    DeviceId(a.device_id),
+                    &a.challenge_signature,
+                )
+                .await?;
+            let reply = v1::AuthOk {
+                username: who.username.to_string(),
+                key_packages_remaining: remaining,
+            };
+            session.who = Some(Arc::new(who));
+            Ok(Reply::AuthOk(reply))
+        }
+        _ => Err(ServiceError::bad_request("not a handshake request")),
+    }
+}
+
+fn too_large(what: &str, limit: usize) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::TooLarge,
+        format!("{what} is larger than {limit} bytes"),
+    )
+}
+
+async fn handle<S: Store>(
+    service: &Service<S>,
+    who: &Authenticated,
+    connection_id: u64,
+    request: Request,
+) -> Result<Reply, ServiceError> {
+    let append = match request {
+        Request::UploadKeyPackages(u) => {
+            service
+                .upload_key_packages(who, u.key_packages, u.last_resort_key_package)
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::ClaimKeyPackages(c) => {
+            let (account, claimed) = service.claim_key_packages(who, &c.username).await?;
+            return Ok(Reply::KeyPackages(v1::KeyPackages {
+                account_key: account.account_key,
+                devices: claimed
+                    .iter()
+                    .map(|k| v1::DeviceKeyPackage {
+                        device: Some(convert::device_cert(&k.device)),
+                        key_package: k.key_package.clone(),
+                    })
+                    .collect(),
+            }));
+        }
+        Request::GetAccount(g) => {
+            let account = service.account(&g.username).await?;
+            return Ok(Reply::Account(v1::Account {
+                username: account.username.clone(),
+                account_key: account.account_key.clone(),
+                devices: account
+                    .devices
+                    .iter()
+                    .filter(|d| d.revoked_ms.is_none())
+                    .map(convert::device_cert)
+                    .collect(),
+            }));
+        }
+        Request::CreateGroup(c) => {
+            service
+                .create_group(who, convert::group_id(&c.group_id)?)
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::FetchLog(f) => {
+            let page = service
+                .read_log(who, convert::group_id(&f.group_id)?, f.after_seq, f.limit)
+                .await?;
+            return Ok(Reply::LogPage(v1::LogPage {
+                entries: page.entries.iter().map(convert::log_entry).collect(),
+                head_seq: page.head_seq,
+                membership_ended: page.membership_ended,
+            }));
+        }
+        Request::FetchWelcomes(f) => {
+            let welcomes = service.read_welcomes(who, f.after_id, f.limit).await?;
+            return Ok(Reply::WelcomePage(v1::WelcomePage {
+                welcomes: welcomes
+                    .into_iter()
+                    .map(|w| v1::Welcome {
+                        id: w.id,
+                        group_id: w.group.as_bytes().to_vec(),
+                        seq: w.seq,
+                        welcome: w.welcome,
+                        sender_device: w.sender.0,
+                    })
+                    .collect(),
+            }));
+        }
+        Request::ListGroups(_) => {
+            let heads = service.groups(who).await?;
+            return Ok(Reply::GroupList(v1::GroupList {
+                groups: heads
+                    .into_iter()
+                    .map(|h| v1::GroupHead {
+                        group_id: h.group.as_bytes().to_vec(),
+                        head_seq: h.head_seq,
+                        joined_seq: h.joined_seq,
+                        left_seq: h.left_seq.unwrap_or(0),
+                    })
+                    .collect(),
+            }));
+        }
+        Request::Ping(_) => return Ok(Reply::Ok(v1::Empty {})),
+        Request::SendMessage(m) => {
+            if m.ciphertext.len() > MESSAGE_CIPHERTEXT_BYTES_MAX {
+                return Err(too_large("the message", MESSAGE_CIPHERTEXT_BYTES_MAX));
+            }
+            Append {
+                group: convert::group_id(&m.group_id)?,
+                sender: who.device,
+                epoch: m.epoch,
+                now_ms: 0,
+                payload: m.ciphertext,
+                kind: AppendKind::Application {
+                    message_id: convert::message_id(&m.message_id)?,
+                },
+            }
+        }
+        Request::SubmitCommit(c) => {
+            if c.commit.len() + c.welcome.len() > HANDSHAKE_BYTES_MAX {
+                return Err(too_large("the commit", HANDSHAKE_BYTES_MAX));
+            }
+            if c.added_devices.len() + c.removed_devices.len() > COMMIT_DEVICE_CHANGES_MAX {
+                return Err(ServiceError::new(
+                    ErrorCode::TooLarge,
+                    format!("a commit may change at most {COMMIT_DEVICE_CHANGES_MAX} devices"),
+                ));
+            }
+            Append {
+                group: convert::group_id(&c.group_id)?,
+                sender: who.device,
+                epoch: c.epoch,
+                now_ms: 0,
+                payload: c.commit,
+                kind: AppendKind::Commit {
+                    seen_seq: c.seen_seq,
+                    added: c.added_devices.into_iter().map(DeviceId).collect(),
+                    removed: c.removed_devices.into_iter().map(DeviceId).collect(),
+                    welcome: (!c.welcome.is_empty()).then_some(c.welcome),
+                },
+            }
+        }
+        Request::SubmitProposal(p) => {
+            if p.proposal.len() > HANDSHAKE_BYTES_MAX {
+                return Err(too_large("the proposal", HANDSHAKE_BYTES_MAX));
+            }
+            Append {
+                group: convert::group_id(&p.group_id)?,
+                sender: who.device,
+                epoch: p.epoch,
+                now_ms: 0,
+                payload: p.proposal,
+                kind: AppendKind::Proposal {
+                    self_remove: p.self_remove,
+                },
+            }
+        }
+        Request::Hello(_) | Request::Register(_) | Request::Authenticate(_) => {
+            return Err(ServiceError::bad_request(
+                "this connection is already logged in",
+            ));
+        }
+    };
+    append_and_push(service, who, connection_id, append).await
+}
+
+/// Appends durably, then pushes the new entry to the group's connected members.
+async fn append_and_push<S: Store>(
+    service: &Service<S>,
+    who: &Authenticated,
+    connection_id: u64,
+    append: Append,
+) -> Result<Reply, ServiceError> {
+    let kind = match append.kind {
+        AppendKind::Application { .. } => chapar_store::EntryKind::Application,
+        AppendKind::Commit { .. } => chapar_store::EntryKind::Commit,
+        AppendKind::Proposal { .. } => chapar_store::EntryKind::Proposal,
+    };
+    let message_id = match &append.kind {
+        AppendKind::Application { message_id } => Some(*message_id),
+        _ => None,
+    };
+    let (group, epoch) = (append.group, append.epoch);
+    // Keep the payload for the push without copying it for the common case of no listeners:
+    // the store takes ownership, so clone only the bytes we will push.
+    let payload = append.payload.clone();
+    let appended = service.append(who, append).await?;
+    if !appended.duplicate {
+        let entry = chapar_store::LogEntry {
+            group,
+            seq: appended.seq,
+            kind,
+            epoch,
+            sender: who.device,
+            message_id,
+            payload,
+            server_ms: appended.server_ms,
+        };
+        let frame = Bytes::from(chapar_wire::encode(&convert::push(
+            v1::push::Kind::LogEntry(convert::log_entry(&entry)),
+        )));
+        service
+            .hub
+            .push(&appended.recipients, &frame, Some(connection_id));
+        if !appended.welcomed.is_empty() {
+            let hint = Bytes::from(chapar_wire::encode(&convert::push(
+                v1::push::Kind::Welcome(v1::Empty {}),
+            )));
+            service.hub.push(&appended.welcomed, &hint, None);
+        }
+    }
+    Ok(Reply::Appended(v1::Appended {
+        seq: appended.seq,
+        epoch: appended.epoch,
+        server_time_ms: appended.server_ms,
+    }))
+}

@@ -1,0 +1,76 @@
+//! Conversions between wire messages and domain types, with the field checks that go with them.
+
+use chapar_store::{DeviceRecord, EntryKind, LogEntry};
+use chapar_types::{GroupId, MessageId};
+use chapar_wire::v1;
+
+use crate::ServiceError;
+
+/// Reads a 16-byte group id field.
+pub fn group_id(bytes: &[u8]) -> Result<GroupId, ServiceError> {
+    GroupId::from_slice(bytes).map_err(|e| ServiceError::bad_request(e.to_string()))
+}
+
+/// Reads a 16-byte message id field.
+pub fn message_id(bytes: &[u8]) -> Result<MessageId, ServiceError> {
+    MessageId::from_slice(bytes).map_err(|e| ServiceError::bad_request(e.to_string()))
+}
+
+/// A device record as a certificate on the wire.
+pub fn device_cert(d: &DeviceRecord) -> v1::DeviceCert {
+    v1::DeviceCert {
+        device_id: d.device.0,
+        device_key: d.device_key.clone(),
+        account_signature: d.account_signature.clone(),
+    }
+}
+
+/// A log entry on the wire.
+pub fn log_entry(e: &LogEntry) -> v1::LogEntry {
+    v1::LogEntry {
+        group_id: e.group.as_bytes().to_vec(),
+        seq: e.seq,
+        kind: match e.kind {
+            EntryKind::Application => v1::EntryKind::Application,
+            EntryKind::Commit => v1::EntryKind::Commit,
+            EntryKind::Proposal => v1::EntryKind::Proposal,
+        } as i32,
+        epoch: e.epoch,
+        sender_device: e.sender.0,
+        payload: e.payload.clone(),
+        server_time_ms: e.server_ms,
+        message_id: e
+            .message_id
+            .map(|m| m.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+/// The response frame for a request's outcome.
+pub fn response(
+    request_id: u64,
+    result: Result<v1::response::Result, ServiceError>,
+) -> v1::ServerFrame {
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => v1::response::Result::Error(v1::Error {
+            code: e.code.as_u32(),
+            message: e.message,
+            current_epoch: e.current_epoch,
+            head_seq: e.head_seq,
+        }),
+    };
+    v1::ServerFrame {
+        kind: Some(v1::server_frame::Kind::Response(v1::Response {
+            request_id,
+            result: Some(result),
+        })),
+    }
+}
+
+/// A push frame.
+pub fn push(kind: v1::push::Kind) -> v1::ServerFrame {
+    v1::ServerFrame {
+        kind: Some(v1::server_frame::Kind::Push(v1::Push { kind: Some(kind) })),
+    }
+}

@@ -1,0 +1,42 @@
+//! HTTP routes and the WebSocket protocol endpoint. The only module that knows HTTP and protobuf.
+
+mod connection;
+mod convert;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chapar_store::Store;
+use chapar_types::limits::FRAME_BYTES_MAX;
+
+use crate::service::Service;
+
+/// The server's routes.
+pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::<S>))
+        .route("/v1/ws", get(websocket::<S>))
+        .with_state(service)
+}
+
+async fn metrics<S: Store>(State(service): State<Arc<Service<S>>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        service.metrics.render(),
+    )
+}
+
+async fn websocket<S: Store>(
+    State(service): State<Arc<Service<S>>>,
+    upgrade: WebSocketUpgrade,
+) -> impl IntoResponse {
+    upgrade
+        .max_message_size(FRAME_BYTES_MAX)
+        .max_frame_size(FRAME_BYTES_MAX)
+        .on_upgrade(move |socket| connection::serve(service, socket))
+}

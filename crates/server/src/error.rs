@@ -1,0 +1,78 @@
+//! The error every request can end in: a stable code, a message safe to show to the client, and
+//! for stale epochs the group's current position. Backend details go to the log, never out.
+
+use chapar_store::StoreError;
+use chapar_types::ErrorCode;
+
+/// A request's failure as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable, sanitized.
+    pub message: String,
+    /// For `stale_epoch`: the group's epoch now.
+    pub current_epoch: u64,
+    /// For `stale_epoch`: the group's last sequence number now.
+    pub head_seq: u64,
+}
+
+impl ServiceError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            current_epoch: 0,
+            head_seq: 0,
+        }
+    }
+
+    /// A malformed or missing field.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => {
+                Self::new(ErrorCode::UsernameTaken, "that username is taken")
+            }
+            StoreError::DeviceExists => {
+                Self::new(ErrorCode::DeviceExists, "a device with this id exists")
+            }
+            StoreError::GroupExists => {
+                Self::new(ErrorCode::GroupExists, "a group with this id exists")
+            }
+            StoreError::UnknownGroup => Self::new(ErrorCode::UnknownGroup, "no such group"),
+            StoreError::NotMember => Self::new(
+                ErrorCode::NotMember,
+                "this device is not a member of the group",
+            ),
+            StoreError::UnknownDevice(d) => {
+                Self::new(ErrorCode::BadRequest, format!("unknown device {d}"))
+            }
+            StoreError::StaleEpoch {
+                current_epoch,
+                head_seq,
+            } => Self {
+                code: ErrorCode::StaleEpoch,
+                message: format!(
+                    "the group moved on (epoch {current_epoch}, entry {head_seq}); sync and retry"
+                ),
+                current_epoch,
+                head_seq,
+            },
+            StoreError::Unavailable => Self::new(
+                ErrorCode::Unavailable,
+                "storage is unavailable; retry later",
+            ),
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "storage failure");
+                Self::new(ErrorCode::Internal, "internal server error")
+            }
+        }
+    }
+}

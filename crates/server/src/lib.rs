@@ -1,0 +1,78 @@
+//! The Chapar server: the MLS delivery service and its HTTP/WebSocket API.
+//!
+//! - [`service`]: domain rules (registration proofs, device logins, limits) over a
+//!   [`chapar_store::Store`]; knows nothing of HTTP or protobuf.
+//! - [`api`]: the axum router (`/healthz`, `/metrics`, `/v1/ws`) and the per-connection protocol
+//!   loop; the only module that knows HTTP and the wire format.
+//! - [`hub`]: in-process fan-out to connected devices (the seam for NATS later).
+//! - [`metrics`]: Prometheus counters.
+//!
+//! The server stores and forwards ciphertext only, and never logs payloads.
+
+pub mod api;
+mod error;
+pub mod hub;
+pub mod metrics;
+pub mod service;
+
+pub use error::ServiceError;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chapar_store::sqlite::SqliteStore;
+
+/// Where the server listens and keeps its data.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory holding the database (and, later, files).
+    pub data_dir: PathBuf,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory or database could not be opened.
+    #[error("cannot open the data directory {path}: {detail}")]
+    Storage {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The listen address could not be bound, or serving failed.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens storage, binds the listener and serves until `shutdown` resolves. `on_ready` is called
+/// with the bound address once the server accepts connections.
+pub async fn run(
+    config: ServerConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
+        path: config.data_dir.clone(),
+        detail: e.to_string(),
+    })?;
+    let store = SqliteStore::open(&config.data_dir.join("chapar.db")).map_err(|e| {
+        ServerError::Storage {
+            path: config.data_dir.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    let service = Arc::new(service::Service::new(store));
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data = %config.data_dir.display(), "chapar server listening");
+    on_ready(address);
+    axum::serve(listener, api::router(service))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("chapar server stopped");
+    Ok(())
+}

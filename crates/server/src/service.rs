@@ -1,0 +1,302 @@
+//! The domain rules of the delivery service, independent of any transport.
+//!
+//! The service checks who may do what (registration proofs, device logins, size limits) and
+//! delegates ordering and durability to the [`Store`]. It never sees plaintext: every payload it
+//! handles is MLS ciphertext, and it logs ids and sizes only.
+
+use chapar_store::{
+    AccountRecord, Append, Appended, ClaimedKeyPackage, DeviceRecord, GroupHead, LogPage,
+    NewAccount, Store, WelcomeRecord,
+};
+use chapar_types::limits::{
+    KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_PER_UPLOAD_MAX, SYNC_PAGE_ENTRIES_MAX,
+};
+use chapar_types::signed::{challenge_payload, device_cert_payload};
+use chapar_types::{DeviceId, ErrorCode, GroupId, Seq, Username};
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::error::ServiceError;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// An authenticated device on a connection.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The device.
+    pub device: DeviceId,
+    /// Its account.
+    pub username: Username,
+}
+
+/// A registration request, as the api layer decoded it.
+pub struct Registration {
+    /// Requested username (not yet validated).
+    pub username: String,
+    /// Ed25519 public account key.
+    pub account_key: Vec<u8>,
+    /// The first device's id.
+    pub device: DeviceId,
+    /// The first device's Ed25519 public key.
+    pub device_key: Vec<u8>,
+    /// The account key's signature over the device certificate.
+    pub account_signature: Vec<u8>,
+    /// The device key's signature over the login challenge.
+    pub challenge_signature: Vec<u8>,
+    /// One-time key packages.
+    pub key_packages: Vec<Vec<u8>>,
+    /// The last-resort key package.
+    pub last_resort_key_package: Vec<u8>,
+}
+
+/// The delivery service: store, live fan-out and metrics.
+pub struct Service<S> {
+    /// Durable state.
+    pub store: S,
+    /// Connected devices.
+    pub hub: Hub,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+}
+
+fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = <[u8; 32]>::try_from(key) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&key) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
+}
+
+fn check_key_packages(packages: &[Vec<u8>], last_resort: &[u8]) -> Result<(), ServiceError> {
+    if packages.len() > KEY_PACKAGES_PER_UPLOAD_MAX {
+        return Err(ServiceError::new(
+            ErrorCode::TooLarge,
+            format!("at most {KEY_PACKAGES_PER_UPLOAD_MAX} key packages per upload"),
+        ));
+    }
+    if packages
+        .iter()
+        .any(|k| k.is_empty() || k.len() > KEY_PACKAGE_BYTES_MAX)
+        || last_resort.len() > KEY_PACKAGE_BYTES_MAX
+    {
+        return Err(ServiceError::new(
+            ErrorCode::TooLarge,
+            format!("a key package is empty or larger than {KEY_PACKAGE_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: Store> Service<S> {
+    /// A service over `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            hub: Hub::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Creates an account after checking that the account key certified the device key and the
+    /// device key answered this connection's challenge.
+    pub async fn register(
+        &self,
+        challenge: &[u8],
+        r: Registration,
+    ) -> Result<Authenticated, ServiceError> {
+        let username = Username::parse(&r.username)
+            .map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))?;
+        if !verify(
+            &r.account_key,
+            &device_cert_payload(&username, r.device, &r.device_key),
+            &r.account_signature,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the device certificate does not verify",
+            ));
+        }
+        if !verify(
+            &r.device_key,
+            &challenge_payload(challenge, r.device),
+            &r.challenge_signature,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the challenge signature does not verify",
+            ));
+        }
+        if r.last_resort_key_package.is_empty() {
+            return Err(ServiceError::bad_request(
+                "a last-resort key package is required",
+            ));
+        }
+        check_key_packages(&r.key_packages, &r.last_resort_key_package)?;
+        self.store
+            .create_account(NewAccount {
+                username: username.as_str().to_owned(),
+                account_key: r.account_key,
+                device: DeviceRecord {
+                    device: r.device,
+                    username: username.as_str().to_owned(),
+                    device_key: r.device_key,
+                    account_signature: r.account_signature,
+                    created_ms: now_ms(),
+                    revoked_ms: None,
+                },
+                key_packages: r.key_packages,
+                last_resort_key_package: r.last_resort_key_package,
+            })
+            .await?;
+        tracing::info!(user = %username, device = %r.device, "registered");
+        Ok(Authenticated {
+            device: r.device,
+            username,
+        })
+    }
+
+    /// Logs a device in by its signature over this connection's challenge. Returns how many
+    /// one-time key packages it has left, so it can top them up.
+    pub async fn authenticate(
+        &self,
+        challenge: &[u8],
+        device: DeviceId,
+        signature: &[u8],
+    ) -> Result<(Authenticated, u32), ServiceError> {
+        let failed = || {
+            ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "unknown device or bad signature",
+            )
+        };
+        let record = self.store.device(device).await?.ok_or_else(failed)?;
+        if !verify(
+            &record.device_key,
+            &challenge_payload(challenge, device),
+            signature,
+        ) {
+            return Err(failed());
+        }
+        if record.revoked_ms.is_some() {
+            return Err(ServiceError::new(
+                ErrorCode::DeviceRevoked,
+                "this device was revoked",
+            ));
+        }
+        let username = Username::parse(&record.username).map_err(|_| failed())?;
+        let remaining = self.store.key_package_count(device).await?;
+        Ok((Authenticated { device, username }, remaining))
+    }
+
+    /// Adds key packages for the caller's device.
+    pub async fn upload_key_packages(
+        &self,
+        who: &Authenticated,
+        one_time: Vec<Vec<u8>>,
+        last_resort: Vec<u8>,
+    ) -> Result<u32, ServiceError> {
+        check_key_packages(&one_time, &last_resort)?;
+        let last_resort = (!last_resort.is_empty()).then_some(last_resort);
+        Ok(self
+            .store
+            .add_key_packages(who.device, one_time, last_resort)
+            .await?)
+    }
+
+    /// The public account record of `username`.
+    pub async fn account(&self, username: &str) -> Result<AccountRecord, ServiceError> {
+        let name = Username::parse(username)
+            .map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))?;
+        self.store
+            .account(name.as_str())
+            .await?
+            .ok_or_else(|| ServiceError::new(ErrorCode::UnknownUser, format!("no user @{name}")))
+    }
+
+    /// Claims one key package per active device of `username` (other than the caller's).
+    pub async fn claim_key_packages(
+        &self,
+        who: &Authenticated,
+        username: &str,
+    ) -> Result<(AccountRecord, Vec<ClaimedKeyPackage>), ServiceError> {
+        let account = self.account(username).await?;
+        let claimed = self
+            .store
+            .claim_key_packages(&account.username, who.device)
+            .await?;
+        Ok((account, claimed))
+    }
+
+    /// Registers a new group with the caller as its only member.
+    pub async fn create_group(
+        &self,
+        who: &Authenticated,
+        group: GroupId,
+    ) -> Result<(), ServiceError> {
+        self.store.create_group(group, who.device, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Appends to a group's log (durably) and returns where it landed.
+    pub async fn append(
+        &self,
+        who: &Authenticated,
+        mut append: Append,
+    ) -> Result<Appended, ServiceError> {
+        append.sender = who.device;
+        append.now_ms = now_ms();
+        let is_message = matches!(append.kind, chapar_store::AppendKind::Application { .. });
+        let appended = self.store.append(append).await?;
+        if !appended.duplicate {
+            let counter = if is_message {
+                &self.metrics.messages_total
+            } else {
+                &self.metrics.handshakes_total
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(appended)
+    }
+
+    /// A page of a group's log, as far as the caller may see it.
+    pub async fn read_log(
+        &self,
+        who: &Authenticated,
+        group: GroupId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<LogPage, ServiceError> {
+        let limit = limit.clamp(1, SYNC_PAGE_ENTRIES_MAX);
+        Ok(self.store.read_log(group, who.device, after, limit).await?)
+    }
+
+    /// Welcomes waiting for the caller.
+    pub async fn read_welcomes(
+        &self,
+        who: &Authenticated,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<WelcomeRecord>, ServiceError> {
+        let limit = limit.clamp(1, SYNC_PAGE_ENTRIES_MAX);
+        Ok(self
+            .store
+            .read_welcomes(who.device, after_id, limit)
+            .await?)
+    }
+
+    /// The caller's groups and their heads.
+    pub async fn groups(&self, who: &Authenticated) -> Result<Vec<GroupHead>, ServiceError> {
+        Ok(self.store.device_groups(who.device).await?)
+    }
+}

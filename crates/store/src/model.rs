@@ -1,0 +1,244 @@
+//! The records the store keeps and the errors it returns. These are domain types, not rows.
+
+use chapar_types::{DeviceId, Epoch, GroupId, MessageId, Seq};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The username is registered already.
+    #[error("username taken")]
+    UsernameTaken,
+    /// A device with this id exists already.
+    #[error("device exists")]
+    DeviceExists,
+    /// A group with this id exists already.
+    #[error("group exists")]
+    GroupExists,
+    /// No such group.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// The device is not (or no longer) a member of the group.
+    #[error("not a member")]
+    NotMember,
+    /// A device named in a commit does not exist.
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+    /// The append was made against an older epoch, or a commit did not see every proposal.
+    #[error("stale epoch (group is at epoch {current_epoch}, head {head_seq})")]
+    StaleEpoch {
+        /// The group's current epoch.
+        current_epoch: Epoch,
+        /// The group's last sequence number.
+        head_seq: Seq,
+    },
+    /// The store is shutting down or its write queue is closed.
+    #[error("storage unavailable")]
+    Unavailable,
+    /// The backend failed (disk full, corruption, ...). The detail is for the server log only.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// A device as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device id, chosen by the device.
+    pub device: DeviceId,
+    /// The owning account.
+    pub username: String,
+    /// Ed25519 public key; also the device's MLS signature key.
+    pub device_key: Vec<u8>,
+    /// The account key's signature over the device certificate.
+    pub account_signature: Vec<u8>,
+    /// When the device was registered.
+    pub created_ms: u64,
+    /// When the device was revoked, if it was.
+    pub revoked_ms: Option<u64>,
+}
+
+/// An account and its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The username.
+    pub username: String,
+    /// Ed25519 public identity key.
+    pub account_key: Vec<u8>,
+    /// Every device, oldest first.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// A registration.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The username.
+    pub username: String,
+    /// Ed25519 public identity key.
+    pub account_key: Vec<u8>,
+    /// The first device.
+    pub device: DeviceRecord,
+    /// Its one-time key packages.
+    pub key_packages: Vec<Vec<u8>>,
+    /// Its last-resort key package.
+    pub last_resort_key_package: Vec<u8>,
+}
+
+/// A key package handed out for adding a device to a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKeyPackage {
+    /// The device it belongs to.
+    pub device: DeviceRecord,
+    /// The serialized key package.
+    pub key_package: Vec<u8>,
+}
+
+/// What kind of entry a log position holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An MLS application message.
+    Application,
+    /// An MLS commit; the epoch advances after it.
+    Commit,
+    /// An MLS proposal, waiting for a commit.
+    Proposal,
+}
+
+impl EntryKind {
+    /// Stable number stored on disk.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Self::Application => 1,
+            Self::Commit => 2,
+            Self::Proposal => 3,
+        }
+    }
+
+    /// Reads a stored number.
+    pub fn from_i64(n: i64) -> Option<Self> {
+        match n {
+            1 => Some(Self::Application),
+            2 => Some(Self::Commit),
+            3 => Some(Self::Proposal),
+            _ => None,
+        }
+    }
+}
+
+/// An append to a group's log.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The group.
+    pub group: GroupId,
+    /// The sending device, which must be a member.
+    pub sender: DeviceId,
+    /// The epoch the payload was made in; must be the group's current epoch.
+    pub epoch: Epoch,
+    /// Server clock at receipt.
+    pub now_ms: u64,
+    /// The MLS bytes.
+    pub payload: Vec<u8>,
+    /// What is appended, with its kind-specific fields.
+    pub kind: AppendKind,
+}
+
+/// Kind-specific parts of an [`Append`].
+#[derive(Debug, Clone)]
+pub enum AppendKind {
+    /// An application message with its idempotency key.
+    Application {
+        /// Client-chosen id; a second append with the same sender and id returns the first.
+        message_id: MessageId,
+    },
+    /// A commit with its routing changes.
+    Commit {
+        /// The last entry the committer processed; must be the group's head.
+        seen_seq: Seq,
+        /// Devices that become members at this entry.
+        added: Vec<DeviceId>,
+        /// Devices whose membership ends at this entry.
+        removed: Vec<DeviceId>,
+        /// The Welcome for the added devices.
+        welcome: Option<Vec<u8>>,
+    },
+    /// A proposal; `self_remove` ends the sender's membership at this entry.
+    Proposal {
+        /// The sender proposes its own removal (leaves).
+        self_remove: bool,
+    },
+}
+
+/// Where an append landed, and who should hear of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The entry's position.
+    pub seq: Seq,
+    /// The group's epoch after the append.
+    pub epoch: Epoch,
+    /// Server time recorded with the entry.
+    pub server_ms: u64,
+    /// This was a retry of an earlier append with the same message id; nothing new was stored.
+    pub duplicate: bool,
+    /// Devices to push the entry to: current members, plus any whose membership ended here.
+    pub recipients: Vec<DeviceId>,
+    /// Devices that got a welcome.
+    pub welcomed: Vec<DeviceId>,
+}
+
+/// One entry of a group's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The group.
+    pub group: GroupId,
+    /// Position in the group's log.
+    pub seq: Seq,
+    /// What it is.
+    pub kind: EntryKind,
+    /// The epoch it was made in.
+    pub epoch: Epoch,
+    /// The device that sent it.
+    pub sender: DeviceId,
+    /// Application messages' id.
+    pub message_id: Option<MessageId>,
+    /// The MLS bytes.
+    pub payload: Vec<u8>,
+    /// Server time at receipt.
+    pub server_ms: u64,
+}
+
+/// A page of a group's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    /// Entries, oldest first.
+    pub entries: Vec<LogEntry>,
+    /// The group's last sequence number.
+    pub head_seq: Seq,
+    /// The reader's membership ended at or before the last returned entry.
+    pub membership_ended: bool,
+}
+
+/// A welcome waiting for a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WelcomeRecord {
+    /// Inbox position; the device's cursor.
+    pub id: u64,
+    /// The group joined.
+    pub group: GroupId,
+    /// The commit that added the device.
+    pub seq: Seq,
+    /// The device that made the commit.
+    pub sender: DeviceId,
+    /// The MLS Welcome.
+    pub welcome: Vec<u8>,
+}
+
+/// A group as one device sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHead {
+    /// The group.
+    pub group: GroupId,
+    /// The group's last sequence number.
+    pub head_seq: Seq,
+    /// The entry that added the device.
+    pub joined_seq: Seq,
+    /// The entry that ended its membership, if it ended.
+    pub left_seq: Option<Seq>,
+}

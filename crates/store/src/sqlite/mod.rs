@@ -1,0 +1,285 @@
+//! The embedded SQLite backend: one file in WAL mode, one writer thread that commits many
+//! writes per transaction (group commit), and a small pool of reader connections.
+//!
+//! Every write is a job sent to the writer over a bounded queue. The writer takes up to
+//! [`WRITE_BATCH_JOBS_MAX`] queued jobs, runs each inside its own savepoint (so one failing job
+//! does not undo the others), commits once with `synchronous=FULL`, and only then answers each
+//! caller. One fsync thus covers a whole batch, and an answered write survives `kill -9` and
+//! power loss.
+
+mod ops;
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chapar_types::{DeviceId, GroupId, Seq};
+use rusqlite::Connection;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::*;
+
+/// Most write jobs committed in one transaction.
+pub const WRITE_BATCH_JOBS_MAX: usize = 512;
+/// Most write jobs waiting for the writer; senders wait (backpressure) beyond it.
+pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
+/// Reader connections; WAL lets them read while the writer writes.
+pub const READ_CONNECTIONS: usize = 4;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteJob>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    reader_permits: Arc<Semaphore>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    /// Must be called inside a Tokio runtime.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer_conn = open_connection(path)?;
+        schema::migrate(&writer_conn)?;
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| open_connection(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH_MAX);
+        std::thread::Builder::new()
+            .name("chapar-store-writer".into())
+            .spawn(move || run_writer(writer_conn, rx))
+            .map_err(backend)?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(Mutex::new(readers)),
+            reader_permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
+        })
+    }
+
+    /// Runs `f` in the next group-commit batch and returns its result once the batch is durable.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |committed| {
+                // The caller may have gone away; the write is durable regardless.
+                let _ = reply.send(committed.and(result));
+            });
+            (ok, completion)
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    /// Runs `f` on a reader connection in the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self
+            .reader_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = readers
+                .lock()
+                .map_err(|_| StoreError::Unavailable)?
+                .pop()
+                .ok_or(StoreError::Unavailable)?;
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+/// The writer loop: batch, run each job in a savepoint, commit once, then answer everyone.
+fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH_JOBS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let completions = run_batch(&mut conn, &mut batch);
+        let committed = completions.1;
+        for completion in completions.0 {
+            completion(committed.clone());
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteJob>,
+) -> (Vec<Completion>, Result<(), StoreError>) {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot begin transaction");
+            // Dropping the jobs drops their reply channels: every caller sees `Unavailable`.
+            batch.clear();
+            return (Vec::new(), Err(backend(e)));
+        }
+    };
+    let mut completions = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let savepoint = match tx.savepoint() {
+            Ok(savepoint) => savepoint,
+            Err(e) => {
+                tracing::error!(error = %e, "store: cannot open savepoint");
+                continue;
+            }
+        };
+        let (ok, completion) = job(&savepoint);
+        // A failed job's savepoint rolls back when dropped, leaving the batch's other jobs.
+        let released = if ok { savepoint.commit() } else { Ok(()) };
+        match released {
+            Ok(()) => completions.push(completion),
+            Err(e) => completion(Err(backend(e))),
+        }
+    }
+    let committed = tx.commit().map_err(|e| {
+        tracing::error!(error = %e, "store: commit failed");
+        backend(e)
+    });
+    (completions, committed)
+}
+
+impl Store for SqliteStore {
+    async fn create_account(&self, account: NewAccount) -> Result<(), StoreError> {
+        self.write(move |c| ops::create_account(c, &account)).await
+    }
+
+    async fn account(&self, username: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| ops::account(c, &username)).await
+    }
+
+    async fn device(&self, device: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.read(move |c| ops::device(c, device)).await
+    }
+
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        one_time: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, StoreError> {
+        self.write(move |c| ops::add_key_packages(c, device, &one_time, last_resort.as_deref()))
+            .await
+    }
+
+    async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
+        self.read(move |c| ops::key_package_count(c, device)).await
+    }
+
+    async fn claim_key_packages(
+        &self,
+        username: &str,
+        except: DeviceId,
+    ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
+        let username = username.to_owned();
+        self.write(move |c| ops::claim_key_packages(c, &username, except))
+            .await
+    }
+
+    async fn create_group(
+        &self,
+        group: GroupId,
+        creator: DeviceId,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| ops::create_group(c, group, creator, now_ms))
+            .await
+    }
+
+    async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        self.write(move |c| ops::append(c, append)).await
+    }
+
+    async fn read_log(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        self.read(move |c| ops::read_log(c, group, device, after, limit))
+            .await
+    }
+
+    async fn read_welcomes(
+        &self,
+        device: DeviceId,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<WelcomeRecord>, StoreError> {
+        self.read(move |c| ops::read_welcomes(c, device, after_id, limit))
+            .await
+    }
+
+    async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupHead>, StoreError> {
+        self.read(move |c| ops::device_groups(c, device)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("chapar.db")).expect("open");
+        crate::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chapar.db");
+        {
+            let store = SqliteStore::open(&path).expect("open");
+            crate::conformance::seed_account(&store, "persist", 1).await;
+        }
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert!(store.account("persist").await.expect("read").is_some());
+    }
+}

@@ -1,0 +1,593 @@
+//! The SQL behind each [`crate::Store`] method. Writers run inside the writer's savepoint;
+//! readers on a pooled reader connection.
+
+use chapar_types::limits::KEY_PACKAGES_STORED_PER_DEVICE_MAX;
+use chapar_types::{DeviceId, GroupId, MessageId, Seq};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::backend;
+use crate::*;
+
+// SQLite stores integers as i64; ids and sequence numbers are u64 in the domain. Device ids
+// are random 64-bit values, so they round-trip through i64 by bit pattern.
+fn dev(d: DeviceId) -> i64 {
+    d.0 as i64
+}
+
+fn to_dev(n: i64) -> DeviceId {
+    DeviceId(n as u64)
+}
+
+fn num(n: u64) -> i64 {
+    // Sequence numbers, epochs and times stay far below 2^63.
+    n as i64
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        device: to_dev(row.get(0)?),
+        username: row.get(1)?,
+        device_key: row.get(2)?,
+        account_signature: row.get(3)?,
+        created_ms: row.get::<_, i64>(4)? as u64,
+        revoked_ms: row.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+    })
+}
+
+const DEVICE_COLUMNS: &str =
+    "device_id, username, device_key, account_signature, created_ms, revoked_ms";
+
+pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO accounts (username, account_key, created_ms) VALUES (?1, ?2, ?3)",
+        params![a.username, a.account_key, num(a.device.created_ms)],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::UsernameTaken
+        } else {
+            backend(e)
+        }
+    })?;
+    insert_device(c, &a.device)?;
+    add_key_packages(
+        c,
+        a.device.device,
+        &a.key_packages,
+        Some(&a.last_resort_key_package),
+    )?;
+    Ok(())
+}
+
+fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO devices (device_id, username, device_key, account_signature, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            dev(d.device),
+            d.username,
+            d.device_key,
+            d.account_signature,
+            num(d.created_ms)
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::DeviceExists
+        } else {
+            backend(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) fn account(c: &Connection, username: &str) -> Result<Option<AccountRecord>, StoreError> {
+    let Some(account_key) = c
+        .query_row(
+            "SELECT account_key FROM accounts WHERE username = ?1",
+            [username],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .optional()
+        .map_err(backend)?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE username = ?1 ORDER BY created_ms, device_id"
+        ))
+        .map_err(backend)?;
+    let devices = stmt
+        .query_map([username], device_from_row)
+        .map_err(backend)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)?;
+    Ok(Some(AccountRecord {
+        username: username.to_owned(),
+        account_key,
+        devices,
+    }))
+}
+
+pub(super) fn device(c: &Connection, device: DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+    c.query_row(
+        &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"),
+        [dev(device)],
+        device_from_row,
+    )
+    .optional()
+    .map_err(backend)
+}
+
+pub(super) fn add_key_packages(
+    c: &Connection,
+    device: DeviceId,
+    one_time: &[Vec<u8>],
+    last_resort: Option<&[u8]>,
+) -> Result<u32, StoreError> {
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO key_packages (device_id, last_resort, data) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(backend)?;
+    for kp in one_time {
+        insert
+            .execute(params![dev(device), 0, kp])
+            .map_err(backend)?;
+    }
+    if let Some(kp) = last_resort {
+        c.execute(
+            "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1",
+            [dev(device)],
+        )
+        .map_err(backend)?;
+        insert
+            .execute(params![dev(device), 1, kp])
+            .map_err(backend)?;
+    }
+    // Keep the newest packages within the per-device limit.
+    c.execute(
+        "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 0 AND id NOT IN
+           (SELECT id FROM key_packages WHERE device_id = ?1 AND last_resort = 0 ORDER BY id DESC LIMIT ?2)",
+        params![dev(device), KEY_PACKAGES_STORED_PER_DEVICE_MAX as i64],
+    )
+    .map_err(backend)?;
+    key_package_count(c, device)
+}
+
+pub(super) fn key_package_count(c: &Connection, device: DeviceId) -> Result<u32, StoreError> {
+    c.query_row(
+        "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
+        [dev(device)],
+        |r| r.get::<_, u32>(0),
+    )
+    .map_err(backend)
+}
+
+pub(super) fn claim_key_packages(
+    c: &Connection,
+    username: &str,
+    except: DeviceId,
+) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
+    let Some(account) = account(c, username)? else {
+        return Ok(Vec::new());
+    };
+    let mut claimed = Vec::new();
+    for device in account.devices {
+        if device.revoked_ms.is_some() || device.device == except {
+            continue;
+        }
+        // One-time packages first (lowest last_resort), oldest first.
+        let found = c
+            .query_row(
+                "SELECT id, last_resort, data FROM key_packages WHERE device_id = ?1
+                 ORDER BY last_resort, id LIMIT 1",
+                [dev(device.device)],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+        let Some((id, last_resort, key_package)) = found else {
+            continue;
+        };
+        if !last_resort {
+            c.execute("DELETE FROM key_packages WHERE id = ?1", [id])
+                .map_err(backend)?;
+        }
+        claimed.push(ClaimedKeyPackage {
+            device,
+            key_package,
+        });
+    }
+    Ok(claimed)
+}
+
+pub(super) fn create_group(
+    c: &Connection,
+    group: GroupId,
+    creator: DeviceId,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO groups (group_id, epoch, head_seq, last_proposal_seq, created_ms) VALUES (?1, 0, 0, 0, ?2)",
+        params![group.as_bytes(), num(now_ms)],
+    )
+    .map_err(|e| if is_unique_violation(&e) { StoreError::GroupExists } else { backend(e) })?;
+    c.execute(
+        "INSERT INTO members (group_id, device_id, joined_seq) VALUES (?1, ?2, 0)",
+        params![group.as_bytes(), dev(creator)],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+struct GroupState {
+    epoch: u64,
+    head_seq: u64,
+    last_proposal_seq: u64,
+}
+
+fn group_state(c: &Connection, group: GroupId) -> Result<GroupState, StoreError> {
+    c.query_row(
+        "SELECT epoch, head_seq, last_proposal_seq FROM groups WHERE group_id = ?1",
+        [group.as_bytes()],
+        |r| {
+            Ok(GroupState {
+                epoch: r.get::<_, i64>(0)? as u64,
+                head_seq: r.get::<_, i64>(1)? as u64,
+                last_proposal_seq: r.get::<_, i64>(2)? as u64,
+            })
+        },
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or(StoreError::UnknownGroup)
+}
+
+fn is_current_member(c: &Connection, group: GroupId, device: DeviceId) -> Result<bool, StoreError> {
+    c.query_row(
+        "SELECT 1 FROM members WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
+        params![group.as_bytes(), dev(device)],
+        |_| Ok(()),
+    )
+    .optional()
+    .map_err(backend)
+    .map(|r| r.is_some())
+}
+
+fn current_members(c: &Connection, group: GroupId) -> Result<Vec<DeviceId>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT device_id FROM members WHERE group_id = ?1 AND left_seq IS NULL")
+        .map_err(backend)?;
+    stmt.query_map([group.as_bytes()], |r| r.get::<_, i64>(0).map(to_dev))
+        .map_err(backend)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)
+}
+
+pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> {
+    let state = group_state(c, a.group)?;
+    if !is_current_member(c, a.group, a.sender)? {
+        return Err(StoreError::NotMember);
+    }
+    let stale = StoreError::StaleEpoch {
+        current_epoch: state.epoch,
+        head_seq: state.head_seq,
+    };
+    if let AppendKind::Application { message_id } = &a.kind
+        && let Some(existing) = find_duplicate(c, a.group, a.sender, *message_id)?
+    {
+        return Ok(Appended {
+            seq: existing.0,
+            epoch: existing.1,
+            server_ms: existing.2,
+            duplicate: true,
+            recipients: Vec::new(),
+            welcomed: Vec::new(),
+        });
+    }
+    if a.epoch != state.epoch {
+        return Err(stale);
+    }
+    let seq = state.head_seq + 1;
+    let mut epoch = state.epoch;
+    let mut last_proposal_seq = state.last_proposal_seq;
+    let mut ended = Vec::new();
+    let mut welcomed = Vec::new();
+    let message_id = match &a.kind {
+        AppendKind::Application { message_id } => Some(*message_id),
+        AppendKind::Proposal { self_remove } => {
+            last_proposal_seq = seq;
+            if *self_remove {
+                ended.push(a.sender);
+            }
+            None
+        }
+        AppendKind::Commit {
+            seen_seq,
+            added,
+            removed,
+            welcome,
+        } => {
+            // A commit must be made at the head of the log: the committer has processed every
+            // proposal (none is silently dropped) and every message of the closing epoch (none
+            // becomes undecryptable for it).
+            if *seen_seq != state.head_seq {
+                return Err(stale);
+            }
+            epoch += 1;
+            for device in added {
+                add_member(c, a.group, *device, seq)?;
+            }
+            ended.extend(removed.iter().copied());
+            if let Some(welcome) = welcome
+                && !added.is_empty()
+            {
+                store_welcome(c, a.group, seq, a.sender, welcome, added)?;
+                welcomed.clone_from(added);
+            }
+            None
+        }
+    };
+    for device in &ended {
+        c.execute(
+            "UPDATE members SET left_seq = ?3 WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
+            params![a.group.as_bytes(), dev(*device), num(seq)],
+        )
+        .map_err(backend)?;
+    }
+    c.prepare_cached(
+        "INSERT INTO log (group_id, seq, kind, epoch, sender, message_id, payload, server_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        a.group.as_bytes(),
+        num(seq),
+        kind_of(&a.kind).as_i64(),
+        num(a.epoch),
+        dev(a.sender),
+        message_id.as_ref().map(|m| m.as_bytes()),
+        a.payload,
+        num(a.now_ms),
+    ])
+    .map_err(backend)?;
+    c.prepare_cached(
+        "UPDATE groups SET epoch = ?2, head_seq = ?3, last_proposal_seq = ?4 WHERE group_id = ?1",
+    )
+    .map_err(backend)?
+    .execute(params![
+        a.group.as_bytes(),
+        num(epoch),
+        num(seq),
+        num(last_proposal_seq)
+    ])
+    .map_err(backend)?;
+    let mut recipients = current_members(c, a.group)?;
+    recipients.extend(ended);
+    Ok(Appended {
+        seq,
+        epoch,
+        server_ms: a.now_ms,
+        duplicate: false,
+        recipients,
+        welcomed,
+    })
+}
+
+fn kind_of(kind: &AppendKind) -> EntryKind {
+    match kind {
+        AppendKind::Application { .. } => EntryKind::Application,
+        AppendKind::Commit { .. } => EntryKind::Commit,
+        AppendKind::Proposal { .. } => EntryKind::Proposal,
+    }
+}
+
+fn find_duplicate(
+    c: &Connection,
+    group: GroupId,
+    sender: DeviceId,
+    message_id: MessageId,
+) -> Result<Option<(u64, u64, u64)>, StoreError> {
+    c.prepare_cached(
+        "SELECT seq, epoch, server_ms FROM log WHERE group_id = ?1 AND sender = ?2 AND message_id = ?3",
+    )
+    .map_err(backend)?
+    .query_row(params![group.as_bytes(), dev(sender), message_id.as_bytes()], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+    })
+    .optional()
+    .map_err(backend)
+}
+
+fn add_member(
+    c: &Connection,
+    group: GroupId,
+    device: DeviceId,
+    seq: Seq,
+) -> Result<(), StoreError> {
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM devices WHERE device_id = ?1",
+            [dev(device)],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(backend)?;
+    if exists.is_none() {
+        return Err(StoreError::UnknownDevice(device));
+    }
+    // A device that left and is added again starts a new membership window.
+    c.execute(
+        "INSERT INTO members (group_id, device_id, joined_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (group_id, device_id) DO UPDATE SET joined_seq = ?3, left_seq = NULL",
+        params![group.as_bytes(), dev(device), num(seq)],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn store_welcome(
+    c: &Connection,
+    group: GroupId,
+    seq: Seq,
+    sender: DeviceId,
+    welcome: &[u8],
+    recipients: &[DeviceId],
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO welcomes (group_id, seq, sender, data) VALUES (?1, ?2, ?3, ?4)",
+        params![group.as_bytes(), num(seq), dev(sender), welcome],
+    )
+    .map_err(backend)?;
+    let welcome_id = c.last_insert_rowid();
+    let mut insert = c
+        .prepare_cached("INSERT INTO inbox (device_id, welcome_id) VALUES (?1, ?2)")
+        .map_err(backend)?;
+    for device in recipients {
+        insert
+            .execute(params![dev(*device), welcome_id])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_log(
+    c: &Connection,
+    group: GroupId,
+    device: DeviceId,
+    after: Seq,
+    limit: u32,
+) -> Result<LogPage, StoreError> {
+    let state = group_state(c, group)?;
+    let window = c
+        .query_row(
+            "SELECT joined_seq, left_seq FROM members WHERE group_id = ?1 AND device_id = ?2",
+            params![group.as_bytes(), dev(device)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, Option<i64>>(1)?.map(|n| n as u64),
+                ))
+            },
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some((joined, left)) = window else {
+        return Err(StoreError::NotMember);
+    };
+    // A member sees entries after the one that added it, up to the one that ended its membership.
+    let from = after.max(joined);
+    let until = left.unwrap_or(u64::MAX >> 1);
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT seq, kind, epoch, sender, message_id, payload, server_ms FROM log
+             WHERE group_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+        )
+        .map_err(backend)?;
+    let entries = stmt
+        .query_map(
+            params![group.as_bytes(), num(from), num(until), i64::from(limit)],
+            |r| {
+                let message_id: Option<Vec<u8>> = r.get(4)?;
+                Ok(LogEntry {
+                    group,
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: EntryKind::from_i64(r.get(1)?).unwrap_or(EntryKind::Application),
+                    epoch: r.get::<_, i64>(2)? as u64,
+                    sender: to_dev(r.get(3)?),
+                    message_id: message_id.and_then(|m| MessageId::from_slice(&m).ok()),
+                    payload: r.get(5)?,
+                    server_ms: r.get::<_, i64>(6)? as u64,
+                })
+            },
+        )
+        .map_err(backend)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)?;
+    let last = entries.last().map_or(from, |e| e.seq);
+    Ok(LogPage {
+        entries,
+        head_seq: state.head_seq,
+        membership_ended: left.is_some_and(|l| last >= l),
+    })
+}
+
+pub(super) fn read_welcomes(
+    c: &Connection,
+    device: DeviceId,
+    after_id: u64,
+    limit: u32,
+) -> Result<Vec<WelcomeRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT inbox.id, w.group_id, w.seq, w.sender, w.data FROM inbox
+             JOIN welcomes w ON w.id = inbox.welcome_id
+             WHERE inbox.device_id = ?1 AND inbox.id > ?2 ORDER BY inbox.id LIMIT ?3",
+        )
+        .map_err(backend)?;
+    stmt.query_map(params![dev(device), num(after_id), i64::from(limit)], |r| {
+        let group: Vec<u8> = r.get(1)?;
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            group,
+            r.get::<_, i64>(2)? as u64,
+            to_dev(r.get(3)?),
+            r.get(4)?,
+        ))
+    })
+    .map_err(backend)?
+    .map(|row| {
+        let (id, group, seq, sender, welcome) = row.map_err(backend)?;
+        Ok(WelcomeRecord {
+            id,
+            group: GroupId::from_slice(&group).map_err(backend)?,
+            seq,
+            sender,
+            welcome,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn device_groups(
+    c: &Connection,
+    device: DeviceId,
+) -> Result<Vec<GroupHead>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq FROM members m
+             JOIN groups g ON g.group_id = m.group_id WHERE m.device_id = ?1",
+        )
+        .map_err(backend)?;
+    stmt.query_map([dev(device)], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+            r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+        ))
+    })
+    .map_err(backend)?
+    .map(|row| {
+        let (group, head_seq, joined_seq, left_seq) = row.map_err(backend)?;
+        Ok(GroupHead {
+            group: GroupId::from_slice(&group).map_err(backend)?,
+            head_seq,
+            joined_seq,
+            left_seq,
+        })
+    })
+    .collect()
+}

@@ -1,0 +1,94 @@
+//! The SQLite schema and its migrations, keyed by `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+use super::backend;
+use crate::StoreError;
+
+/// Each entry migrates from version `index` to `index + 1`. Append only; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    username     TEXT PRIMARY KEY,
+    account_key  BLOB NOT NULL,
+    created_ms   INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    device_id          INTEGER PRIMARY KEY,
+    username           TEXT NOT NULL REFERENCES accounts(username),
+    device_key         BLOB NOT NULL,
+    account_signature  BLOB NOT NULL,
+    created_ms         INTEGER NOT NULL,
+    revoked_ms         INTEGER
+);
+CREATE INDEX devices_by_username ON devices(username);
+CREATE TABLE key_packages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id    INTEGER NOT NULL REFERENCES devices(device_id),
+    last_resort  INTEGER NOT NULL,
+    data         BLOB NOT NULL
+);
+CREATE INDEX key_packages_by_device ON key_packages(device_id, last_resort, id);
+CREATE TABLE groups (
+    group_id           BLOB PRIMARY KEY,
+    epoch              INTEGER NOT NULL,
+    head_seq           INTEGER NOT NULL,
+    last_proposal_seq  INTEGER NOT NULL,
+    created_ms         INTEGER NOT NULL
+);
+CREATE TABLE members (
+    group_id    BLOB NOT NULL REFERENCES groups(group_id),
+    device_id   INTEGER NOT NULL REFERENCES devices(device_id),
+    joined_seq  INTEGER NOT NULL,
+    left_seq    INTEGER,
+    PRIMARY KEY (group_id, device_id)
+);
+CREATE INDEX members_by_device ON members(device_id);
+CREATE TABLE log (
+    group_id    BLOB NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,
+    epoch       INTEGER NOT NULL,
+    sender      INTEGER NOT NULL,
+    message_id  BLOB,
+    payload     BLOB NOT NULL,
+    server_ms   INTEGER NOT NULL,
+    UNIQUE (group_id, seq)
+);
+CREATE UNIQUE INDEX log_idempotency ON log(group_id, sender, message_id) WHERE message_id IS NOT NULL;
+CREATE TABLE welcomes (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id   BLOB NOT NULL,
+    seq        INTEGER NOT NULL,
+    sender     INTEGER NOT NULL,
+    data       BLOB NOT NULL
+);
+CREATE TABLE inbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id   INTEGER NOT NULL,
+    welcome_id  INTEGER NOT NULL REFERENCES welcomes(id)
+);
+CREATE INDEX inbox_by_device ON inbox(device_id, id);
+"#];
+
+/// Brings the database to the newest schema, in one transaction per step.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(backend)?
+        .try_into()
+        .map_err(backend)?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {version} is newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            index + 1
+        ))
+        .map_err(backend)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Stable error codes. The numbers travel on the wire and never change meaning.
+
+use std::fmt;
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident = $num:literal, $text:literal;)*) => {
+        /// What went wrong with a request, in a form a client can act on.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ErrorCode {
+            /// The number that travels on the wire.
+            pub fn as_u32(self) -> u32 {
+                match self { $(Self::$name => $num,)* }
+            }
+
+            /// Reads a wire number; unknown numbers become [`ErrorCode::Internal`].
+            pub fn from_u32(n: u32) -> Self {
+                match n { $($num => Self::$name,)* _ => Self::Internal }
+            }
+
+            /// A stable snake_case name, for logs and CLI output.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$name => $text,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The frame could not be decoded, or a field is missing or malformed.
+    BadRequest = 1, "bad_request";
+    /// The client speaks a protocol version this server does not.
+    UnsupportedVersion = 2, "unsupported_version";
+    /// The request needs an authenticated device.
+    Unauthenticated = 3, "unauthenticated";
+    /// The signature over the server's challenge did not verify, or the device is unknown.
+    AuthenticationFailed = 4, "authentication_failed";
+    /// The username is already registered.
+    UsernameTaken = 5, "username_taken";
+    /// The username is not valid.
+    InvalidUsername = 6, "invalid_username";
+    /// No such user.
+    UnknownUser = 7, "unknown_user";
+    /// No such group, or the device may not see it.
+    UnknownGroup = 8, "unknown_group";
+    /// The device is not a member of the group (any more).
+    NotMember = 9, "not_member";
+    /// The message or commit was made against an older epoch or an older view of the group's
+    /// log. Sync, then build the change again.
+    StaleEpoch = 10, "stale_epoch";
+    /// A payload is larger than the named limit.
+    TooLarge = 11, "too_large";
+    /// The user has no device with a key package left.
+    NoKeyPackage = 12, "no_key_package";
+    /// The device was revoked.
+    DeviceRevoked = 13, "device_revoked";
+    /// A group with this id exists already.
+    GroupExists = 14, "group_exists";
+    /// The server is overloaded or shutting down; retry later.
+    Unavailable = 15, "unavailable";
+    /// A device with this id exists already.
+    DeviceExists = 16, "device_exists";
+    /// A server-side fault. Details are in the server's log, never in the response.
+    Internal = 99, "internal";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::StaleEpoch,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(ErrorCode::from_u32(code.as_u32()), code);
+        }
+        assert_eq!(ErrorCode::from_u32(12345), ErrorCode::Internal);
+    }
+}

@@ -1,0 +1,45 @@
+//! Named limits on everything that can grow. Units come last in each name.
+//!
+//! A limit that is hit is backpressure or a clear error (see [`crate::ErrorCode`]), never a crash
+//! or an unbounded allocation. Server operators may lower some of these in the config file; none
+//! can be raised past the value here without a protocol version bump.
+
+/// Largest WebSocket frame either side accepts. A bigger frame closes the connection.
+pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
+
+/// Largest MLS application message (ciphertext) the server stores.
+pub const MESSAGE_CIPHERTEXT_BYTES_MAX: usize = 256 * 1024;
+
+/// Largest MLS commit or proposal the server stores. Commits grow with group size.
+pub const HANDSHAKE_BYTES_MAX: usize = FRAME_BYTES_MAX - 64 * 1024;
+
+/// Largest text a client puts in one message, in bytes of UTF-8.
+pub const MESSAGE_TEXT_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest single key package.
+pub const KEY_PACKAGE_BYTES_MAX: usize = 16 * 1024;
+
+/// Most one-time key packages one upload may carry.
+pub const KEY_PACKAGES_PER_UPLOAD_MAX: usize = 100;
+
+/// Most one-time key packages the server keeps for one device.
+pub const KEY_PACKAGES_STORED_PER_DEVICE_MAX: usize = 200;
+
+/// Most log entries or welcomes one sync page returns.
+pub const SYNC_PAGE_ENTRIES_MAX: u32 = 500;
+
+/// Most devices an account may have.
+pub const DEVICES_PER_ACCOUNT_MAX: usize = 16;
+
+/// Most devices one commit may add or remove, and most welcome recipients it names.
+pub const COMMIT_DEVICE_CHANGES_MAX: usize = 1024;
+
+/// Most requests a connection may have in flight; further frames wait (TCP backpressure).
+pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
+
+/// Depth of a connection's outgoing queue. A client that falls this far behind on pushes is
+/// told to resynchronise instead of being buffered without bound.
+pub const PUSH_QUEUE_DEPTH_MAX: usize = 1024;
+
+/// Longest group name, in bytes of UTF-8 (the name travels only inside MLS).
+pub const GROUP_NAME_BYTES_MAX: usize = 256;
