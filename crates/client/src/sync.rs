@@ -51,7 +51,7 @@ pub(crate) async fn sync_welcomes(
             local.transaction(|l| {
                 if l.chat(group)?.is_none_or(|c| c.state != "active") {
                     let provider = Provider::new(l.conn());
-                    match mls::join_group(&provider, &welcome.welcome) {
+                    match mls::join_group(&provider, group, &welcome.welcome) {
                         Ok(_) => {
                             l.insert_chat(
                                 &Chat {

@@ -8,7 +8,7 @@
 use chapar_types::signed::{challenge_payload, device_cert_payload};
 use chapar_types::{DeviceId, Username};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use rand::{CryptoRng, RngCore};
+use rand_core::{CryptoRng, RngCore};
 
 use crate::CryptoError;
 

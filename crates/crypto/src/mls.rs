@@ -233,9 +233,14 @@ pub fn load_group<P: OpenMlsProvider>(
     .map_err(|e| CryptoError::Storage(format!("{e:?}")))
 }
 
-/// Joins a group from a Welcome addressed to one of this device's key packages.
+/// Joins group `group_id` from a Welcome addressed to one of this device's key packages. A
+/// Welcome for any other group is refused (the server labels welcomes; it must not be able to
+/// redirect one). State left from an earlier membership of the same group (the device was
+/// removed and is added again) is deleted first: callers only join groups they are not an
+/// active member of.
 pub fn join_group<P: OpenMlsProvider>(
     provider: &P,
+    group_id: GroupId,
     welcome: &[u8],
 ) -> Result<MlsGroup, CryptoError> {
     let message = MlsMessageIn::tls_deserialize_exact(welcome)
@@ -248,10 +253,18 @@ pub fn join_group<P: OpenMlsProvider>(
         .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .sender_ratchet_configuration(sender_ratchet())
         .build();
-    StagedWelcome::new_from_welcome(provider, &config, welcome, None)
-        .map_err(mls_err)?
-        .into_group(provider)
-        .map_err(mls_err)
+    if let Some(mut old) = load_group(provider, group_id)? {
+        old.delete(provider.storage())
+            .map_err(|e| CryptoError::Storage(format!("{e:?}")))?;
+    }
+    let staged =
+        StagedWelcome::new_from_welcome(provider, &config, welcome, None).map_err(mls_err)?;
+    if staged.group_context().group_id().as_slice() != group_id.as_bytes() {
+        return Err(CryptoError::Mls(
+            "the welcome is for a different group".into(),
+        ));
+    }
+    staged.into_group(provider).map_err(mls_err)
 }
 
 /// The group's current members.
@@ -509,8 +522,8 @@ mod tests {
         assert_eq!(out.added, vec![DeviceId(2), DeviceId(3)]);
         merge_pending_commit(&mut alice, &providers[0]).expect("merge");
         let welcome = out.welcome.expect("welcome");
-        let mut bob = join_group(&providers[1], &welcome).expect("bob joins");
-        let mut carol = join_group(&providers[2], &welcome).expect("carol joins");
+        let mut bob = join_group(&providers[1], GroupId([1; 16]), &welcome).expect("bob joins");
+        let mut carol = join_group(&providers[2], GroupId([1; 16]), &welcome).expect("carol joins");
         assert_eq!(epoch(&alice), epoch(&bob));
 
         let ct = encrypt(&mut alice, &providers[0], &signers[0], b"hello").expect("encrypt");
@@ -560,7 +573,8 @@ mod tests {
             verify_key_package(&pa, &new_key_package(&pb, &sb, true).expect("kp")).expect("kp");
         let out = add_members(&mut alice, &pa, &sa, vec![kp]).expect("add");
         merge_pending_commit(&mut alice, &pa).expect("merge");
-        let mut bob = join_group(&pb, &out.welcome.expect("welcome")).expect("join");
+        let mut bob =
+            join_group(&pb, GroupId([2; 16]), &out.welcome.expect("welcome")).expect("join");
         let proposal = leave_group(&mut bob, &pb, &sb).expect("leave");
         assert!(matches!(
             process(&mut alice, &pa, &proposal),

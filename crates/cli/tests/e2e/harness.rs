@@ -1,0 +1,233 @@
+//! Test harness: a real `chapar server` on port 0 in a temp directory, and users that run real
+//! `chapar` client commands against it. Failures print the command, its output and the tail of
+//! the server's log.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chapar");
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with its data and log under `dir`, on a free port.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1:0")
+    }
+
+    /// Starts a server on a given address (to restart on the same port).
+    pub fn start_on(dir: &Path, listen: &str) -> Self {
+        let data = dir.join("server-data");
+        let log = dir.join("server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", listen, "--data"])
+            .arg(&data)
+            // Debug logging, so the plaintext check also covers the most verbose logs.
+            .env("CHAPAR_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn chapar server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {} // keep the pipe drained
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let url = line.rsplit(' ').next().unwrap().to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        Self {
+            child: Some(child),
+            url,
+            addr,
+            data,
+            log,
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status's success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// A user with a fresh profile under `dir`, not yet registered.
+    pub fn user(&self, dir: &Path, name: &str) -> User {
+        User {
+            name: name.to_owned(),
+            profile: dir.join(format!("profile-{name}")),
+            server_log: self.log.clone(),
+        }
+    }
+
+    /// A registered user.
+    pub fn register(&self, dir: &Path, name: &str) -> User {
+        let user = self.user(dir, name);
+        user.ok(&["register", "--server", &self.url, "--username", name]);
+        user
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One client profile.
+pub struct User {
+    pub name: String,
+    pub profile: PathBuf,
+    server_log: PathBuf,
+}
+
+impl User {
+    /// Runs `chapar --profile P args...` and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--profile")
+            .arg(&self.profile)
+            .args(args)
+            .env_remove("CHAPAR_PROFILE")
+            .output()
+            .expect("run chapar")
+    }
+
+    fn explain(&self, args: &[&str], out: &Output) -> String {
+        let log = std::fs::read_to_string(&self.server_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "`chapar {}` as {} exited {:?}\n--- stdout\n{}--- stderr\n{}--- server log tail\n{}",
+            args.join(" "),
+            self.name,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{}", self.explain(args, &out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "expected failure:\n{}",
+            self.explain(args, &out)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Sends text and returns the message id.
+    pub fn send(&self, target: &str, text: &str) -> String {
+        self.ok(&["send", target, text]).trim().to_owned()
+    }
+
+    /// `messages TARGET --json`, parsed.
+    pub fn messages(&self, target: &str) -> Vec<serde_json::Value> {
+        json_lines(&self.ok(&["messages", target, "--json"]))
+    }
+
+    /// `sync --json`, parsed.
+    pub fn sync(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.ok(&["sync", "--json"]))
+    }
+
+    /// Texts of a chat, oldest first.
+    pub fn texts(&self, target: &str) -> Vec<String> {
+        self.messages(target)
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Plain HTTP/1.1 GET over a TCP socket; returns (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: a real server on port 0 and real `chapar` client processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
+mod chats;
+mod durability;
+mod harness;
+mod operations;
+mod privacy;

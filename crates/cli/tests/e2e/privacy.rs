@@ -1,0 +1,84 @@
+//! The server never sees plaintext: after a scripted conversation full of marker strings, no
+//! byte of the server's data directory (database, WAL, everything) and no line of its debug log
+//! contains any marker.
+
+use std::path::Path;
+
+use crate::harness::Server;
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn server_data_and_logs_never_contain_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    let carol = server.register(dir.path(), "carol");
+
+    let markers = [
+        "MARKER_direct_text_7f3a",
+        "MARKER_group_name_91bc",
+        "MARKER_group_text_44de",
+        "MARKER_edit_text_0c1d",
+        "MARKER_reaction_e5f2",
+        "MARKER_reply_text_b8a9",
+    ];
+    let first = alice.send("@bob", markers[0]);
+    let group = alice
+        .ok(&[
+            "group", "create", markers[1], "--member", "@bob", "--member", "@carol",
+        ])
+        .trim()
+        .to_owned();
+    alice.send(&group, markers[2]);
+    alice.ok(&["edit", "@bob", &first, markers[3]]);
+    bob.sync();
+    bob.ok(&["react", "@alice", &first, markers[4]]);
+    bob.ok(&["send", &group, markers[5], "--reply-to", &first]);
+    alice.sync();
+    carol.sync();
+    // The conversation really happened, so the check below can fail.
+    assert!(carol.texts(&group).contains(&markers[5].to_owned()));
+    assert_eq!(alice.messages("@bob")[0]["text"], markers[3]);
+
+    // Stop the server cleanly so the WAL is checkpointed, then look at every byte it left.
+    assert!(server.terminate(), "server did not shut down cleanly");
+    let mut files = Vec::new();
+    files_under(&server.data, &mut files);
+    files.push(server.log.clone());
+    assert!(
+        files.len() >= 2,
+        "expected a database and a log, found {files:?}"
+    );
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for marker in markers {
+            assert!(
+                !contains(&bytes, marker.as_bytes()),
+                "{marker} found in {}",
+                file.display()
+            );
+        }
+    }
+    // And the markers are on the clients, so the search would have found them there.
+    let mut client_files = Vec::new();
+    files_under(&alice.profile, &mut client_files);
+    let found = client_files
+        .iter()
+        .any(|f| contains(&std::fs::read(f).unwrap(), markers[3].as_bytes()));
+    assert!(found, "sanity: the client's own store holds the plaintext");
+}
