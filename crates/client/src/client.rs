@@ -330,15 +330,19 @@ impl Client {
     /// The chat a target names, creating the direct chat on first use.
     async fn resolve(&mut self, target: &Target) -> Result<GroupId, ClientError> {
         match target {
-            Target::Group(group) => match self.local.chat(*group)? {
-                Some(chat) if chat.state == "active" => Ok(*group),
-                Some(_) => Err(ClientError::Usage(format!(
-                    "you are no longer a member of {group}"
-                ))),
-                None => Err(ClientError::Usage(format!(
-                    "unknown group {group}; run `chapar sync` first"
-                ))),
-            },
+            Target::Group(group) => {
+                if self.local.chat(*group)?.is_none() {
+                    // Perhaps we were just added: the welcome is waiting.
+                    self.sync_inner().await?;
+                }
+                match self.local.chat(*group)? {
+                    Some(chat) if chat.state == "active" => Ok(*group),
+                    Some(_) => Err(ClientError::Usage(format!(
+                        "you are no longer a member of {group}"
+                    ))),
+                    None => Err(ClientError::Usage(format!("unknown group {group}"))),
+                }
+            }
             Target::User(user) => {
                 if Some(user) == self.username() {
                     return Err(ClientError::Usage(

@@ -148,10 +148,14 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
             }
             request => {
                 let Some(who) = session.who.clone() else {
-                    let error = ServiceError::new(
-                        ErrorCode::Unauthenticated,
-                        "log in (Register or Authenticate) first",
-                    );
+                    let error = if session.hello {
+                        ServiceError::new(
+                            ErrorCode::Unauthenticated,
+                            "log in (Register or Authenticate) first",
+                        )
+                    } else {
+                        ServiceError::bad_request("send Hello first")
+                    };
                     if send(&out, convert::response(request_id, Err(error)))
                         .await
                         .is_err()

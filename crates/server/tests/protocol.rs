@@ -1,0 +1,437 @@
+//! Protocol-level tests against a real server on port 0 over real WebSockets: login rules,
+//! delivery-service rules and bad input. Each failure names the request that misbehaved.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
+use chapar_client::ClientError;
+use chapar_client::connection::Connection;
+use chapar_crypto::identity::{self, SecretKey};
+use chapar_server::ServerConfig;
+use chapar_types::limits::{FRAME_BYTES_MAX, MESSAGE_CIPHERTEXT_BYTES_MAX};
+use chapar_types::{DeviceId, ErrorCode, Username};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use tokio_tungstenite::tungstenite::Message;
+
+struct TestServer {
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+    };
+    tokio::spawn(chapar_server::run(
+        config,
+        move |addr| {
+            let _ = tx.send(addr);
+        },
+        std::future::pending(),
+    ));
+    let addr = rx.await.expect("server started");
+    TestServer {
+        url: format!("http://{addr}"),
+        _dir: dir,
+    }
+}
+
+struct Device {
+    conn: Connection,
+}
+
+async fn register(server: &TestServer, name: &str) -> Device {
+    let mut rng = rand::thread_rng();
+    let (account, device_key, id) = (
+        SecretKey::generate(&mut rng),
+        SecretKey::generate(&mut rng),
+        DeviceId(rng.next_u64()),
+    );
+    let username = Username::parse(name).unwrap();
+    let conn = Connection::open(&server.url).await.unwrap();
+    let reply = conn
+        .request(Request::Register(v1::Register {
+            username: name.into(),
+            account_key: account.public().to_vec(),
+            device: Some(v1::DeviceCert {
+                device_id: id.0,
+                device_key: device_key.public().to_vec(),
+                account_signature: identity::certify_device(
+                    &account,
+                    &username,
+                    id,
+                    &device_key.public(),
+                ),
+            }),
+            challenge_signature: identity::answer_challenge(&device_key, conn.challenge(), id),
+            key_packages: vec![vec![1, 2, 3]],
+            last_resort_key_package: vec![9],
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::AuthOk(_)));
+    Device { conn }
+}
+
+fn code(result: Result<Reply, ClientError>) -> ErrorCode {
+    match result {
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("not a server error: {e}")),
+        Ok(reply) => panic!("expected an error, got {reply:?}"),
+    }
+}
+
+async fn create_group(device: &Device) -> Vec<u8> {
+    let mut id = vec![0u8; 16];
+    rand::thread_rng().fill_bytes(&mut id);
+    device
+        .conn
+        .request(Request::CreateGroup(v1::CreateGroup {
+            group_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+    id
+}
+
+fn send(group: &[u8], epoch: u64, message_id: u8, ciphertext: Vec<u8>) -> Request {
+    Request::SendMessage(v1::SendMessage {
+        group_id: group.to_vec(),
+        epoch,
+        message_id: vec![message_id; 16],
+        ciphertext,
+    })
+}
+
+#[tokio::test]
+async fn retried_sends_are_stored_once() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let group = create_group(&alice).await;
+    let Reply::Appended(first) = alice
+        .conn
+        .request(send(&group, 0, 7, vec![1; 50]))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Appended(retry) = alice
+        .conn
+        .request(send(&group, 0, 7, vec![2; 50]))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        first.seq, retry.seq,
+        "a retry with the same message id lands at the same position"
+    );
+    let Reply::LogPage(page) = alice
+        .conn
+        .request(Request::FetchLog(v1::FetchLog {
+            group_id: group.clone(),
+            after_seq: 0,
+            limit: 10,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(
+        page.entries[0].payload,
+        vec![1; 50],
+        "the first attempt's bytes are kept"
+    );
+}
+
+#[tokio::test]
+async fn stale_epochs_and_commits_off_the_head_are_refused_with_the_current_position() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let group = create_group(&alice).await;
+    alice
+        .conn
+        .request(send(&group, 0, 1, vec![1]))
+        .await
+        .unwrap();
+    let stale = alice.conn.request(send(&group, 3, 2, vec![1])).await;
+    assert_eq!(code(stale), ErrorCode::StaleEpoch);
+    let commit = |epoch, seen_seq| {
+        Request::SubmitCommit(v1::SubmitCommit {
+            group_id: group.clone(),
+            epoch,
+            seen_seq,
+            commit: vec![0xC0; 10],
+            welcome: vec![],
+            added_devices: vec![],
+            removed_devices: vec![],
+        })
+    };
+    // The committer has not seen entry 1: refused.
+    assert_eq!(
+        code(alice.conn.request(commit(0, 0)).await),
+        ErrorCode::StaleEpoch
+    );
+    let Reply::Appended(ok) = alice.conn.request(commit(0, 1)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((ok.seq, ok.epoch), (2, 1));
+    // The same commit again is now against an old epoch.
+    assert_eq!(
+        code(alice.conn.request(commit(0, 1)).await),
+        ErrorCode::StaleEpoch
+    );
+}
+
+#[tokio::test]
+async fn unknown_names_and_non_members_get_clear_codes() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let mallory = register(&server, "mallory").await;
+    let group = create_group(&alice).await;
+    let fetch = |g: Vec<u8>| {
+        Request::FetchLog(v1::FetchLog {
+            group_id: g,
+            after_seq: 0,
+            limit: 10,
+        })
+    };
+    assert_eq!(
+        code(alice.conn.request(fetch(vec![0xAB; 16])).await),
+        ErrorCode::UnknownGroup
+    );
+    assert_eq!(
+        code(alice.conn.request(fetch(vec![1, 2, 3])).await),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(mallory.conn.request(fetch(group.clone())).await),
+        ErrorCode::NotMember
+    );
+    assert_eq!(
+        code(mallory.conn.request(send(&group, 0, 1, vec![1])).await),
+        ErrorCode::NotMember
+    );
+    let claim = |name: &str| {
+        Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+            username: name.into(),
+        })
+    };
+    assert_eq!(
+        code(alice.conn.request(claim("nobody")).await),
+        ErrorCode::UnknownUser
+    );
+    assert_eq!(
+        code(alice.conn.request(claim("NOT VALID")).await),
+        ErrorCode::InvalidUsername
+    );
+    let huge = alice
+        .conn
+        .request(send(
+            &group,
+            0,
+            1,
+            vec![0; MESSAGE_CIPHERTEXT_BYTES_MAX + 1],
+        ))
+        .await;
+    assert_eq!(code(huge), ErrorCode::TooLarge);
+}
+
+#[tokio::test]
+async fn login_is_required_and_checked() {
+    let server = start().await;
+    register(&server, "alice").await;
+    let conn = Connection::open(&server.url).await.unwrap();
+    let fetch = Request::ListGroups(v1::ListGroups {});
+    assert_eq!(
+        code(conn.request(fetch.clone()).await),
+        ErrorCode::Unauthenticated
+    );
+    let forged = SecretKey::generate(&mut rand::thread_rng());
+    let bad = conn
+        .request(Request::Authenticate(v1::Authenticate {
+            device_id: 42,
+            challenge_signature: identity::answer_challenge(
+                &forged,
+                conn.challenge(),
+                DeviceId(42),
+            ),
+        }))
+        .await;
+    assert_eq!(code(bad), ErrorCode::AuthenticationFailed);
+    // A registration whose device certificate was not signed by the account key is refused.
+    let (account, device_key) = (
+        SecretKey::generate(&mut rand::thread_rng()),
+        SecretKey::generate(&mut rand::thread_rng()),
+    );
+    let wrong = Username::parse("someone_else").unwrap();
+    let register = conn
+        .request(Request::Register(v1::Register {
+            username: "eve".into(),
+            account_key: account.public().to_vec(),
+            device: Some(v1::DeviceCert {
+                device_id: 5,
+                device_key: device_key.public().to_vec(),
+                account_signature: identity::certify_device(
+                    &account,
+                    &wrong,
+                    DeviceId(5),
+                    &device_key.public(),
+                ),
+            }),
+            challenge_signature: identity::answer_challenge(
+                &device_key,
+                conn.challenge(),
+                DeviceId(5),
+            ),
+            key_packages: vec![],
+            last_resort_key_package: vec![9],
+        }))
+        .await;
+    assert_eq!(code(register), ErrorCode::AuthenticationFailed);
+}
+
+async fn raw(
+    server: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/v1/ws", server.url.replace("http://", "ws://"));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn next_response(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> v1::Response {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                let frame: v1::ServerFrame = chapar_wire::decode(&bytes).unwrap();
+                if let Some(v1::server_frame::Kind::Response(r)) = frame.kind {
+                    return r;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+fn error_code(r: &v1::Response) -> Option<ErrorCode> {
+    match &r.result {
+        Some(Reply::Error(e)) => Some(ErrorCode::from_u32(e.code)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_survives() {
+    let server = start().await;
+    let mut ws = raw(&server).await;
+    ws.send(Message::Binary(vec![0xFF, 0xFF, 0xFF, 0x01, 0x02].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(&next_response(&mut ws).await),
+        Some(ErrorCode::BadRequest)
+    );
+    ws.send(Message::Text("hello?".into())).await.unwrap();
+    assert_eq!(
+        error_code(&next_response(&mut ws).await),
+        Some(ErrorCode::BadRequest)
+    );
+    let ping = v1::ClientFrame {
+        request_id: 9,
+        request: Some(Request::Ping(v1::Ping {})),
+    };
+    ws.send(Message::Binary(chapar_wire::encode(&ping).into()))
+        .await
+        .unwrap();
+    let r = next_response(&mut ws).await;
+    assert_eq!(
+        (r.request_id, error_code(&r)),
+        (9, Some(ErrorCode::BadRequest)),
+        "Hello must come first"
+    );
+    let hello = v1::ClientFrame {
+        request_id: 10,
+        request: Some(Request::Hello(v1::Hello {
+            protocol_version: 1,
+            ..Default::default()
+        })),
+    };
+    ws.send(Message::Binary(chapar_wire::encode(&hello).into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_response(&mut ws).await.result,
+        Some(Reply::HelloOk(_))
+    ));
+    let old = v1::ClientFrame {
+        request_id: 11,
+        request: Some(Request::Hello(v1::Hello {
+            protocol_version: 0,
+            ..Default::default()
+        })),
+    };
+    ws.send(Message::Binary(chapar_wire::encode(&old).into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(&next_response(&mut ws).await),
+        Some(ErrorCode::UnsupportedVersion)
+    );
+}
+
+#[tokio::test]
+async fn oversized_frames_and_vanishing_clients_do_not_hurt_others() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let group = create_group(&alice).await;
+
+    let mut big = raw(&server).await;
+    let _ = big
+        .send(Message::Binary(vec![0u8; FRAME_BYTES_MAX + 1].into()))
+        .await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "an oversized frame closes that connection");
+
+    // A client that sends a request and disappears without reading the answer.
+    let mut vanishing = raw(&server).await;
+    let hello = v1::ClientFrame {
+        request_id: 1,
+        request: Some(Request::Hello(v1::Hello {
+            protocol_version: 1,
+            ..Default::default()
+        })),
+    };
+    vanishing
+        .send(Message::Binary(chapar_wire::encode(&hello).into()))
+        .await
+        .unwrap();
+    drop(vanishing);
+
+    let Reply::Appended(appended) = alice
+        .conn
+        .request(send(&group, 0, 1, vec![1]))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(appended.seq, 1, "the server keeps serving everyone else");
+}
