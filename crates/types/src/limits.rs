@@ -1,8 +1,8 @@
 //! Named limits on everything that can grow. Units come last in each name.
 //!
 //! A limit that is hit is backpressure or a clear error (see [`crate::ErrorCode`]), never a crash
-//! or an unbounded allocation. Server operators may lower some of these in the config file; none
-//! can be raised past the value here without a protocol version bump.
+//! or an unbounded allocation. These are fixed in protocol version 1; raising one past the value
+//! here needs a protocol version bump, since peers size their buffers by them.
 
 /// Largest WebSocket frame either side accepts. A bigger frame closes the connection.
 pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
@@ -27,9 +27,6 @@ pub const KEY_PACKAGES_STORED_PER_DEVICE_MAX: usize = 200;
 
 /// Most log entries or welcomes one sync page returns.
 pub const SYNC_PAGE_ENTRIES_MAX: u32 = 500;
-
-/// Most devices an account may have.
-pub const DEVICES_PER_ACCOUNT_MAX: usize = 16;
 
 /// Most devices one commit may add or remove, and most welcome recipients it names.
 pub const COMMIT_DEVICE_CHANGES_MAX: usize = 1024;

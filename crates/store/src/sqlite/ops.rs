@@ -374,7 +374,9 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
         num(last_proposal_seq)
     ])
     .map_err(backend)?;
+    // New members start reading after this entry (their welcome says so): do not push it to them.
     let mut recipients = current_members(c, a.group)?;
+    recipients.retain(|d| !welcomed.contains(d));
     recipients.extend(ended);
     Ok(Appended {
         seq,
