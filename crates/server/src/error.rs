@@ -65,6 +65,13 @@ impl From<StoreError> for ServiceError {
                 current_epoch,
                 head_seq,
             },
+            StoreError::Full => {
+                tracing::error!("storage full: refusing writes");
+                Self::new(
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was stored, try again later",
+                )
+            }
             StoreError::Unavailable => Self::new(
                 ErrorCode::Unavailable,
                 "storage is unavailable; retry later",

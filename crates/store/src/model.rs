@@ -31,6 +31,9 @@ pub enum StoreError {
         /// The group's last sequence number.
         head_seq: Seq,
     },
+    /// The disk is full; the write was not stored.
+    #[error("storage full")]
+    Full,
     /// The store is shutting down or its write queue is closed.
     #[error("storage unavailable")]
     Unavailable,

@@ -63,6 +63,8 @@ error_codes! {
     Unavailable = 15, "unavailable";
     /// A device with this id exists already.
     DeviceExists = 16, "device_exists";
+    /// The server's disk is full; nothing was stored. Retry later.
+    StorageFull = 17, "storage_full";
     /// A server-side fault. Details are in the server's log, never in the response.
     Internal = 99, "internal";
 }

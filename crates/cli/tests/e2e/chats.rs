@@ -237,3 +237,34 @@ fn mistakes_get_clear_errors() {
     let down = alice.run(&["--help"]);
     assert!(down.status.success());
 }
+
+#[test]
+fn a_changed_identity_key_is_flagged_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "pins bob's key");
+    let number = alice.ok(&["fingerprint", "@bob"]);
+    assert_eq!(
+        number,
+        bob.ok(&["fingerprint", "@alice"]).replace("@alice", "@bob"),
+        "both sides see one number"
+    );
+    assert!(alice.fails_quietly_on_key_change().is_empty());
+
+    // Simulate the server handing out a different key for bob: alice's pinned key no longer matches.
+    let db = rusqlite::Connection::open(alice.profile.join("profile.db")).unwrap();
+    db.execute(
+        "UPDATE contacts SET account_key = zeroblob(32) WHERE username = 'bob'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = alice.run(&["fingerprint", "@bob"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("identity key of @bob has CHANGED"),
+        "{stderr}"
+    );
+}

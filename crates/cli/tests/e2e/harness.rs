@@ -183,6 +183,15 @@ impl User {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Runs `fingerprint` for bob and returns any identity warning on stderr.
+    pub fn fails_quietly_on_key_change(&self) -> String {
+        let out = self.run(&["fingerprint", "@bob"]);
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("CHANGED"))
+            .collect()
+    }
+
     /// Sends text and returns the message id.
     pub fn send(&self, target: &str, text: &str) -> String {
         self.ok(&["send", target, text]).trim().to_owned()

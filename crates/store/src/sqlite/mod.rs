@@ -40,6 +40,16 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Maps a SQLite error, keeping "disk full" distinct so clients get a clear answer.
+fn sql(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full
+        }
+        _ => backend(e),
+    }
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
     conn.execute_batch(
@@ -155,7 +165,7 @@ fn run_batch(
             tracing::error!(error = %e, "store: cannot begin transaction");
             // Dropping the jobs drops their reply channels: every caller sees `Unavailable`.
             batch.clear();
-            return (Vec::new(), Err(backend(e)));
+            return (Vec::new(), Err(sql(e)));
         }
     };
     let mut completions = Vec::with_capacity(batch.len());
@@ -172,12 +182,12 @@ fn run_batch(
         let released = if ok { savepoint.commit() } else { Ok(()) };
         match released {
             Ok(()) => completions.push(completion),
-            Err(e) => completion(Err(backend(e))),
+            Err(e) => completion(Err(sql(e))),
         }
     }
     let committed = tx.commit().map_err(|e| {
         tracing::error!(error = %e, "store: commit failed");
-        backend(e)
+        sql(e)
     });
     (completions, committed)
 }
@@ -269,6 +279,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("chapar.db")).expect("open");
         crate::conformance::run_all(&store).await;
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_as_such() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert_eq!(sql(full), StoreError::Full);
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            None,
+        );
+        assert!(matches!(sql(other), StoreError::Backend(_)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use chapar_types::limits::KEY_PACKAGES_STORED_PER_DEVICE_MAX;
 use chapar_types::{DeviceId, GroupId, MessageId, Seq};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::backend;
+use super::{backend, sql};
 use crate::*;
 
 // SQLite stores integers as i64; ids and sequence numbers are u64 in the domain. Device ids
@@ -50,7 +50,7 @@ pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), Store
         if is_unique_violation(&e) {
             StoreError::UsernameTaken
         } else {
-            backend(e)
+            sql(e)
         }
     })?;
     insert_device(c, &a.device)?;
@@ -79,7 +79,7 @@ fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
         if is_unique_violation(&e) {
             StoreError::DeviceExists
         } else {
-            backend(e)
+            sql(e)
         }
     })?;
     Ok(())
@@ -93,7 +93,7 @@ pub(super) fn account(c: &Connection, username: &str) -> Result<Option<AccountRe
             |r| r.get::<_, Vec<u8>>(0),
         )
         .optional()
-        .map_err(backend)?
+        .map_err(sql)?
     else {
         return Ok(None);
     };
@@ -101,12 +101,12 @@ pub(super) fn account(c: &Connection, username: &str) -> Result<Option<AccountRe
         .prepare_cached(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE username = ?1 ORDER BY created_ms, device_id"
         ))
-        .map_err(backend)?;
+        .map_err(sql)?;
     let devices = stmt
         .query_map([username], device_from_row)
-        .map_err(backend)?
+        .map_err(sql)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(backend)?;
+        .map_err(sql)?;
     Ok(Some(AccountRecord {
         username: username.to_owned(),
         account_key,
@@ -121,7 +121,7 @@ pub(super) fn device(c: &Connection, device: DeviceId) -> Result<Option<DeviceRe
         device_from_row,
     )
     .optional()
-    .map_err(backend)
+    .map_err(sql)
 }
 
 pub(super) fn add_key_packages(
@@ -134,21 +134,17 @@ pub(super) fn add_key_packages(
         .prepare_cached(
             "INSERT INTO key_packages (device_id, last_resort, data) VALUES (?1, ?2, ?3)",
         )
-        .map_err(backend)?;
+        .map_err(sql)?;
     for kp in one_time {
-        insert
-            .execute(params![dev(device), 0, kp])
-            .map_err(backend)?;
+        insert.execute(params![dev(device), 0, kp]).map_err(sql)?;
     }
     if let Some(kp) = last_resort {
         c.execute(
             "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1",
             [dev(device)],
         )
-        .map_err(backend)?;
-        insert
-            .execute(params![dev(device), 1, kp])
-            .map_err(backend)?;
+        .map_err(sql)?;
+        insert.execute(params![dev(device), 1, kp]).map_err(sql)?;
     }
     // Keep the newest packages within the per-device limit.
     c.execute(
@@ -156,7 +152,7 @@ pub(super) fn add_key_packages(
            (SELECT id FROM key_packages WHERE device_id = ?1 AND last_resort = 0 ORDER BY id DESC LIMIT ?2)",
         params![dev(device), KEY_PACKAGES_STORED_PER_DEVICE_MAX as i64],
     )
-    .map_err(backend)?;
+    .map_err(sql)?;
     key_package_count(c, device)
 }
 
@@ -166,7 +162,7 @@ pub(super) fn key_package_count(c: &Connection, device: DeviceId) -> Result<u32,
         [dev(device)],
         |r| r.get::<_, u32>(0),
     )
-    .map_err(backend)
+    .map_err(sql)
 }
 
 pub(super) fn claim_key_packages(
@@ -197,13 +193,13 @@ pub(super) fn claim_key_packages(
                 },
             )
             .optional()
-            .map_err(backend)?;
+            .map_err(sql)?;
         let Some((id, last_resort, key_package)) = found else {
             continue;
         };
         if !last_resort {
             c.execute("DELETE FROM key_packages WHERE id = ?1", [id])
-                .map_err(backend)?;
+                .map_err(sql)?;
         }
         claimed.push(ClaimedKeyPackage {
             device,
@@ -223,12 +219,12 @@ pub(super) fn create_group(
         "INSERT INTO groups (group_id, epoch, head_seq, last_proposal_seq, created_ms) VALUES (?1, 0, 0, 0, ?2)",
         params![group.as_bytes(), num(now_ms)],
     )
-    .map_err(|e| if is_unique_violation(&e) { StoreError::GroupExists } else { backend(e) })?;
+    .map_err(|e| if is_unique_violation(&e) { StoreError::GroupExists } else { sql(e) })?;
     c.execute(
         "INSERT INTO members (group_id, device_id, joined_seq) VALUES (?1, ?2, 0)",
         params![group.as_bytes(), dev(creator)],
     )
-    .map_err(backend)?;
+    .map_err(sql)?;
     Ok(())
 }
 
@@ -251,7 +247,7 @@ fn group_state(c: &Connection, group: GroupId) -> Result<GroupState, StoreError>
         },
     )
     .optional()
-    .map_err(backend)?
+    .map_err(sql)?
     .ok_or(StoreError::UnknownGroup)
 }
 
@@ -262,18 +258,18 @@ fn is_current_member(c: &Connection, group: GroupId, device: DeviceId) -> Result
         |_| Ok(()),
     )
     .optional()
-    .map_err(backend)
+    .map_err(sql)
     .map(|r| r.is_some())
 }
 
 fn current_members(c: &Connection, group: GroupId) -> Result<Vec<DeviceId>, StoreError> {
     let mut stmt = c
         .prepare_cached("SELECT device_id FROM members WHERE group_id = ?1 AND left_seq IS NULL")
-        .map_err(backend)?;
+        .map_err(sql)?;
     stmt.query_map([group.as_bytes()], |r| r.get::<_, i64>(0).map(to_dev))
-        .map_err(backend)?
+        .map_err(sql)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(backend)
+        .map_err(sql)
 }
 
 pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> {
@@ -345,13 +341,13 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
             "UPDATE members SET left_seq = ?3 WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
             params![a.group.as_bytes(), dev(*device), num(seq)],
         )
-        .map_err(backend)?;
+        .map_err(sql)?;
     }
     c.prepare_cached(
         "INSERT INTO log (group_id, seq, kind, epoch, sender, message_id, payload, server_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
-    .map_err(backend)?
+    .map_err(sql)?
     .execute(params![
         a.group.as_bytes(),
         num(seq),
@@ -362,18 +358,18 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
         a.payload,
         num(a.now_ms),
     ])
-    .map_err(backend)?;
+    .map_err(sql)?;
     c.prepare_cached(
         "UPDATE groups SET epoch = ?2, head_seq = ?3, last_proposal_seq = ?4 WHERE group_id = ?1",
     )
-    .map_err(backend)?
+    .map_err(sql)?
     .execute(params![
         a.group.as_bytes(),
         num(epoch),
         num(seq),
         num(last_proposal_seq)
     ])
-    .map_err(backend)?;
+    .map_err(sql)?;
     // New members start reading after this entry (their welcome says so): do not push it to them.
     let mut recipients = current_members(c, a.group)?;
     recipients.retain(|d| !welcomed.contains(d));
@@ -405,12 +401,12 @@ fn find_duplicate(
     c.prepare_cached(
         "SELECT seq, epoch, server_ms FROM log WHERE group_id = ?1 AND sender = ?2 AND message_id = ?3",
     )
-    .map_err(backend)?
+    .map_err(sql)?
     .query_row(params![group.as_bytes(), dev(sender), message_id.as_bytes()], |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
     })
     .optional()
-    .map_err(backend)
+    .map_err(sql)
 }
 
 fn add_member(
@@ -426,7 +422,7 @@ fn add_member(
             |_| Ok(()),
         )
         .optional()
-        .map_err(backend)?;
+        .map_err(sql)?;
     if exists.is_none() {
         return Err(StoreError::UnknownDevice(device));
     }
@@ -436,7 +432,7 @@ fn add_member(
          ON CONFLICT (group_id, device_id) DO UPDATE SET joined_seq = ?3, left_seq = NULL",
         params![group.as_bytes(), dev(device), num(seq)],
     )
-    .map_err(backend)?;
+    .map_err(sql)?;
     Ok(())
 }
 
@@ -452,15 +448,15 @@ fn store_welcome(
         "INSERT INTO welcomes (group_id, seq, sender, data) VALUES (?1, ?2, ?3, ?4)",
         params![group.as_bytes(), num(seq), dev(sender), welcome],
     )
-    .map_err(backend)?;
+    .map_err(sql)?;
     let welcome_id = c.last_insert_rowid();
     let mut insert = c
         .prepare_cached("INSERT INTO inbox (device_id, welcome_id) VALUES (?1, ?2)")
-        .map_err(backend)?;
+        .map_err(sql)?;
     for device in recipients {
         insert
             .execute(params![dev(*device), welcome_id])
-            .map_err(backend)?;
+            .map_err(sql)?;
     }
     Ok(())
 }
@@ -485,7 +481,7 @@ pub(super) fn read_log(
             },
         )
         .optional()
-        .map_err(backend)?;
+        .map_err(sql)?;
     let Some((joined, left)) = window else {
         return Err(StoreError::NotMember);
     };
@@ -497,7 +493,7 @@ pub(super) fn read_log(
             "SELECT seq, kind, epoch, sender, message_id, payload, server_ms FROM log
              WHERE group_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
         )
-        .map_err(backend)?;
+        .map_err(sql)?;
     let entries = stmt
         .query_map(
             params![group.as_bytes(), num(from), num(until), i64::from(limit)],
@@ -515,9 +511,9 @@ pub(super) fn read_log(
                 })
             },
         )
-        .map_err(backend)?
+        .map_err(sql)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(backend)?;
+        .map_err(sql)?;
     let last = entries.last().map_or(from, |e| e.seq);
     Ok(LogPage {
         entries,
@@ -538,7 +534,7 @@ pub(super) fn read_welcomes(
              JOIN welcomes w ON w.id = inbox.welcome_id
              WHERE inbox.device_id = ?1 AND inbox.id > ?2 ORDER BY inbox.id LIMIT ?3",
         )
-        .map_err(backend)?;
+        .map_err(sql)?;
     stmt.query_map(params![dev(device), num(after_id), i64::from(limit)], |r| {
         let group: Vec<u8> = r.get(1)?;
         Ok((
@@ -549,9 +545,9 @@ pub(super) fn read_welcomes(
             r.get(4)?,
         ))
     })
-    .map_err(backend)?
+    .map_err(sql)?
     .map(|row| {
-        let (id, group, seq, sender, welcome) = row.map_err(backend)?;
+        let (id, group, seq, sender, welcome) = row.map_err(sql)?;
         Ok(WelcomeRecord {
             id,
             group: GroupId::from_slice(&group).map_err(backend)?,
@@ -572,7 +568,7 @@ pub(super) fn device_groups(
             "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq FROM members m
              JOIN groups g ON g.group_id = m.group_id WHERE m.device_id = ?1",
         )
-        .map_err(backend)?;
+        .map_err(sql)?;
     stmt.query_map([dev(device)], |r| {
         Ok((
             r.get::<_, Vec<u8>>(0)?,
@@ -581,9 +577,9 @@ pub(super) fn device_groups(
             r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
         ))
     })
-    .map_err(backend)?
+    .map_err(sql)?
     .map(|row| {
-        let (group, head_seq, joined_seq, left_seq) = row.map_err(backend)?;
+        let (group, head_seq, joined_seq, left_seq) = row.map_err(sql)?;
         Ok(GroupHead {
             group: GroupId::from_slice(&group).map_err(backend)?,
             head_seq,
