@@ -375,6 +375,24 @@ pub fn commit_pending_proposals<P: OpenMlsProvider>(
     }))
 }
 
+/// Refreshes this device's leaf keys with a commit carrying an update path (post-compromise
+/// security: keys a thief copied stop working after the next epoch).
+pub fn update_own_keys<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+) -> Result<OutgoingCommit, CryptoError> {
+    let bundle = group
+        .self_update(provider, &signer.keys, LeafNodeParameters::default())
+        .map_err(mls_err)?;
+    Ok(OutgoingCommit {
+        commit: serialize(bundle.commit())?,
+        welcome: None,
+        added: Vec::new(),
+        removed: Vec::new(),
+    })
+}
+
 /// Makes the proposal by which this device leaves the group.
 pub fn leave_group<P: OpenMlsProvider>(
     group: &mut MlsGroup,
