@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use chapar_store::sqlite::SqliteStore;
 
 /// Where the server listens and keeps its data.
@@ -70,6 +71,13 @@ pub async fn run(
     let address = listener.local_addr()?;
     tracing::info!(%address, data = %config.data_dir.display(), "chapar server listening");
     on_ready(address);
+    // Small frames must leave at once: Nagle's algorithm plus delayed ACKs would add tens of
+    // milliseconds to pushes and acknowledgements.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, api::router(service))
         .with_graceful_shutdown(shutdown)
         .await?;
