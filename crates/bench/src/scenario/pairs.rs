@@ -70,15 +70,18 @@ async fn chapar_senders(
         let (group, epoch) = device::form_group(&[a.clone(), b.clone()]).await?;
         for dev in [a, b] {
             let size = args.size;
+            // Message ids must stay unique across phases, or the server dedups them as retries.
+            let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
             senders.push(Arc::new(move |due, counter| {
                 let dev = dev.clone();
+                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Box::pin(async move {
                     let ciphertext = device::seal(&dev, &stamped_payload(due, counter, size))?;
                     dev.conn
                         .send_nowait(Request::SendMessage(v1::SendMessage {
                             group_id: group.as_bytes().to_vec(),
                             epoch,
-                            message_id: message_id(dev.id, counter),
+                            message_id: message_id(dev.id, id),
                             ciphertext,
                         }))
                         .await

@@ -235,28 +235,26 @@ struct GroupState {
 }
 
 fn group_state(c: &Connection, group: GroupId) -> Result<GroupState, StoreError> {
-    c.query_row(
-        "SELECT epoch, head_seq, last_proposal_seq FROM groups WHERE group_id = ?1",
-        [group.as_bytes()],
-        |r| {
+    c.prepare_cached("SELECT epoch, head_seq, last_proposal_seq FROM groups WHERE group_id = ?1")
+        .map_err(sql)?
+        .query_row([group.as_bytes()], |r| {
             Ok(GroupState {
                 epoch: r.get::<_, i64>(0)? as u64,
                 head_seq: r.get::<_, i64>(1)? as u64,
                 last_proposal_seq: r.get::<_, i64>(2)? as u64,
             })
-        },
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::UnknownGroup)
+        })
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::UnknownGroup)
 }
 
 fn is_current_member(c: &Connection, group: GroupId, device: DeviceId) -> Result<bool, StoreError> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT 1 FROM members WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
-        params![group.as_bytes(), dev(device)],
-        |_| Ok(()),
     )
+    .map_err(sql)?
+    .query_row(params![group.as_bytes(), dev(device)], |_| Ok(()))
     .optional()
     .map_err(sql)
     .map(|r| r.is_some())
