@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Frames queued for the socket before senders wait.
 const OUTGOING_QUEUE_DEPTH_MAX: usize = 4096;
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Request ids at or above this are fire-and-forget sends.
 const NOWAIT_ID_BASE: u64 = 1 << 62;
 
@@ -55,7 +57,10 @@ impl BenchConn {
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
-        let stream = socket.connect(server).await.context("tcp connect")?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
+            .await
+            .context("tcp connect timed out")?
+            .context("tcp connect")?;
         stream.set_nodelay(true)?;
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(FRAME_BYTES_MAX);

@@ -53,11 +53,11 @@ enum Scenario {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Room for the idle scenario's sockets, in this process and the server it starts.
-    server::raise_fd_limit(300_000);
+    let fd_limit = server::raise_fd_limit(300_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(run(&cli))?;
+    let report = runtime.block_on(run(&cli, fd_limit))?;
     if cli.json {
         println!("{report}");
     } else {
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<Value> {
+async fn run(cli: &Cli, fd_limit: u64) -> anyhow::Result<Value> {
     let server = server::ServerUnderTest::start_or_use(cli.server.as_deref())?;
     let mut tag = [0u8; 3];
     rand::thread_rng().fill_bytes(&mut tag);
@@ -113,7 +113,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Value> {
             )
         }
         Scenario::Idle(args) => {
-            let steps = scenario::idle::run(&common, args, &server).await?;
+            let steps = scenario::idle::run(&common, args, &server, fd_limit).await?;
             let last = steps.last();
             (
                 "idle",

@@ -54,6 +54,11 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("chapar-data")),
     };
     init_logging(args.log_json);
+    // One descriptor per connection: use all the open-file room the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     chapar_server::run(
         config,
         |address| {

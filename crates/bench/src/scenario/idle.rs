@@ -31,8 +31,12 @@ pub struct Args {
 /// One step's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Step {
+    /// Connections asked for.
+    pub requested: usize,
     /// Connections held.
     pub connections: usize,
+    /// Fewer were opened than asked because of the open-file limit of this machine.
+    pub limited_by_fd_limit: bool,
     /// Server RSS with them open.
     pub server_rss_bytes: Option<u64>,
     /// (RSS now − RSS before any connection) ÷ connections.
@@ -46,7 +50,10 @@ pub async fn run(
     common: &Common,
     args: &Args,
     server: &ServerUnderTest,
+    fd_limit: u64,
 ) -> anyhow::Result<Vec<Step>> {
+    // Each process (this one and the server) needs one descriptor per connection, plus slack.
+    let ceiling = (fd_limit as usize).saturating_sub(args.devices + 500);
     let noop: Handler = Arc::new(|_| {});
     let devices: Vec<Arc<Device>> = stream::iter(0..args.devices)
         .map(|i| {
@@ -63,7 +70,11 @@ pub async fn run(
     let baseline = server.rss_bytes();
     let mut held: Vec<BenchConn> = Vec::new();
     let mut steps = Vec::new();
-    for &target in &args.connections {
+    for &requested in &args.connections {
+        let target = requested.min(ceiling);
+        if target < requested {
+            eprintln!("  (open-file limit {fd_limit}: holding {target} instead of {requested})");
+        }
         let start = Instant::now();
         let from = held.len();
         let opened: Vec<anyhow::Result<BenchConn>> = stream::iter(from..target)
@@ -95,7 +106,9 @@ pub async fn run(
             connects_per_sec
         );
         steps.push(Step {
+            requested,
             connections: held.len(),
+            limited_by_fd_limit: target < requested,
             server_rss_bytes: rss,
             rss_per_connection_bytes: per,
             connects_per_sec,

@@ -124,7 +124,9 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
         match request {
             Request::Hello(_) | Request::Register(_) | Request::Authenticate(_) => {
                 let started = Instant::now();
-                let result = handshake(&service, &mut session, request).await;
+                // Boxed: the handshake's state (registration, signature checks) is large and
+                // needed once; inline it would stay in every idle connection's future.
+                let result = Box::pin(handshake(&service, &mut session, request)).await;
                 record(&service, started, &result);
                 if let Some(who) = &session.who
                     && result.is_ok()

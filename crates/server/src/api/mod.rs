@@ -16,7 +16,7 @@ use chapar_types::limits::FRAME_BYTES_MAX;
 use crate::service::Service;
 
 /// Bytes tungstenite reads per socket read. Frames larger than this simply take several reads.
-const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
+const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The server's routes.
 pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
