@@ -30,6 +30,9 @@ use crate::ServiceError;
 use crate::hub::PushTarget;
 use crate::service::{Authenticated, Registration, Service};
 
+/// Most frames written to the socket before one flush.
+const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
 /// What the connection has established so far.
 struct Session {
     challenge: [u8; CHALLENGE_BYTES],
@@ -54,13 +57,26 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
             let resync = Bytes::from(chapar_wire::encode(&convert::push(v1::push::Kind::Resync(
                 v1::Empty {},
             ))));
-            while let Some(frame) = out_rx.recv().await {
-                if sink.send(Message::Binary(frame)).await.is_err() {
-                    break;
+            'writing: while let Some(frame) = out_rx.recv().await {
+                // Write whatever else is already queued before flushing: one syscall for many
+                // frames under load, and no added delay when there is only one.
+                let mut next = Some(frame);
+                let mut written = 0;
+                while let Some(frame) = next.take() {
+                    if sink.feed(Message::Binary(frame)).await.is_err() {
+                        break 'writing;
+                    }
+                    written += 1;
+                    if written < WRITE_BATCH_FRAMES_MAX {
+                        next = out_rx.try_recv().ok();
+                    }
                 }
                 if lagged.swap(false, Ordering::Relaxed)
-                    && sink.send(Message::Binary(resync.clone())).await.is_err()
+                    && sink.feed(Message::Binary(resync.clone())).await.is_err()
                 {
+                    break;
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }

@@ -18,6 +18,10 @@ use crate::service::Service;
 /// Bytes tungstenite reads per socket read. Frames larger than this simply take several reads.
 const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
+/// Bytes of outgoing frames gathered before tungstenite writes to the socket; the connection
+/// writer flushes after each batch, so this only merges frames that are already queued.
+const WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 /// The server's routes.
 pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
     Router::new()
@@ -44,6 +48,6 @@ async fn websocket<S: Store>(
         // tungstenite zero-fills its whole read buffer on every read and keeps it per
         // connection: the 128 KiB default cost both CPU (memset) and idle memory.
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| connection::serve(service, socket))
 }
