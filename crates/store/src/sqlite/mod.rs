@@ -7,6 +7,7 @@
 //! caller. One fsync thus covers a whole batch, and an answered write survives `kill -9` and
 //! power loss.
 
+mod cache;
 mod ops;
 mod schema;
 
@@ -27,7 +28,7 @@ pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
 pub const READ_CONNECTIONS: usize = 4;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection, &mut cache::GroupCache) -> (bool, Completion) + Send>;
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -92,9 +93,17 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_with_cache(move |conn, _| f(conn)).await
+    }
+
+    /// Like [`Self::write`], with the writer's group cache (for appends).
+    async fn write_with_cache<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut cache::GroupCache) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
-            let result = f(conn);
+        let job: WriteJob = Box::new(move |conn, cache| {
+            let result = f(conn, cache);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
                 // The caller may have gone away; the write is durable regardless.
@@ -142,6 +151,7 @@ impl SqliteStore {
 /// The writer loop: batch, run each job in a savepoint, commit once, then answer everyone.
 fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_JOBS_MAX);
+    let mut cache = cache::GroupCache::default();
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while batch.len() < WRITE_BATCH_JOBS_MAX {
@@ -150,8 +160,12 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let completions = run_batch(&mut conn, &mut batch);
+        let completions = run_batch(&mut conn, &mut cache, &mut batch);
         let committed = completions.1;
+        if committed.is_err() {
+            // The cache may hold changes that were rolled back.
+            cache.clear();
+        }
         for completion in completions.0 {
             completion(committed.clone());
         }
@@ -161,6 +175,7 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
 
 fn run_batch(
     conn: &mut Connection,
+    cache: &mut cache::GroupCache,
     batch: &mut Vec<WriteJob>,
 ) -> (Vec<Completion>, Result<(), StoreError>) {
     let tx = match conn.transaction() {
@@ -179,7 +194,7 @@ fn run_batch(
             tracing::error!(error = %e, "store: cannot open savepoint");
             continue;
         }
-        let (ok, completion) = job(&tx);
+        let (ok, completion) = job(&tx, cache);
         // A failed job's changes are rolled back, leaving the batch's other jobs.
         let closed = if ok {
             savepoint(&tx, "RELEASE job")
@@ -188,7 +203,10 @@ fn run_batch(
         };
         match closed {
             Ok(()) => completions.push(completion),
-            Err(e) => completion(Err(sql(e))),
+            Err(e) => {
+                cache.clear();
+                completion(Err(sql(e)));
+            }
         }
     }
     let committed = tx.commit().map_err(|e| {
@@ -247,7 +265,8 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<Appended, StoreError> {
-        self.write(move |c| ops::append(c, append)).await
+        self.write_with_cache(move |c, cache| ops::append(c, cache, append))
+            .await
     }
 
     async fn read_log(

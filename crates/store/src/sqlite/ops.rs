@@ -5,6 +5,7 @@ use chapar_types::limits::KEY_PACKAGES_STORED_PER_DEVICE_MAX;
 use chapar_types::{DeviceId, GroupId, MessageId, Seq};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::cache::GroupCache;
 use super::{backend, sql};
 use crate::*;
 
@@ -228,51 +229,23 @@ pub(super) fn create_group(
     Ok(())
 }
 
-struct GroupState {
-    epoch: u64,
-    head_seq: u64,
-    last_proposal_seq: u64,
-}
-
-fn group_state(c: &Connection, group: GroupId) -> Result<GroupState, StoreError> {
-    c.prepare_cached("SELECT epoch, head_seq, last_proposal_seq FROM groups WHERE group_id = ?1")
+/// A group's last sequence number, for readers.
+fn head_seq(c: &Connection, group: GroupId) -> Result<u64, StoreError> {
+    c.prepare_cached("SELECT head_seq FROM groups WHERE group_id = ?1")
         .map_err(sql)?
-        .query_row([group.as_bytes()], |r| {
-            Ok(GroupState {
-                epoch: r.get::<_, i64>(0)? as u64,
-                head_seq: r.get::<_, i64>(1)? as u64,
-                last_proposal_seq: r.get::<_, i64>(2)? as u64,
-            })
-        })
+        .query_row([group.as_bytes()], |r| r.get::<_, i64>(0).map(|n| n as u64))
         .optional()
         .map_err(sql)?
         .ok_or(StoreError::UnknownGroup)
 }
 
-fn is_current_member(c: &Connection, group: GroupId, device: DeviceId) -> Result<bool, StoreError> {
-    c.prepare_cached(
-        "SELECT 1 FROM members WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
-    )
-    .map_err(sql)?
-    .query_row(params![group.as_bytes(), dev(device)], |_| Ok(()))
-    .optional()
-    .map_err(sql)
-    .map(|r| r.is_some())
-}
-
-fn current_members(c: &Connection, group: GroupId) -> Result<Vec<DeviceId>, StoreError> {
-    let mut stmt = c
-        .prepare_cached("SELECT device_id FROM members WHERE group_id = ?1 AND left_seq IS NULL")
-        .map_err(sql)?;
-    stmt.query_map([group.as_bytes()], |r| r.get::<_, i64>(0).map(to_dev))
-        .map_err(sql)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql)
-}
-
-pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> {
-    let state = group_state(c, a.group)?;
-    if !is_current_member(c, a.group, a.sender)? {
+pub(super) fn append(
+    c: &Connection,
+    cache: &mut GroupCache,
+    a: Append,
+) -> Result<Appended, StoreError> {
+    let mut state = cache.get(c, a.group)?;
+    if !state.members.contains(&a.sender) {
         return Err(StoreError::NotMember);
     }
     let stale = StoreError::StaleEpoch {
@@ -299,6 +272,7 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
     let mut last_proposal_seq = state.last_proposal_seq;
     let mut ended = Vec::new();
     let mut welcomed = Vec::new();
+    let mut joined: &[DeviceId] = &[];
     let message_id = match &a.kind {
         AppendKind::Application { message_id } => Some(*message_id),
         AppendKind::Proposal { self_remove } => {
@@ -321,6 +295,7 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
                 return Err(stale);
             }
             epoch += 1;
+            joined = added;
             for device in added {
                 add_member(c, a.group, *device, seq)?;
             }
@@ -368,10 +343,23 @@ pub(super) fn append(c: &Connection, a: Append) -> Result<Appended, StoreError> 
         num(last_proposal_seq)
     ])
     .map_err(sql)?;
+    // Only now, with every write done, does the writer's view of the group change.
+    state.members.retain(|d| !ended.contains(d));
+    for device in joined {
+        if !state.members.contains(device) {
+            state.members.push(*device);
+        }
+    }
+    (state.epoch, state.head_seq, state.last_proposal_seq) = (epoch, seq, last_proposal_seq);
     // New members start reading after this entry (their welcome says so): do not push it to them.
-    let mut recipients = current_members(c, a.group)?;
-    recipients.retain(|d| !welcomed.contains(d));
+    let mut recipients: Vec<DeviceId> = state
+        .members
+        .iter()
+        .filter(|d| !joined.contains(d))
+        .copied()
+        .collect();
     recipients.extend(ended);
+    cache.put(a.group, state);
     Ok(Appended {
         seq,
         epoch,
@@ -466,7 +454,7 @@ pub(super) fn read_log(
     after: Seq,
     limit: u32,
 ) -> Result<LogPage, StoreError> {
-    let state = group_state(c, group)?;
+    let head = head_seq(c, group)?;
     let window = c
         .query_row(
             "SELECT joined_seq, left_seq FROM members WHERE group_id = ?1 AND device_id = ?2",
@@ -515,7 +503,7 @@ pub(super) fn read_log(
     let last = entries.last().map_or(from, |e| e.seq);
     Ok(LogPage {
         entries,
-        head_seq: state.head_seq,
+        head_seq: head,
         membership_ended: left.is_some_and(|l| last >= l),
     })
 }

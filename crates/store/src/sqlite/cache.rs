@@ -1,0 +1,88 @@
+//! What the writer thread remembers about groups between appends: epoch, head, last proposal
+//! and current members. The writer is the only one that changes these rows, so the cache is
+//! exact as long as it is dropped whenever a batch fails to commit.
+
+use std::collections::HashMap;
+
+use chapar_types::{DeviceId, GroupId};
+use rusqlite::Connection;
+
+use super::sql;
+use crate::StoreError;
+
+/// Groups remembered at most; past it the cache starts over (a miss costs two reads).
+pub const GROUP_CACHE_ENTRIES_MAX: usize = 65_536;
+
+/// One group's delivery-service state.
+#[derive(Debug, Clone)]
+pub struct CachedGroup {
+    pub epoch: u64,
+    pub head_seq: u64,
+    pub last_proposal_seq: u64,
+    /// Current members (no left_seq), in no particular order.
+    pub members: Vec<DeviceId>,
+}
+
+/// The writer's cache.
+#[derive(Default)]
+pub struct GroupCache {
+    groups: HashMap<GroupId, CachedGroup>,
+}
+
+impl GroupCache {
+    /// The group's state, read from the database on a miss.
+    pub fn get(&mut self, c: &Connection, group: GroupId) -> Result<CachedGroup, StoreError> {
+        if let Some(cached) = self.groups.get(&group) {
+            return Ok(cached.clone());
+        }
+        let state = c
+            .prepare_cached(
+                "SELECT epoch, head_seq, last_proposal_seq FROM groups WHERE group_id = ?1",
+            )
+            .map_err(sql)?
+            .query_row([group.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            });
+        let (epoch, head_seq, last_proposal_seq) = match state {
+            Ok(state) => state,
+            Err(rusqlite::Error::QueryReturnedNoRows) => return Err(StoreError::UnknownGroup),
+            Err(e) => return Err(sql(e)),
+        };
+        let members = c
+            .prepare_cached(
+                "SELECT device_id FROM members WHERE group_id = ?1 AND left_seq IS NULL",
+            )
+            .map_err(sql)?
+            .query_map([group.as_bytes()], |r| {
+                r.get::<_, i64>(0).map(|d| DeviceId(d as u64))
+            })
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        let cached = CachedGroup {
+            epoch,
+            head_seq,
+            last_proposal_seq,
+            members,
+        };
+        if self.groups.len() >= GROUP_CACHE_ENTRIES_MAX {
+            self.groups.clear();
+        }
+        self.groups.insert(group, cached.clone());
+        Ok(cached)
+    }
+
+    /// Records a group's state after a successful append.
+    pub fn put(&mut self, group: GroupId, state: CachedGroup) {
+        self.groups.insert(group, state);
+    }
+
+    /// Forgets everything (after a failed batch, the database is the truth again).
+    pub fn clear(&mut self) {
+        self.groups.clear();
+    }
+}
