@@ -226,6 +226,7 @@ mod codec {
                 epoch: 3,
                 message_id: vec![2; 16],
                 ciphertext: vec![3; 300],
+                roster_version: 0,
             })),
         }
     }
@@ -274,6 +275,8 @@ mod store {
                     account_signature: vec![0; 64],
                     created_ms: 0,
                     revoked_ms: None,
+                    sealed_name: Vec::new(),
+                    last_seen_ms: None,
                 };
                 store
                     .create_account(NewAccount {
@@ -316,6 +319,7 @@ mod store {
                     now_ms: 0,
                     payload: vec![5; 300],
                     kind: AppendKind::Application {
+                        roster_version: 0,
                         message_id: MessageId(id),
                     },
                 })

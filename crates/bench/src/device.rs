@@ -90,6 +90,7 @@ pub async fn register(
             challenge_signature: identity::answer_challenge(&key, &conn.challenge, id),
             key_packages,
             last_resort_key_package: last_resort,
+            sealed_name: Vec::new(),
         }))
         .await?;
     if !matches!(reply, Reply::AuthOk(_)) {

@@ -4,6 +4,7 @@
 //! profile directory. This file only parses arguments and prints; the work is in
 //! `chapar-server` and `chapar-client`.
 
+mod devices_cmd;
 mod output;
 mod server_cmd;
 
@@ -30,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Server(server_cmd::ServerArgs),
-    /// Create an account; this profile becomes its first device.
+    /// Create an account; this profile becomes its first device. Prints the recovery key once.
     Register {
         /// Server URL, e.g. http://127.0.0.1:8080
         #[arg(long)]
@@ -38,6 +39,58 @@ enum Command {
         /// Lowercase a-z, 0-9 and _, 3 to 32 characters.
         #[arg(long)]
         username: String,
+        /// This device's name, seen only by your own devices [default: the host name]
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Make this (empty) profile a new device of an existing account: prints a link code (and
+    /// a QR code), waits for another device to approve it, then shows the full history.
+    Link {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        /// This device's name [default: the host name]
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Approve or revoke devices of your account.
+    #[command(subcommand)]
+    Device(devices_cmd::DeviceCommand),
+    /// List your account's devices.
+    Devices {
+        /// One JSON object per line (id, name, current, added, last_seen, revoked).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace your recovery key; prints the new one alone on stdout.
+    RecoveryKey {
+        /// Make a new key (the old one stops working).
+        #[arg(long, required = true)]
+        rotate: bool,
+    },
+    /// Restore your account and its full history on this (empty) profile with your recovery
+    /// key, after your other devices are lost. Revokes the old devices unless told not to.
+    Recover {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        /// Your username.
+        #[arg(long)]
+        username: String,
+        /// The recovery key you wrote down.
+        #[arg(long, env = "CHAPAR_RECOVERY_KEY", hide_env_values = true)]
+        recovery_key: String,
+        /// This device's name [default: the host name]
+        #[arg(long)]
+        device_name: Option<String>,
+        /// Keep the old devices instead of revoking them.
+        #[arg(long)]
+        keep_devices: bool,
+    },
+    /// Mark a chat read up to its newest message, on all your devices.
+    Read {
+        /// @username or group id.
+        target: String,
     },
     /// Send a text message to @user (a 1:1 chat, created on first use) or a group id. Prints the
     /// message id once the server has acknowledged it.
@@ -139,6 +192,11 @@ enum GroupCommand {
         /// Group id.
         group: String,
     },
+    /// List the devices in a chat (@username or group id).
+    Members {
+        /// @username or group id.
+        target: String,
+    },
 }
 
 fn default_profile() -> PathBuf {
@@ -213,15 +271,71 @@ async fn client_command(profile: PathBuf, command: Command) -> anyhow::Result<()
     for warning in client.take_warnings() {
         eprintln!("{warning}");
     }
-    result
+    result.map_err(|e| {
+        let revoked = e
+            .downcast_ref::<chapar_client::ClientError>()
+            .and_then(|c| c.code())
+            == Some(chapar_types::ErrorCode::DeviceRevoked);
+        if revoked {
+            anyhow::anyhow!(
+                "this device was revoked by another device of your account: it can no longer \
+                 send or receive (device_revoked). To use this machine again, link it anew \
+                 with `chapar link` on a new profile"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(_) => unreachable!("handled by main"),
-        Command::Register { server, username } => {
-            client.register(&server, &username).await?;
-            println!("registered @{username}");
+        Command::Register {
+            server,
+            username,
+            device_name,
+        } => {
+            let name = device_name.unwrap_or_else(devices_cmd::default_device_name);
+            let recovery_key = client.register(&server, &username, &name).await?;
+            println!("registered @{}", username.trim_start_matches('@'));
+            println!("recovery key: {recovery_key}");
+            eprintln!(
+                "Write the recovery key down and keep it safe. With it and your username you can \
+                 restore your account and its history on a new device if you lose all of yours; \
+                 without it, nothing can be restored. It is shown only now."
+            );
+        }
+        Command::Link {
+            server,
+            device_name,
+        } => {
+            let name = device_name.unwrap_or_else(devices_cmd::default_device_name);
+            devices_cmd::link(client, &server, &name).await?;
+        }
+        Command::Device(command) => devices_cmd::device(client, command).await?,
+        Command::Devices { json } => devices_cmd::devices(client, json).await?,
+        Command::RecoveryKey { rotate: _ } => devices_cmd::rotate_recovery_key(client).await?,
+        Command::Recover {
+            server,
+            username,
+            recovery_key,
+            device_name,
+            keep_devices,
+        } => {
+            let name = device_name.unwrap_or_else(devices_cmd::default_device_name);
+            devices_cmd::recover(
+                client,
+                &server,
+                &username,
+                &recovery_key,
+                &name,
+                keep_devices,
+            )
+            .await?;
+        }
+        Command::Read { target } => {
+            client.mark_read(&Target::parse(&target)?).await?;
         }
         Command::Send {
             target,
@@ -268,6 +382,11 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             client.remove_member(group(&g)?, &user(&u)?).await?
         }
         Command::Group(GroupCommand::Leave { group: g }) => client.leave(group(&g)?).await?,
+        Command::Group(GroupCommand::Members { target }) => {
+            for (user, device) in client.members(&Target::parse(&target)?)? {
+                println!("{user}\t{device}");
+            }
+        }
         Command::Sync { json } => {
             for message in client.sync().await? {
                 output::print_message(&message, json);
@@ -279,9 +398,9 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             }
         }
         Command::Chats => {
-            for chat in client.chats()? {
+            for (chat, unread) in client.chats()? {
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{unread} unread",
                     chat.label(),
                     chat.kind,
                     chat.state,

@@ -15,14 +15,17 @@ use prost::Message as _;
 use rand::RngCore;
 
 use crate::ClientError;
+use crate::account_keys::AccountKeys;
+use crate::archive::{self, RESTORE_PENDING};
 use crate::connection::Connection;
 use crate::history::{self, ChatMessage};
 use crate::local::{Chat, Local};
 use crate::provider::Provider;
+use crate::self_group::SELF_KIND;
 use crate::sync::{self, Seen};
 
 /// One-time key packages uploaded at registration and whenever the server runs low.
-const KEY_PACKAGE_BATCH: usize = 20;
+pub(crate) const KEY_PACKAGE_BATCH: usize = 20;
 /// Below this many one-time key packages on the server, the device uploads a new batch.
 const KEY_PACKAGE_LOW_WATER: u32 = 5;
 /// How often a send or commit is rebuilt after a stale-epoch refusal before giving up.
@@ -35,7 +38,7 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn random16() -> [u8; 16] {
+pub(crate) fn random16() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes
@@ -51,7 +54,7 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    fn signer(&self) -> DeviceSigner {
+    pub(crate) fn signer(&self) -> DeviceSigner {
         DeviceSigner::new(
             DeviceIdentity {
                 username: self.username.clone(),
@@ -61,7 +64,7 @@ impl Identity {
         )
     }
 
-    fn load(local: &Local) -> Result<Option<Self>, ClientError> {
+    pub(crate) fn load(local: &Local) -> Result<Option<Self>, ClientError> {
         let (Some(server), Some(username), Some(device), Some(account_key), Some(device_key)) = (
             local.get("server")?,
             local.get("username")?,
@@ -80,6 +83,24 @@ impl Identity {
             device_key: SecretKey::from_bytes(&device_key)?,
         }))
     }
+}
+
+/// Stores a device's identity and the account's keys in its profile. `restore` marks that the
+/// archive must be replayed on the next sync (a linked or recovered device).
+pub(crate) fn save_identity(
+    l: &Local,
+    me: &Identity,
+    keys: &AccountKeys,
+    restore: bool,
+) -> Result<(), ClientError> {
+    l.set("server", me.server.as_bytes())?;
+    l.set("username", me.username.as_str().as_bytes())?;
+    l.set("device_id", &me.device.0.to_be_bytes())?;
+    l.set("account_key", &me.account_key.to_bytes())?;
+    l.set("device_key", &me.device_key.to_bytes())?;
+    l.set_u64(RESTORE_PENDING, u64::from(restore))?;
+    keys.save(l)?;
+    l.pin_key(&me.username, &me.account_key.public(), now_ms())
 }
 
 /// What a command addresses: a person (their 1:1 chat) or a group.
@@ -107,10 +128,13 @@ impl Target {
 
 /// A device of an account, with its local profile.
 pub struct Client {
-    local: Local,
-    me: Option<Identity>,
-    conn: Option<Connection>,
-    warnings: Vec<String>,
+    pub(crate) local: Local,
+    pub(crate) me: Option<Identity>,
+    pub(crate) keys: Option<AccountKeys>,
+    pub(crate) conn: Option<Connection>,
+    pub(crate) warnings: Vec<String>,
+    /// What the last archive replay brought back (a new device's first sync).
+    pub(crate) last_restore: archive::Restored,
 }
 
 impl Client {
@@ -118,11 +142,14 @@ impl Client {
     pub fn open(dir: &Path) -> Result<Self, ClientError> {
         let local = Local::open(dir)?;
         let me = Identity::load(&local)?;
+        let keys = AccountKeys::load(&local)?;
         Ok(Self {
             local,
             me,
+            keys,
             conn: None,
             warnings: Vec::new(),
+            last_restore: archive::Restored::default(),
         })
     }
 
@@ -136,7 +163,7 @@ impl Client {
         self.me.as_ref().map(|m| &m.username)
     }
 
-    fn me(&self) -> Result<&Identity, ClientError> {
+    pub(crate) fn me(&self) -> Result<&Identity, ClientError> {
         self.me.as_ref().ok_or_else(|| {
             ClientError::Profile(
                 "this profile has no account yet: run `chapar register` first".into(),
@@ -144,8 +171,14 @@ impl Client {
         })
     }
 
-    /// Creates an account with this profile as its first device.
-    pub async fn register(&mut self, server: &str, username: &str) -> Result<(), ClientError> {
+    /// Creates an account with this profile as its first device, named `device_name`. Returns
+    /// the recovery key, to be shown to the user once and never stored.
+    pub async fn register(
+        &mut self,
+        server: &str,
+        username: &str,
+        device_name: &str,
+    ) -> Result<String, ClientError> {
         if self.me.is_some() {
             return Err(ClientError::Profile(
                 "this profile already has an account; use another --profile".into(),
@@ -168,6 +201,8 @@ impl Client {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((one_time, mls::new_key_package(&provider, &signer, true)?))
         })?;
+        let keys = AccountKeys::generate();
+        let sealed_name = keys.seal_device_name(&username, me.device, device_name);
         let conn = Connection::open(&me.server).await?;
         let device_key = me.device_key.public().to_vec();
         let reply = conn
@@ -191,26 +226,23 @@ impl Client {
                 ),
                 key_packages,
                 last_resort_key_package: last_resort,
+                sealed_name,
             }))
             .await?;
         if !matches!(reply, Reply::AuthOk(_)) {
             return Err(ClientError::Protocol("expected AuthOk".into()));
         }
-        self.local.transaction(|l| {
-            l.set("server", me.server.as_bytes())?;
-            l.set("username", username.as_str().as_bytes())?;
-            l.set("device_id", &me.device.0.to_be_bytes())?;
-            l.set("account_key", &me.account_key.to_bytes())?;
-            l.set("device_key", &me.device_key.to_bytes())?;
-            l.pin_key(&username, &me.account_key.public(), now_ms())
-        })?;
+        self.local
+            .transaction(|l| save_identity(l, &me, &keys, false))?;
         self.me = Some(me);
+        self.keys = Some(keys);
         self.conn = Some(conn);
-        Ok(())
+        self.ensure_self_group().await?;
+        self.set_new_recovery_key().await
     }
 
     /// Connects and logs in if not connected yet; tops up key packages; retries queued sends.
-    async fn connect(&mut self) -> Result<(), ClientError> {
+    pub(crate) async fn connect(&mut self) -> Result<(), ClientError> {
         if self.conn.is_some() {
             return Ok(());
         }
@@ -249,7 +281,7 @@ impl Client {
         self.flush_outbox().await
     }
 
-    fn parts(&self) -> Result<(&Local, &Connection, &Identity), ClientError> {
+    pub(crate) fn parts(&self) -> Result<(&Local, &Connection, &Identity), ClientError> {
         let conn = self
             .conn
             .as_ref()
@@ -276,14 +308,33 @@ impl Client {
         self.render(&seen)
     }
 
-    async fn sync_inner(&mut self) -> Result<Vec<Seen>, ClientError> {
+    /// Joins welcomed groups, replays the archive on a new device, processes every group's
+    /// new entries, commits pending proposals, brings groups in line with their accounts'
+    /// devices, and uploads new history to the archive.
+    pub(crate) async fn sync_inner(&mut self) -> Result<Vec<Seen>, ClientError> {
         let (local, conn, me) = self.parts()?;
         let mut seen = Vec::new();
         sync::sync_welcomes(local, conn, me).await?;
-        for (group, _) in sync::behind(local, conn).await? {
+        let mut restored = None;
+        if local.get_u64(RESTORE_PENDING)? == 1
+            && let Some(keys) = &self.keys
+        {
+            restored = Some(archive::restore(local, conn, me, keys).await?);
+        }
+        let heads = sync::heads(conn).await?;
+        for group in sync::behind(local, &heads)? {
             seen.extend(sync::sync_group(local, conn, me, group).await?);
         }
+        if let Some(restored) = restored {
+            self.last_restore = restored;
+        }
         self.commit_pending_proposals().await?;
+        self.reconcile_rosters(&heads).await?;
+        let (local, conn, me) = self.parts()?;
+        if let Some(keys) = &self.keys {
+            let archived = heads.iter().map(|h| (h.group, h.archived_seq)).collect();
+            archive::upload(local, conn, me, keys, &archived).await?;
+        }
         Ok(seen)
     }
 
@@ -328,14 +379,17 @@ impl Client {
     }
 
     /// The chat a target names, creating the direct chat on first use.
-    async fn resolve(&mut self, target: &Target) -> Result<GroupId, ClientError> {
+    pub(crate) async fn resolve(&mut self, target: &Target) -> Result<GroupId, ClientError> {
         match target {
             Target::Group(group) => {
-                if self.local.chat(*group)?.is_none() {
+                if self.local.chat(*group)?.is_none_or(|c| c.state != "active") {
                     // Perhaps we were just added: the welcome is waiting.
                     self.sync_inner().await?;
                 }
                 match self.local.chat(*group)? {
+                    Some(chat) if chat.kind == SELF_KIND => Err(ClientError::Usage(
+                        "that is the group of your own devices, not a chat".into(),
+                    )),
                     Some(chat) if chat.state == "active" => Ok(*group),
                     Some(_) => Err(ClientError::Usage(format!(
                         "you are no longer a member of {group}"
@@ -432,6 +486,8 @@ impl Client {
                     peer,
                     position: 0,
                     state: "active".into(),
+                    read_seq: 0,
+                    roster_seen: 0,
                 },
                 now_ms(),
             )
@@ -441,7 +497,7 @@ impl Client {
     }
 
     /// Adds verified key packages to a group and tells the new members what the chat is.
-    async fn add_packages(
+    pub(crate) async fn add_packages(
         &mut self,
         group: GroupId,
         packages: Vec<VerifiedKeyPackage>,
@@ -461,24 +517,32 @@ impl Client {
             .local
             .chat(group)?
             .ok_or_else(|| ClientError::Usage("chat vanished".into()))?;
-        let meta = if chat.kind == "direct" {
-            content::GroupMeta {
+        self.send_group_meta(&chat).await
+    }
+
+    /// Tells a group's (new) members what the chat is.
+    pub(crate) async fn send_group_meta(&mut self, chat: &Chat) -> Result<(), ClientError> {
+        let meta = match chat.kind.as_str() {
+            "direct" => content::GroupMeta {
                 kind: content::ChatKind::Direct as i32,
-                name: chat.peer.unwrap_or_default(),
-            }
-        } else {
-            content::GroupMeta {
+                name: chat.peer.clone().unwrap_or_default(),
+            },
+            SELF_KIND => content::GroupMeta {
+                kind: content::ChatKind::Self_ as i32,
+                name: String::new(),
+            },
+            _ => content::GroupMeta {
                 kind: content::ChatKind::Group as i32,
-                name: chat.name,
-            }
+                name: chat.name.clone(),
+            },
         };
-        self.send_body(group, Body::GroupMeta(meta)).await?;
+        self.send_body(chat.group, Body::GroupMeta(meta)).await?;
         Ok(())
     }
 
     /// Builds a commit with `make`, submits it at the log's head and merges it once accepted.
     /// A stale-epoch refusal discards it, catches up and builds it again.
-    async fn commit(
+    pub(crate) async fn commit(
         &mut self,
         group: GroupId,
         mut make: impl FnMut(
@@ -551,10 +615,20 @@ impl Client {
         &mut self,
         user: &Username,
     ) -> Result<Vec<VerifiedKeyPackage>, ClientError> {
+        self.claim_verified_devices(user, &[]).await
+    }
+
+    /// Like [`Self::claim_verified`], for only the listed devices (all if empty).
+    pub(crate) async fn claim_verified_devices(
+        &mut self,
+        user: &Username,
+        only: &[DeviceId],
+    ) -> Result<Vec<VerifiedKeyPackage>, ClientError> {
         let (_, conn, _) = self.parts()?;
         let Reply::KeyPackages(reply) = conn
             .request(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
                 username: user.to_string(),
+                devices: only.iter().map(|d| d.0).collect(),
             }))
             .await?
         else {
@@ -593,7 +667,11 @@ impl Client {
         Ok(verified)
     }
 
-    fn check_account_key(&mut self, user: &Username, key: &[u8]) -> Result<(), ClientError> {
+    pub(crate) fn check_account_key(
+        &mut self,
+        user: &Username,
+        key: &[u8],
+    ) -> Result<(), ClientError> {
         match self.local.pinned_key(user)? {
             Some(pinned) if pinned == key => {}
             Some(_) => {
@@ -665,14 +743,24 @@ impl Client {
                 mls::epoch(&g),
             ))
         })?;
-        conn.request(Request::SubmitProposal(v1::SubmitProposal {
-            group_id: group.as_bytes().to_vec(),
-            epoch,
-            proposal,
-            self_remove: true,
-        }))
-        .await?;
-        local.set_state(group, "left")
+        let reply = conn
+            .request(Request::SubmitProposal(v1::SubmitProposal {
+                group_id: group.as_bytes().to_vec(),
+                epoch,
+                proposal,
+                self_remove: true,
+            }))
+            .await?;
+        let seq = match reply {
+            Reply::Appended(appended) => appended.seq,
+            _ => return Err(ClientError::Protocol("expected Appended".into())),
+        };
+        local.transaction(|l| {
+            l.set_state(group, "left")?;
+            sync::record_state(l, me, group, seq, "left")
+        })?;
+        self.upload_archive_quietly().await;
+        Ok(())
     }
 
     /// Sends a text message; returns it once the server acknowledged it.
@@ -759,8 +847,12 @@ impl Client {
         .map(drop)
     }
 
-    /// Stores the message locally and in the outbox, then delivers it.
-    async fn send_body(&mut self, group: GroupId, body: Body) -> Result<MessageId, ClientError> {
+    /// Stores the message locally and in the outbox, then delivers it and archives it.
+    pub(crate) async fn send_body(
+        &mut self,
+        group: GroupId,
+        body: Body,
+    ) -> Result<MessageId, ClientError> {
         let me = self.me()?;
         let id = MessageId(random16());
         let message = AppMessage {
@@ -775,6 +867,7 @@ impl Client {
             l.queue_outgoing(group, id, &bytes, now_ms())
         })?;
         self.deliver(group, id, &bytes).await?;
+        self.upload_archive_quietly().await;
         Ok(id)
     }
 
@@ -804,16 +897,26 @@ impl Client {
                     epoch,
                     message_id: id.as_bytes().to_vec(),
                     ciphertext,
+                    roster_version: local.roster_checked(group)?,
                 }))
                 .await;
             match reply {
                 Ok(Reply::Appended(appended)) => {
-                    local.mark_sent(group, id, appended.seq)?;
+                    local.transaction(|l| {
+                        archive::record_own(l, me, group, id, appended.seq)?;
+                        l.mark_sent(group, id, appended.seq)
+                    })?;
                     return Ok(appended.seq);
                 }
                 Ok(_) => return Err(ClientError::Protocol("expected Appended".into())),
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
                     sync::sync_group(local, conn, me, group).await?;
+                }
+                Err(e) if e.code() == Some(ErrorCode::StaleRoster) => {
+                    // A member account gained or lost a device: add or remove it first, so
+                    // the message reaches exactly the devices it should.
+                    // Boxed: checking may send (the chat's meta to added devices), which delivers.
+                    Box::pin(self.check_roster(group)).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -844,9 +947,40 @@ impl Client {
         Ok(out)
     }
 
-    /// Every chat on this device.
-    pub fn chats(&self) -> Result<Vec<Chat>, ClientError> {
-        self.local.chats()
+    /// The devices in a chat's MLS group, as (`@username`, device id) pairs sorted by name.
+    pub fn members(&self, target: &Target) -> Result<Vec<(String, DeviceId)>, ClientError> {
+        let chat = match target {
+            Target::Group(group) => self.local.chat(*group)?,
+            Target::User(user) => self
+                .local
+                .direct_chats(user)?
+                .into_iter()
+                .find(|c| c.state == "active"),
+        }
+        .ok_or_else(|| ClientError::Usage("no such chat on this device".into()))?;
+        let provider = Provider::new(self.local.conn());
+        let mut out: Vec<(String, DeviceId)> = mls::load_group(&provider, chat.group)?
+            .map(|g| mls::members(&g))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (format!("@{}", m.identity.username), m.identity.device))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every chat on this device (not the self group), with its unread count.
+    pub fn chats(&self) -> Result<Vec<(Chat, u64)>, ClientError> {
+        let me = self.username().map(|u| u.to_string()).unwrap_or_default();
+        self.local
+            .chats()?
+            .into_iter()
+            .filter(|c| c.kind != SELF_KIND)
+            .map(|c| {
+                let unread = self.local.unread(c.group, &me)?;
+                Ok((c, unread))
+            })
+            .collect()
     }
 
     /// The safety number for the conversation with `user`.
@@ -909,6 +1043,7 @@ impl Client {
                 None => Vec::new(),
             };
             self.commit_pending_proposals().await?;
+            self.upload_archive_quietly().await;
             for m in self.render(&seen)? {
                 on_message(&m, &self.take_warnings());
             }

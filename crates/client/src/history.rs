@@ -127,7 +127,12 @@ pub fn apply(
             let me = local
                 .get("username")?
                 .map(|v| String::from_utf8_lossy(&v).into_owned());
-            if meta.kind == ChatKind::Direct as i32 {
+            if meta.kind == ChatKind::Self_ as i32 {
+                // Only the account's own devices may declare a group to be their self group.
+                if me.as_deref() == Some(sender) {
+                    local.set_chat_meta(group, crate::self_group::SELF_KIND, "", None)?;
+                }
+            } else if meta.kind == ChatKind::Direct as i32 {
                 // The peer of a direct chat is whoever is not me: the sender, or (for my own
                 // other devices) the name the meta carries.
                 let peer = if me.as_deref() == Some(sender) {
@@ -141,7 +146,8 @@ pub fn apply(
             }
             Ok(Applied::Nothing)
         }
-        None => Ok(Applied::Nothing),
+        // Account-sync messages change device state, not history (see `self_group`).
+        Some(Body::AccountSync(_)) | None => Ok(Applied::Nothing),
     }
 }
 

@@ -5,17 +5,29 @@
 //!   the same connection, so MLS state and history commit in one transaction), chats, history.
 //! - [`connection`]: one WebSocket to the server, requests matched to responses, pushes queued.
 //! - [`Client`]: accounts, groups, sending, sync and listening, built from the two above.
+//! - Multi-device (`devices`, `roster`, `archive`, `self_group`, `account_keys`): linking and
+//!   revoking devices, keeping groups in line with accounts' device lists, the encrypted
+//!   history archive a new device restores from, and state shared among one account's devices.
 //!
 //! Plaintext exists only here, on the user's device.
 
+mod account_keys;
+mod archive;
 mod client;
 pub mod connection;
+mod devices;
 mod error;
 mod history;
 pub mod local;
 mod provider;
+mod roster;
+mod self_group;
 mod sync;
 
+pub use archive::Restored;
 pub use client::{Client, Target};
+pub use devices::{
+    Approved, DeviceInfo, LINK_PEER_WAIT, LinkPreview, Linked, PendingLink, Recovered,
+};
 pub use error::ClientError;
 pub use history::ChatMessage;

@@ -11,7 +11,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::ClientError;
 
-const SCHEMA: &str = r#"
+/// Each entry migrates the profile from version `index` to `index + 1` (`PRAGMA user_version`).
+/// Append only. The first uses `IF NOT EXISTS` because profiles made before versioning have its
+/// tables already.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS profile (
     key    TEXT PRIMARY KEY,
     value  BLOB NOT NULL
@@ -58,7 +62,38 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms  INTEGER NOT NULL,
     PRIMARY KEY (group_id, message_id)
 );
-"#;
+"#,
+    // Multi-device: read positions, roster checks, the archive's position, and history events
+    // waiting to be archived.
+    r#"
+ALTER TABLE chats ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chats ADD COLUMN roster_seen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chats ADD COLUMN roster_checked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chats ADD COLUMN archived_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE archive_pending (
+    group_id  BLOB NOT NULL,
+    seq       INTEGER NOT NULL,
+    event     BLOB NOT NULL,             -- an encoded ArchiveEvent
+    PRIMARY KEY (group_id, seq)
+);
+"#,
+];
+
+fn migrate(conn: &Connection) -> Result<(), ClientError> {
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(ClientError::Profile(format!(
+            "this profile was written by a newer chapar (schema {version}); upgrade chapar"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            index + 1
+        ))?;
+    }
+    Ok(())
+}
 
 /// A chat as this device knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,8 +108,13 @@ pub struct Chat {
     pub peer: Option<String>,
     /// Last log entry processed.
     pub position: Seq,
-    /// `active`, `left` or `removed`.
+    /// `active`, `left`, `removed`, or `restored` (history from the archive; this device is
+    /// not a member).
     pub state: String,
+    /// The user read the chat up to this log position.
+    pub read_seq: Seq,
+    /// The roster version this device last checked the group's devices at.
+    pub roster_seen: u64,
 }
 
 impl Chat {
@@ -106,10 +146,12 @@ fn chat_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
         peer: r.get(3)?,
         position: r.get::<_, i64>(4)? as u64,
         state: r.get(5)?,
+        read_seq: r.get::<_, i64>(6)? as u64,
+        roster_seen: r.get::<_, i64>(7)? as u64,
     })
 }
 
-const CHAT_COLUMNS: &str = "group_id, kind, name, peer, position, state";
+const CHAT_COLUMNS: &str = "group_id, kind, name, peer, position, state, read_seq, roster_seen";
 
 impl Local {
     /// Opens (creating) the profile database in `dir`.
@@ -124,7 +166,7 @@ impl Local {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
         )?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         crate::provider::migrate(&mut conn).map_err(ClientError::Profile)?;
         Ok(Self { conn })
     }
@@ -228,6 +270,89 @@ impl Local {
             .optional()?)
     }
 
+    /// Marks a chat joined again from a welcome, keeping what the archive said it is.
+    pub fn rejoin_chat(&self, group: GroupId, position: Seq) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET position = ?2, state = 'active' WHERE group_id = ?1",
+            params![group.as_bytes(), position as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a chat's read position forward (never back).
+    pub fn mark_read(&self, group: GroupId, seq: Seq) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET read_seq = MAX(read_seq, ?2) WHERE group_id = ?1",
+            params![group.as_bytes(), seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Messages from others after the chat's read position.
+    pub fn unread(&self, group: GroupId, me: &str) -> Result<u64, ClientError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM messages m JOIN chats c ON c.group_id = m.group_id
+             WHERE m.group_id = ?1 AND m.seq > c.read_seq AND m.sender != ?2",
+            params![group.as_bytes(), me],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Records that the chat's devices match its accounts' lists at roster `version`.
+    pub fn set_roster_seen(&self, group: GroupId, version: u64) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET roster_seen = MAX(roster_seen, ?2),
+                              roster_checked = MAX(roster_checked, ?2) WHERE group_id = ?1",
+            params![group.as_bytes(), version as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records that the chat's devices were checked at roster `version`, even if a device could
+    /// not be added yet (it has no key package): sending may go on, the next sync checks again.
+    pub fn set_roster_checked(&self, group: GroupId, version: u64) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET roster_checked = MAX(roster_checked, ?2) WHERE group_id = ?1",
+            params![group.as_bytes(), version as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The roster version a message to this chat may claim to have checked.
+    pub fn roster_checked(&self, group: GroupId) -> Result<u64, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT MAX(roster_seen, roster_checked) FROM chats WHERE group_id = ?1",
+                [group.as_bytes()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |n| n as u64))
+    }
+
+    /// What this device believes the account archive holds of a chat.
+    pub fn archived_seq(&self, group: GroupId) -> Result<Seq, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT archived_seq FROM chats WHERE group_id = ?1",
+                [group.as_bytes()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |n| n as u64))
+    }
+
+    /// Records how far the account archive reaches for a chat (never back).
+    pub fn set_archived_seq(&self, group: GroupId, seq: Seq) -> Result<(), ClientError> {
+        self.conn.execute(
+            "UPDATE chats SET archived_seq = MAX(archived_seq, ?2) WHERE group_id = ?1",
+            params![group.as_bytes(), seq as i64],
+        )?;
+        Ok(())
+    }
+
     /// Every chat, oldest first.
     pub fn chats(&self) -> Result<Vec<Chat>, ClientError> {
         let mut stmt = self.conn.prepare(&format!(
@@ -317,6 +442,22 @@ impl Local {
             }
         }
         Ok(out)
+    }
+
+    /// The queued body of an outgoing message, if it is still waiting.
+    pub fn outgoing_body(
+        &self,
+        group: GroupId,
+        id: MessageId,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT body FROM outbox WHERE group_id = ?1 AND message_id = ?2",
+                params![group.as_bytes(), id.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Marks a message acknowledged at `seq` and drops it from the outbox.

@@ -3,17 +3,17 @@
 //! move together, so a crash mid-sync neither skips nor repeats an entry).
 
 use chapar_crypto::mls::{self, Incoming};
-use chapar_types::{DeviceId, GroupId, MessageId, Seq};
-use chapar_wire::content::AppMessage;
+use chapar_types::{DeviceId, GroupId, MessageId};
+use chapar_wire::content::{AppMessage, app_message::Body, archive_event};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use prost::Message as _;
 
-use crate::ClientError;
 use crate::client::{Identity, now_ms};
 use crate::connection::Connection;
 use crate::history::{self, Applied};
 use crate::local::{Chat, Local};
 use crate::provider::Provider;
+use crate::{ClientError, archive, self_group};
 
 /// Log entries fetched per request.
 const FETCH_PAGE_ENTRIES: u32 = 200;
@@ -49,9 +49,16 @@ pub(crate) async fn sync_welcomes(
                 continue;
             };
             local.transaction(|l| {
-                if l.chat(group)?.is_none_or(|c| c.state != "active") {
+                let existing = l.chat(group)?;
+                if existing.as_ref().is_none_or(|c| c.state != "active") {
                     let provider = Provider::new(l.conn());
                     match mls::join_group(&provider, group, &welcome.welcome) {
+                        Ok(_) if existing.is_some() => {
+                            // Known from before (left, or restored from the archive): keep
+                            // what it is, start reading after the welcome.
+                            l.rejoin_chat(group, welcome.seq)?;
+                            joined.push(group);
+                        }
                         Ok(_) => {
                             l.insert_chat(
                                 &Chat {
@@ -61,6 +68,8 @@ pub(crate) async fn sync_welcomes(
                                     peer: None,
                                     position: welcome.seq,
                                     state: "active".into(),
+                                    read_seq: 0,
+                                    roster_seen: 0,
                                 },
                                 now_ms(),
                             )?;
@@ -114,10 +123,13 @@ pub(crate) async fn sync_group(
             seen.extend(apply_entry(local, me, group, entry)?);
         }
         if page.membership_ended {
-            let chat = local.chat(group)?;
-            if chat.is_some_and(|c| c.state == "active") {
-                local.set_state(group, "removed")?;
-            }
+            local.transaction(|l| {
+                if l.chat(group)?.is_some_and(|c| c.state == "active") {
+                    l.set_state(group, "removed")?;
+                    record_state(l, me, group, last.unwrap_or(chat.position), "removed")?;
+                }
+                Ok(())
+            })?;
             return Ok(seen);
         }
         match last {
@@ -160,6 +172,7 @@ pub(crate) fn apply_entry(
             match v1::EntryKind::try_from(entry.kind) {
                 Ok(v1::EntryKind::Application) => {
                     if let Ok(id) = MessageId::from_slice(&entry.message_id) {
+                        archive::record_own(l, me, group, id, entry.seq)?;
                         l.mark_sent(group, id, entry.seq)?;
                     }
                 }
@@ -174,7 +187,7 @@ pub(crate) fn apply_entry(
             match mls::process(&mut g, &provider, &entry.payload) {
                 Ok(incoming) => {
                     l.conn().execute_batch("RELEASE mls")?;
-                    result = on_incoming(l, group, entry, incoming)?;
+                    result = on_incoming(l, me, group, entry, incoming)?;
                 }
                 Err(e) => {
                     // An entry we cannot process must not wedge the chat: undo its partial state
@@ -189,8 +202,28 @@ pub(crate) fn apply_entry(
     })
 }
 
+/// Records in the archive that this device's membership of `group` ended at `seq`.
+pub(crate) fn record_state(
+    l: &Local,
+    me: &Identity,
+    group: GroupId,
+    seq: u64,
+    state: &str,
+) -> Result<(), ClientError> {
+    archive::record(
+        l,
+        group,
+        seq,
+        archive_event::Kind::ChatState(state.to_owned()),
+        me.username.as_str(),
+        me.device,
+        now_ms(),
+    )
+}
+
 fn on_incoming(
     l: &Local,
+    me: &Identity,
     group: GroupId,
     entry: &v1::LogEntry,
     incoming: Incoming,
@@ -204,6 +237,28 @@ fn on_incoming(
                 tracing::warn!(%group, seq = entry.seq, "undecodable application payload");
                 return Ok(None);
             };
+            let sender_name = sender.identity.username.as_str();
+            let archivable = match &message.body {
+                Some(Body::AccountSync(sync)) => {
+                    self_group::apply_incoming(l, group, sender_name, me.username.as_str(), sync)?;
+                    self_group::archivable(sync)
+                }
+                _ => true,
+            };
+            if archivable {
+                archive::record(
+                    l,
+                    group,
+                    entry.seq,
+                    archive_event::Kind::AppMessage(plaintext.clone()),
+                    sender_name,
+                    sender.identity.device,
+                    entry.server_time_ms,
+                )?;
+            }
+            if matches!(message.body, Some(Body::AccountSync(_))) {
+                return Ok(None);
+            }
             let applied = history::apply(
                 l,
                 group,
@@ -221,30 +276,50 @@ fn on_incoming(
             removed_self: true, ..
         } => {
             l.set_state(group, "removed")?;
+            record_state(l, me, group, entry.seq, "removed")?;
             Ok(None)
         }
         Incoming::Commit { .. } | Incoming::Proposal { .. } | Incoming::Own => Ok(None),
     }
 }
 
-/// The positions of every active chat whose server head is ahead of it.
-pub(crate) async fn behind(
-    local: &Local,
-    conn: &Connection,
-) -> Result<Vec<(GroupId, Seq)>, ClientError> {
+/// One group as the server lists it for this device.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub group: GroupId,
+    pub head_seq: u64,
+    pub archived_seq: u64,
+    pub roster_version: u64,
+}
+
+/// Every group the server lists for this device.
+pub(crate) async fn heads(conn: &Connection) -> Result<Vec<Head>, ClientError> {
     let Reply::GroupList(list) = conn.request(Request::ListGroups(v1::ListGroups {})).await? else {
         return Err(ClientError::Protocol("expected GroupList".into()));
     };
+    Ok(list
+        .groups
+        .into_iter()
+        .filter_map(|h| {
+            Some(Head {
+                group: GroupId::from_slice(&h.group_id).ok()?,
+                head_seq: h.head_seq,
+                archived_seq: h.archived_seq,
+                roster_version: h.roster_version,
+            })
+        })
+        .collect())
+}
+
+/// The active chats whose server head is ahead of this device's position.
+pub(crate) fn behind(local: &Local, heads: &[Head]) -> Result<Vec<GroupId>, ClientError> {
     let mut out = Vec::new();
-    for head in list.groups {
-        let Ok(group) = GroupId::from_slice(&head.group_id) else {
-            continue;
-        };
-        if let Some(chat) = local.chat(group)?
+    for head in heads {
+        if let Some(chat) = local.chat(head.group)?
             && chat.state == "active"
             && head.head_seq > chat.position
         {
-            out.push((group, head.head_seq));
+            out.push(head.group);
         }
     }
     Ok(out)

@@ -53,6 +53,11 @@ pub fn certify_device(
     account.sign(&device_cert_payload(username, device, device_key))
 }
 
+/// Signs `message` with `key` (for byte strings defined in `chapar_types::signed`).
+pub fn sign(key: &SecretKey, message: &[u8]) -> Vec<u8> {
+    key.sign(message)
+}
+
 /// Signs the server's login challenge with the device key.
 pub fn answer_challenge(device_key: &SecretKey, challenge: &[u8], device: DeviceId) -> Vec<u8> {
     device_key.sign(&challenge_payload(challenge, device))

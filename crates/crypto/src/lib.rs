@@ -2,6 +2,10 @@
 //!
 //! - [`identity`]: the account identity key that certifies device keys, the device key that
 //!   answers the server's login challenge, and the byte strings each of them signs.
+//! - [`account`]: the recovery key, the link code and device fingerprints: secrets and numbers
+//!   people handle by hand, and what is derived from them.
+//! - [`seal`]: AEAD for account-level secrets (the history archive, device names) and sealing to
+//!   an X25519 public key (recovery bundles, link approvals).
 //! - [`safety_number`]: the number two people compare out of band to detect a swapped key.
 //! - [`mls`]: every chat is an MLS group (RFC 9420, `openmls`) whose members are devices. This
 //!   module wraps the handful of group operations Chapar uses, generic over the openmls provider
@@ -9,9 +13,11 @@
 //!
 //! Randomness comes from the provider or an `rng` argument; nothing here reads a clock.
 
+pub mod account;
 pub mod identity;
 pub mod mls;
 pub mod safety_number;
+pub mod seal;
 
 /// Why a cryptographic operation failed. Messages are safe to show to a user.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,9 @@ pub enum CryptoError {
     /// openmls refused an operation (wrong epoch, not a member, decryption failure, ...).
     #[error("MLS: {0}")]
     Mls(String),
+    /// Sealed bytes did not open: wrong key, wrong context, or tampered with.
+    #[error("cannot decrypt: wrong key or damaged data")]
+    Decrypt,
     /// The MLS state store failed.
     #[error("MLS state storage: {0}")]
     Storage(String),

@@ -174,6 +174,7 @@ pub fn new_key_package<P: OpenMlsProvider>(
 }
 
 /// A key package checked for validity, with the device it claims to belong to.
+#[derive(Clone)]
 pub struct VerifiedKeyPackage {
     key_package: KeyPackage,
     /// The device the leaf credential names.
@@ -343,6 +344,49 @@ pub fn remove_devices<P: OpenMlsProvider>(
         commit: serialize(&commit)?,
         welcome: welcome.as_ref().map(serialize).transpose()?,
         added: Vec::new(),
+        removed,
+    })
+}
+
+/// Adds and removes devices in one commit: how a group is brought in line with its accounts'
+/// device lists after a device is linked, revoked or recovered.
+pub fn change_devices<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+    signer: &DeviceSigner,
+    add: Vec<VerifiedKeyPackage>,
+    remove: &[DeviceId],
+) -> Result<OutgoingCommit, CryptoError> {
+    let mut leaves = Vec::new();
+    let mut removed = Vec::new();
+    for member in group.members() {
+        if let Ok(m) = to_group_member(&member)
+            && remove.contains(&m.identity.device)
+        {
+            leaves.push(member.index);
+            removed.push(m.identity.device);
+        }
+    }
+    if leaves.is_empty() && add.is_empty() {
+        return Err(CryptoError::Mls("nothing to change".into()));
+    }
+    let added = add.iter().map(|k| k.identity.device).collect();
+    let packages: Vec<KeyPackage> = add.into_iter().map(|k| k.key_package).collect();
+    let bundle = group
+        .commit_builder()
+        .propose_removals(leaves)
+        .propose_adds(packages)
+        .load_psks(provider.storage())
+        .map_err(mls_err)?
+        .build(provider.rand(), provider.crypto(), &signer.keys, |_| true)
+        .map_err(mls_err)?
+        .stage_commit(provider)
+        .map_err(mls_err)?;
+    let (commit, welcome, _) = bundle.into_messages();
+    Ok(OutgoingCommit {
+        commit: serialize(&commit)?,
+        welcome: welcome.as_ref().map(serialize).transpose()?,
+        added,
         removed,
     })
 }

@@ -15,6 +15,8 @@ pub struct ServiceError {
     pub current_epoch: u64,
     /// For `stale_epoch`: the group's last sequence number now.
     pub head_seq: u64,
+    /// For `stale_roster`: the group's roster version now.
+    pub roster_version: u64,
 }
 
 impl ServiceError {
@@ -25,6 +27,7 @@ impl ServiceError {
             message: message.into(),
             current_epoch: 0,
             head_seq: 0,
+            roster_version: 0,
         }
     }
 
@@ -64,7 +67,42 @@ impl From<StoreError> for ServiceError {
                 ),
                 current_epoch,
                 head_seq,
+                roster_version: 0,
             },
+            StoreError::StaleRoster { current } => Self {
+                code: ErrorCode::StaleRoster,
+                message: format!(
+                    "the devices of a member changed (roster {current}); update the group's \
+                     devices and send again"
+                ),
+                current_epoch: 0,
+                head_seq: 0,
+                roster_version: current,
+            },
+            StoreError::Conflict { position } => Self {
+                code: ErrorCode::Conflict,
+                message: "someone else changed this first; fetch the current state and retry"
+                    .into(),
+                current_epoch: 0,
+                head_seq: position,
+                roster_version: 0,
+            },
+            StoreError::TooManyDevices => Self::new(
+                ErrorCode::TooManyDevices,
+                format!(
+                    "the account has {} active devices already; revoke one first",
+                    chapar_types::limits::DEVICES_PER_ACCOUNT_MAX
+                ),
+            ),
+            StoreError::LinkNotFound => Self::new(
+                ErrorCode::LinkNotFound,
+                "no pending link has this code: it expired, was used, or was mistyped",
+            ),
+            StoreError::TooManyLinks => Self::new(
+                ErrorCode::Unavailable,
+                "too many devices are linking right now; try again in a few minutes",
+            ),
+            StoreError::UnknownUser => Self::new(ErrorCode::UnknownUser, "no such user"),
             StoreError::Full => {
                 tracing::error!("storage full: refusing writes");
                 Self::new(

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use chapar_types::DeviceId;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// One connection's push queue and its lagged flag.
 #[derive(Clone)]
@@ -21,6 +21,8 @@ pub struct PushTarget {
     pub queue: mpsc::Sender<Bytes>,
     /// Set when a push was dropped because the queue was full.
     pub lagged: Arc<AtomicBool>,
+    /// Notified when the device is revoked: the connection must close at once.
+    pub kick: Arc<Notify>,
 }
 
 /// The registry of connected devices.
@@ -52,6 +54,17 @@ impl Hub {
             if targets.is_empty() {
                 devices.remove(&device);
             }
+        }
+    }
+
+    /// Closes every connection of `device` (it was revoked).
+    pub fn kick(&self, device: DeviceId) {
+        let Ok(devices) = self.devices.lock() else {
+            return;
+        };
+        for target in devices.get(&device).into_iter().flatten() {
+            // notify_one keeps a permit if the connection is not waiting right now.
+            target.kick.notify_one();
         }
     }
 

@@ -69,6 +69,7 @@ async fn register(server: &TestServer, name: &str) -> Device {
             challenge_signature: identity::answer_challenge(&device_key, conn.challenge(), id),
             key_packages: vec![vec![1, 2, 3]],
             last_resort_key_package: vec![9],
+            sealed_name: Vec::new(),
         }))
         .await
         .unwrap();
@@ -104,6 +105,7 @@ fn send(group: &[u8], epoch: u64, message_id: u8, ciphertext: Vec<u8>) -> Reques
         epoch,
         message_id: vec![message_id; 16],
         ciphertext,
+        roster_version: 0,
     })
 }
 
@@ -223,6 +225,7 @@ async fn unknown_names_and_non_members_get_clear_codes() {
     let claim = |name: &str| {
         Request::ClaimKeyPackages(v1::ClaimKeyPackages {
             username: name.into(),
+            devices: Vec::new(),
         })
     };
     assert_eq!(
@@ -294,6 +297,7 @@ async fn login_is_required_and_checked() {
             ),
             key_packages: vec![],
             last_resort_key_package: vec![9],
+            sealed_name: Vec::new(),
         }))
         .await;
     assert_eq!(code(register), ErrorCode::AuthenticationFailed);

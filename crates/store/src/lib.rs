@@ -52,13 +52,100 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceId,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
-    /// Takes one key package for each active device of `username` except `except`: a one-time
-    /// package if any is left (it is deleted), else the last-resort one (it is kept).
+    /// Takes one key package for each active device of `username` except `except` (and, if
+    /// `only` is not empty, only for those devices): a one-time package if any is left (it is
+    /// deleted), else the last-resort one (it is kept).
     fn claim_key_packages(
         &self,
         username: &str,
         except: DeviceId,
+        only: Vec<DeviceId>,
     ) -> impl Future<Output = Result<Vec<ClaimedKeyPackage>, StoreError>> + Send;
+
+    /// Adds a device to an existing account (at most
+    /// [`chapar_types::limits::DEVICES_PER_ACCOUNT_MAX`] active ones), optionally revoking every
+    /// other device at once, and moves the account's roster version on.
+    fn add_device(&self, device: NewDevice) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Revokes a device: it stays listed (marked), loses its key packages, and its group
+    /// memberships end at each group's current head. Moves the account's roster version on.
+    fn revoke_device(
+        &self,
+        device: DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a login.
+    fn touch_device(
+        &self,
+        device: DeviceId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Files a link request under `link_id` until `expires_ms`, dropping expired ones first.
+    fn create_link(
+        &self,
+        link_id: Vec<u8>,
+        sealed_request: Vec<u8>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A link request that has not expired.
+    fn link(
+        &self,
+        link_id: Vec<u8>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<LinkRecord, StoreError>> + Send;
+
+    /// Stores the approval of a pending link. Only the first approval is kept (`Conflict` after).
+    fn approve_link(
+        &self,
+        link_id: Vec<u8>,
+        sealed_approval: Vec<u8>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks an approved link completed (the new device was added to every group).
+    fn complete_link(
+        &self,
+        link_id: Vec<u8>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the account's recovery record if the stored auth key is `expected_auth_key`
+    /// (none stored: empty), else `Conflict`.
+    fn set_recovery(
+        &self,
+        username: &str,
+        record: RecoveryRecord,
+        expected_auth_key: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The account's recovery record, if one was set.
+    fn recovery(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<RecoveryRecord>, StoreError>> + Send;
+
+    /// Appends a segment to `username`'s archive of `segment.group`, if `through_seq` is beyond
+    /// what is archived (else `Conflict` with the archived position). `device` must be or have
+    /// been a member of the group. Returns the segment's id.
+    fn append_archive(
+        &self,
+        username: &str,
+        device: DeviceId,
+        segment: ArchiveSegment,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// `username`'s archive segments with an id above `after_id`, oldest first.
+    fn read_archive(
+        &self,
+        username: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ArchiveSegment>, StoreError>> + Send;
 
     /// Creates a group at epoch 0 whose only member is `creator`.
     fn create_group(
@@ -90,7 +177,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<WelcomeRecord>, StoreError>> + Send;
 
-    /// Every group `device` is or was a member of, with the group's head.
+    /// Every group `device` is or was a member of, with the group's head, the position of the
+    /// device's account archive in it, and its roster version.
     fn device_groups(
         &self,
         device: DeviceId,

@@ -31,6 +31,31 @@ pub enum StoreError {
         /// The group's last sequence number.
         head_seq: Seq,
     },
+    /// Someone changed the same thing first: the archive already reaches `position`, or the
+    /// recovery key is not the one the caller expected.
+    #[error("conflict (current position {position})")]
+    Conflict {
+        /// For archives, the archived position now; 0 otherwise.
+        position: Seq,
+    },
+    /// The account already has its most active devices.
+    #[error("too many devices")]
+    TooManyDevices,
+    /// No such link request, or it expired.
+    #[error("link not found")]
+    LinkNotFound,
+    /// The server holds its most pending link requests.
+    #[error("too many pending links")]
+    TooManyLinks,
+    /// No such account.
+    #[error("unknown user")]
+    UnknownUser,
+    /// A member account's devices changed since the sender last checked the group's devices.
+    #[error("stale roster (group roster is at version {current})")]
+    StaleRoster {
+        /// The group's roster version now.
+        current: u64,
+    },
     /// The disk is full; the write was not stored.
     #[error("storage full")]
     Full,
@@ -57,6 +82,10 @@ pub struct DeviceRecord {
     pub created_ms: u64,
     /// When the device was revoked, if it was.
     pub revoked_ms: Option<u64>,
+    /// The device's name, sealed by its account (opaque here; empty if none).
+    pub sealed_name: Vec<u8>,
+    /// When the device last logged in.
+    pub last_seen_ms: Option<u64>,
 }
 
 /// An account and its devices.
@@ -150,6 +179,8 @@ pub enum AppendKind {
     Application {
         /// Client-chosen id; a second append with the same sender and id returns the first.
         message_id: MessageId,
+        /// The group roster version the sender last checked the group's devices at.
+        roster_version: u64,
     },
     /// A commit with its routing changes.
     Commit {
@@ -244,4 +275,59 @@ pub struct GroupHead {
     pub joined_seq: Seq,
     /// The entry that ended its membership, if it ended.
     pub left_seq: Option<Seq>,
+    /// The last entry of this group in the device's account archive (0: none).
+    pub archived_seq: Seq,
+    /// Grows whenever a device is added to or revoked from an account with a member here.
+    pub roster_version: u64,
+}
+
+/// A device added to an existing account (by another of its devices, or by recovery).
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// The device, with its certificate.
+    pub device: DeviceRecord,
+    /// Its one-time key packages.
+    pub key_packages: Vec<Vec<u8>>,
+    /// Its last-resort key package.
+    pub last_resort_key_package: Vec<u8>,
+    /// Revoke every other device of the account in the same transaction (recovery).
+    pub revoke_others: bool,
+}
+
+/// What recovery needs from the server: the public key that authenticates recovery requests,
+/// and the bundle sealed to the recovery key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRecord {
+    /// Ed25519 public key derived from the recovery key.
+    pub auth_key: Vec<u8>,
+    /// Account secrets sealed to the recovery key.
+    pub sealed_bundle: Vec<u8>,
+}
+
+/// A link request, and its approval once there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// The new device's sealed request.
+    pub sealed_request: Vec<u8>,
+    /// The approving device's sealed answer, once approved.
+    pub sealed_approval: Option<Vec<u8>>,
+    /// The approving device added the new one to every group.
+    pub completed: bool,
+}
+
+/// One encrypted segment of an account's history archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSegment {
+    /// Position in the account's archive (ascending).
+    pub id: u64,
+    /// The group whose history it holds.
+    pub group: GroupId,
+    /// It covers log entries after this one...
+    pub from_seq: Seq,
+    /// ...up to and including this one.
+    pub through_seq: Seq,
+    /// Which archive key encrypted it.
+    pub key_generation: u32,
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
 }

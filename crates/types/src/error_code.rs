@@ -65,6 +65,17 @@ error_codes! {
     DeviceExists = 16, "device_exists";
     /// The server's disk is full; nothing was stored. Retry later.
     StorageFull = 17, "storage_full";
+    /// No pending link request has this code (it expired, was used, or was mistyped).
+    LinkNotFound = 18, "link_not_found";
+    /// The account has the most devices it may have; revoke one first.
+    TooManyDevices = 19, "too_many_devices";
+    /// Someone else changed the same thing first (an archive segment, a recovery key). Fetch the
+    /// current state and try again.
+    Conflict = 20, "conflict";
+    /// A member account's devices changed since the sender last checked the group's devices.
+    /// Bring the group's devices in line with its accounts (add the new, remove the revoked),
+    /// then send again.
+    StaleRoster = 21, "stale_roster";
     /// A server-side fault. Details are in the server's log, never in the response.
     Internal = 99, "internal";
 }

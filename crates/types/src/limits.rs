@@ -40,3 +40,38 @@ pub const PUSH_QUEUE_DEPTH_MAX: usize = 1024;
 
 /// Longest group name, in bytes of UTF-8 (the name travels only inside MLS).
 pub const GROUP_NAME_BYTES_MAX: usize = 256;
+
+// ---- Multi-device ----
+
+/// Most active (not revoked) devices one account may have.
+pub const DEVICES_PER_ACCOUNT_MAX: usize = 32;
+
+/// Largest sealed device name the server stores (the name itself is encrypted by the account).
+pub const DEVICE_NAME_SEALED_BYTES_MAX: usize = 512;
+
+/// Longest device name, in bytes of UTF-8, before sealing.
+pub const DEVICE_NAME_BYTES_MAX: usize = 64;
+
+/// Largest sealed link request or approval (keys, certificate, key ring; no history).
+pub const LINK_SEALED_BYTES_MAX: usize = 64 * 1024;
+
+/// How long a link request waits for approval before the server forgets it, in seconds.
+pub const LINK_TTL_SECS: u64 = 10 * 60;
+
+/// Most link requests the server holds at once, across all clients (anonymous requests must not
+/// grow without bound).
+pub const LINKS_PENDING_MAX: usize = 10_000;
+
+/// Largest sealed recovery bundle (account key and archive key ring, sealed to the recovery key).
+pub const RECOVERY_BUNDLE_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest history-archive segment, in bytes of ciphertext.
+pub const ARCHIVE_SEGMENT_BYTES_MAX: usize = 512 * 1024;
+
+/// Most archive segments one fetch returns.
+pub const ARCHIVE_PAGE_SEGMENTS_MAX: u32 = 16;
+
+/// Most payload bytes one page of a log, welcome inbox or archive carries, so that a response
+/// always fits in one frame. A page holds at least one item, and no item is larger than
+/// [`HANDSHAKE_BYTES_MAX`], which leaves room for the frame around it.
+pub const PAGE_BYTES_MAX: usize = 768 * 1024;

@@ -34,3 +34,20 @@ pub fn challenge_payload(challenge: &[u8], device: DeviceId) -> Vec<u8> {
     out.extend_from_slice(&device.0.to_be_bytes());
     out
 }
+
+const RECOVERY_CHALLENGE_LABEL: &[u8] = b"chapar recovery challenge v1\0";
+
+/// The bytes a recovery key's authentication key signs to fetch the account's recovery bundle
+/// on this connection. The username is bound in, so an answer cannot be replayed for another
+/// account.
+pub fn recovery_challenge_payload(challenge: &[u8], username: &Username) -> Vec<u8> {
+    let name = username.as_str().as_bytes();
+    let mut out =
+        Vec::with_capacity(RECOVERY_CHALLENGE_LABEL.len() + challenge.len() + 1 + name.len());
+    out.extend_from_slice(RECOVERY_CHALLENGE_LABEL);
+    out.extend_from_slice(challenge);
+    // Usernames are at most 32 bytes, so one length byte suffices.
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out
+}

@@ -49,6 +49,7 @@ mod tests {
                         epoch,
                         message_id,
                         ciphertext,
+                        roster_version: epoch ^ 7,
                     })),
                 }
             })

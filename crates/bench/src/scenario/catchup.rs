@@ -86,6 +86,8 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Report> {
                 epoch,
                 message_id: message_id(sender.id, counter),
                 ciphertext,
+                // The load generator never changes devices, so rosters stay at version 0.
+                roster_version: 0,
             }))
             .await?;
     }

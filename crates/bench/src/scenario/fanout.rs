@@ -125,6 +125,8 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Vec<SizeReport>
                         epoch,
                         message_id: message_id(sender.id, counter),
                         ciphertext,
+                        // The load generator never changes devices, so rosters stay at version 0.
+                        roster_version: 0,
                     }))
                     .await
                     .map(drop)

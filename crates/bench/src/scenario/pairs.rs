@@ -83,6 +83,8 @@ async fn chapar_senders(
                             epoch,
                             message_id: message_id(dev.id, id),
                             ciphertext,
+                            // The load generator never changes devices, so rosters stay at version 0.
+                            roster_version: 0,
                         }))
                         .await
                 })

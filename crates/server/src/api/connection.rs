@@ -28,16 +28,22 @@ use tokio::sync::{Semaphore, mpsc};
 use super::convert;
 use crate::ServiceError;
 use crate::hub::PushTarget;
+use crate::service::devices::{NewDeviceRequest, Recovery};
 use crate::service::{Authenticated, Registration, Service};
 
 /// Most frames written to the socket before one flush.
 const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
+/// Most link requests one connection may file: a new device files one, and anonymous
+/// connections must not be able to fill the server's pending links alone.
+const LINKS_PER_CONNECTION_MAX: usize = 4;
 
 /// What the connection has established so far.
 struct Session {
     challenge: [u8; CHALLENGE_BYTES],
     hello: bool,
     who: Option<Arc<Authenticated>>,
+    links_created: usize,
 }
 
 /// Serves one upgraded WebSocket until either side closes it.
@@ -49,6 +55,7 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Bytes>(PUSH_QUEUE_DEPTH_MAX);
     let lagged = Arc::new(AtomicBool::new(false));
+    let kick = Arc::new(tokio::sync::Notify::new());
     let connection_id = service.hub.next_connection_id();
 
     let writer = tokio::spawn({
@@ -88,11 +95,20 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
         challenge: [0; CHALLENGE_BYTES],
         hello: false,
         who: None,
+        links_created: 0,
     };
     rand::thread_rng().fill_bytes(&mut session.challenge);
     let permits = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX));
 
-    while let Some(message) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = kick.notified() => {
+                tracing::info!(connection = connection_id, "closing the connection of a revoked device");
+                break;
+            }
+        };
+        let Some(message) = message else { break };
         let bytes = match message {
             Ok(Message::Binary(bytes)) => bytes,
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
@@ -138,7 +154,13 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
             continue;
         };
         match request {
-            Request::Hello(_) | Request::Register(_) | Request::Authenticate(_) => {
+            Request::Hello(_)
+            | Request::Register(_)
+            | Request::Authenticate(_)
+            | Request::RecoverDevice(_)
+            | Request::CreateLink(_)
+            | Request::FetchLinkApproval(_)
+            | Request::FetchRecovery(_) => {
                 let started = Instant::now();
                 // Boxed: the handshake's state (registration, signature checks) is large and
                 // needed once; inline it would stay in every idle connection's future.
@@ -154,6 +176,7 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
                             id: connection_id,
                             queue: out.clone(),
                             lagged: lagged.clone(),
+                            kick: kick.clone(),
                         },
                     );
                 }
@@ -256,9 +279,66 @@ async fn handshake<S: Store>(
             }))
         }
         _ if !session.hello => Err(ServiceError::bad_request("send Hello first")),
+        Request::CreateLink(c) => {
+            if session.links_created >= LINKS_PER_CONNECTION_MAX {
+                return Err(ServiceError::new(
+                    ErrorCode::TooLarge,
+                    format!("at most {LINKS_PER_CONNECTION_MAX} link requests per connection"),
+                ));
+            }
+            service.create_link(c.link_id, c.sealed_request).await?;
+            session.links_created += 1;
+            Ok(Reply::Ok(v1::Empty {}))
+        }
+        Request::FetchLinkApproval(f) => {
+            let (sealed_approval, completed) = service.fetch_link_approval(f.link_id).await?;
+            Ok(Reply::LinkApproval(v1::LinkApproval {
+                sealed_approval,
+                completed,
+            }))
+        }
+        Request::FetchRecovery(f) => {
+            let record = service
+                .fetch_recovery(&session.challenge, &f.username, &f.signature)
+                .await?;
+            Ok(Reply::RecoveryBundle(v1::RecoveryBundle {
+                sealed_bundle: record.sealed_bundle,
+                auth_key: record.auth_key,
+            }))
+        }
         _ if session.who.is_some() => Err(ServiceError::bad_request(
             "this connection is already logged in",
         )),
+        Request::RecoverDevice(r) => {
+            let device = r
+                .device
+                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+            let who = service
+                .recover_device(
+                    &session.challenge,
+                    Recovery {
+                        username: r.username,
+                        recovery_signature: r.recovery_signature,
+                        challenge_signature: r.challenge_signature,
+                        device: NewDeviceRequest {
+                            device: DeviceId(device.device_id),
+                            device_key: device.device_key,
+                            account_signature: device.account_signature,
+                            key_packages: r.key_packages,
+                            last_resort_key_package: r.last_resort_key_package,
+                            sealed_name: r.sealed_name,
+                        },
+                        revoke_others: r.revoke_others,
+                    },
+                )
+                .await?;
+            let reply = v1::AuthOk {
+                username: who.username.to_string(),
+                key_packages_remaining: 0,
+            };
+            session.who = Some(Arc::new(who));
+            Ok(Reply::AuthOk(reply))
+        }
         Request::Register(r) => {
             let device = r
                 .device
@@ -275,6 +355,7 @@ async fn handshake<S: Store>(
                         challenge_signature: r.challenge_signature,
                         key_packages: r.key_packages,
                         last_resort_key_package: r.last_resort_key_package,
+                        sealed_name: r.sealed_name,
                     },
                 )
                 .await?;
@@ -325,7 +406,8 @@ async fn handle<S: Store>(
             return Ok(Reply::Ok(v1::Empty {}));
         }
         Request::ClaimKeyPackages(c) => {
-            let (account, claimed) = service.claim_key_packages(who, &c.username).await?;
+            let only = c.devices.into_iter().map(DeviceId).collect();
+            let (account, claimed) = service.claim_key_packages(who, &c.username, only).await?;
             return Ok(Reply::KeyPackages(v1::KeyPackages {
                 account_key: account.account_key,
                 devices: claimed
@@ -391,11 +473,98 @@ async fn handle<S: Store>(
                         head_seq: h.head_seq,
                         joined_seq: h.joined_seq,
                         left_seq: h.left_seq.unwrap_or(0),
+                        archived_seq: h.archived_seq,
+                        roster_version: h.roster_version,
                     })
                     .collect(),
             }));
         }
         Request::Ping(_) => return Ok(Reply::Ok(v1::Empty {})),
+        Request::FetchLink(f) => {
+            return Ok(Reply::LinkRequest(v1::LinkRequest {
+                sealed_request: service.fetch_link(who, f.link_id).await?,
+            }));
+        }
+        Request::ApproveLink(a) => {
+            service
+                .approve_link(who, a.link_id, a.sealed_approval)
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::AddDevice(a) => {
+            let device = a
+                .device
+                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+            service
+                .add_device(
+                    who,
+                    NewDeviceRequest {
+                        device: DeviceId(device.device_id),
+                        device_key: device.device_key,
+                        account_signature: device.account_signature,
+                        key_packages: a.key_packages,
+                        last_resort_key_package: a.last_resort_key_package,
+                        sealed_name: a.sealed_name,
+                    },
+                )
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::ListDevices(_) => {
+            let devices = service.list_devices(who).await?;
+            return Ok(Reply::DeviceList(v1::DeviceList {
+                devices: devices
+                    .iter()
+                    .map(|(d, key_packages)| convert::device_info(d, *key_packages))
+                    .collect(),
+            }));
+        }
+        Request::RevokeDevice(r) => {
+            service.revoke_device(who, DeviceId(r.device_id)).await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::CompleteLink(c) => {
+            service.complete_link(who, c.link_id).await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::SetRecovery(r) => {
+            service
+                .set_recovery(who, r.auth_key, r.sealed_bundle, r.expected_auth_key)
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::AppendArchive(a) => {
+            service
+                .append_archive(
+                    who,
+                    chapar_store::ArchiveSegment {
+                        id: 0,
+                        group: convert::group_id(&a.group_id)?,
+                        from_seq: a.from_seq,
+                        through_seq: a.through_seq,
+                        key_generation: a.key_generation,
+                        ciphertext: a.ciphertext,
+                    },
+                )
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::FetchArchive(f) => {
+            let segments = service.read_archive(who, f.after_id, f.limit).await?;
+            return Ok(Reply::ArchivePage(v1::ArchivePage {
+                segments: segments
+                    .into_iter()
+                    .map(|s| v1::ArchiveSegment {
+                        id: s.id,
+                        group_id: s.group.as_bytes().to_vec(),
+                        from_seq: s.from_seq,
+                        through_seq: s.through_seq,
+                        key_generation: s.key_generation,
+                        ciphertext: s.ciphertext,
+                    })
+                    .collect(),
+            }));
+        }
         Request::SendMessage(m) => {
             if m.ciphertext.len() > MESSAGE_CIPHERTEXT_BYTES_MAX {
                 return Err(too_large("the message", MESSAGE_CIPHERTEXT_BYTES_MAX));
@@ -408,6 +577,7 @@ async fn handle<S: Store>(
                 payload: m.ciphertext,
                 kind: AppendKind::Application {
                     message_id: convert::message_id(&m.message_id)?,
+                    roster_version: m.roster_version,
                 },
             }
         }
@@ -450,7 +620,13 @@ async fn handle<S: Store>(
                 },
             }
         }
-        Request::Hello(_) | Request::Register(_) | Request::Authenticate(_) => {
+        Request::Hello(_)
+        | Request::Register(_)
+        | Request::Authenticate(_)
+        | Request::RecoverDevice(_)
+        | Request::CreateLink(_)
+        | Request::FetchLinkApproval(_)
+        | Request::FetchRecovery(_) => {
             return Err(ServiceError::bad_request(
                 "this connection is already logged in",
             ));
@@ -472,7 +648,7 @@ async fn append_and_push<S: Store>(
         AppendKind::Proposal { .. } => chapar_store::EntryKind::Proposal,
     };
     let message_id = match &append.kind {
-        AppendKind::Application { message_id } => Some(*message_id),
+        AppendKind::Application { message_id, .. } => Some(*message_id),
         _ => None,
     };
     let (group, epoch) = (append.group, append.epoch);

@@ -25,6 +25,18 @@ pub fn device_cert(d: &DeviceRecord) -> v1::DeviceCert {
     }
 }
 
+/// A device as its own account sees it (name sealed, times, revocation).
+pub fn device_info(d: &DeviceRecord, key_packages: u32) -> v1::DeviceInfo {
+    v1::DeviceInfo {
+        key_packages,
+        device: Some(device_cert(d)),
+        sealed_name: d.sealed_name.clone(),
+        created_ms: d.created_ms,
+        last_seen_ms: d.last_seen_ms.unwrap_or(0),
+        revoked_ms: d.revoked_ms.unwrap_or(0),
+    }
+}
+
 /// A log entry on the wire.
 pub fn log_entry(e: &LogEntry) -> v1::LogEntry {
     v1::LogEntry {
@@ -58,6 +70,7 @@ pub fn response(
             message: e.message,
             current_epoch: e.current_epoch,
             head_seq: e.head_seq,
+            roster_version: e.roster_version,
         }),
     };
     v1::ServerFrame {

@@ -1,6 +1,7 @@
-//! What the writer thread remembers about groups between appends: epoch, head, last proposal
-//! and current members. The writer is the only one that changes these rows, so the cache is
-//! exact as long as it is dropped whenever a batch fails to commit.
+//! What the writer thread remembers about groups between appends: epoch, head, last proposal,
+//! current members and roster version. The writer is the only one that changes these rows, so
+//! the cache is exact as long as it is dropped whenever a batch fails to commit or an account's
+//! devices change.
 
 use std::collections::HashMap;
 
@@ -21,6 +22,25 @@ pub struct CachedGroup {
     pub last_proposal_seq: u64,
     /// Current members (no left_seq), in no particular order.
     pub members: Vec<DeviceId>,
+    /// The highest roster version among the accounts with a member here (see
+    /// [`roster_version`]).
+    pub roster_version: u64,
+}
+
+/// The group's roster version: the highest roster version of the accounts that have a current
+/// member in it, or whose member device was revoked (after a recovery revoked every old device,
+/// the account may have no current member left, and the others must still notice).
+pub fn roster_version(c: &Connection, group: GroupId) -> Result<u64, StoreError> {
+    c.prepare_cached(
+        "SELECT COALESCE(MAX(a.roster_version), 0) FROM members m
+         JOIN devices d ON d.device_id = m.device_id
+         JOIN accounts a ON a.username = d.username
+         WHERE m.group_id = ?1 AND (m.left_seq IS NULL OR d.revoked_ms IS NOT NULL)",
+    )
+    .map_err(sql)?
+    .query_row([group.as_bytes()], |r| r.get::<_, i64>(0))
+    .map(|n| n as u64)
+    .map_err(sql)
 }
 
 /// The writer's cache.
@@ -68,6 +88,7 @@ impl GroupCache {
             head_seq,
             last_proposal_seq,
             members,
+            roster_version: roster_version(c, group)?,
         };
         if self.groups.len() >= GROUP_CACHE_ENTRIES_MAX {
             self.groups.clear();

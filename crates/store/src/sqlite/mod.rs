@@ -7,7 +7,10 @@
 //! caller. One fsync thus covers a whole batch, and an answered write survives `kill -9` and
 //! power loss.
 
+mod archive;
 mod cache;
+mod devices;
+mod links;
 mod ops;
 mod schema;
 
@@ -248,9 +251,94 @@ impl Store for SqliteStore {
         &self,
         username: &str,
         except: DeviceId,
+        only: Vec<DeviceId>,
     ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
         let username = username.to_owned();
-        self.write(move |c| ops::claim_key_packages(c, &username, except))
+        self.write(move |c| ops::claim_key_packages(c, &username, except, &only))
+            .await
+    }
+
+    async fn add_device(&self, device: NewDevice) -> Result<(), StoreError> {
+        self.write_with_cache(move |c, cache| devices::add_device(c, cache, &device))
+            .await
+    }
+
+    async fn revoke_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
+        self.write_with_cache(move |c, cache| devices::revoke_device(c, cache, device, now_ms))
+            .await
+    }
+
+    async fn touch_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |c| devices::touch_device(c, device, now_ms))
+            .await
+    }
+
+    async fn create_link(
+        &self,
+        link_id: Vec<u8>,
+        sealed_request: Vec<u8>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| links::create_link(c, &link_id, &sealed_request, now_ms, expires_ms))
+            .await
+    }
+
+    async fn link(&self, link_id: Vec<u8>, now_ms: u64) -> Result<LinkRecord, StoreError> {
+        self.read(move |c| links::link(c, &link_id, now_ms)).await
+    }
+
+    async fn approve_link(
+        &self,
+        link_id: Vec<u8>,
+        sealed_approval: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| links::approve_link(c, &link_id, &sealed_approval, now_ms))
+            .await
+    }
+
+    async fn complete_link(&self, link_id: Vec<u8>, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |c| links::complete_link(c, &link_id, now_ms))
+            .await
+    }
+
+    async fn set_recovery(
+        &self,
+        username: &str,
+        record: RecoveryRecord,
+        expected_auth_key: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let username = username.to_owned();
+        self.write(move |c| links::set_recovery(c, &username, &record, &expected_auth_key))
+            .await
+    }
+
+    async fn recovery(&self, username: &str) -> Result<Option<RecoveryRecord>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| links::recovery(c, &username)).await
+    }
+
+    async fn append_archive(
+        &self,
+        username: &str,
+        device: DeviceId,
+        segment: ArchiveSegment,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let username = username.to_owned();
+        self.write(move |c| archive::append_archive(c, &username, device, &segment, now_ms))
+            .await
+    }
+
+    async fn read_archive(
+        &self,
+        username: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<ArchiveSegment>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| archive::read_archive(c, &username, after_id, limit))
             .await
     }
 

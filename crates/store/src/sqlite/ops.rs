@@ -11,7 +11,7 @@ use crate::*;
 
 // SQLite stores integers as i64; ids and sequence numbers are u64 in the domain. Device ids
 // are random 64-bit values, so they round-trip through i64 by bit pattern.
-fn dev(d: DeviceId) -> i64 {
+pub(super) fn dev(d: DeviceId) -> i64 {
     d.0 as i64
 }
 
@@ -19,12 +19,12 @@ fn to_dev(n: i64) -> DeviceId {
     DeviceId(n as u64)
 }
 
-fn num(n: u64) -> i64 {
+pub(super) fn num(n: u64) -> i64 {
     // Sequence numbers, epochs and times stay far below 2^63.
     n as i64
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
@@ -36,11 +36,13 @@ fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         account_signature: row.get(3)?,
         created_ms: row.get::<_, i64>(4)? as u64,
         revoked_ms: row.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+        sealed_name: row.get(6)?,
+        last_seen_ms: row.get::<_, Option<i64>>(7)?.map(|n| n as u64),
     })
 }
 
-const DEVICE_COLUMNS: &str =
-    "device_id, username, device_key, account_signature, created_ms, revoked_ms";
+const DEVICE_COLUMNS: &str = "device_id, username, device_key, account_signature, created_ms, \
+                              revoked_ms, sealed_name, last_seen_ms";
 
 pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), StoreError> {
     c.execute(
@@ -64,16 +66,17 @@ pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), Store
     Ok(())
 }
 
-fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
+pub(super) fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO devices (device_id, username, device_key, account_signature, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO devices (device_id, username, device_key, account_signature, created_ms, sealed_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             dev(d.device),
             d.username,
             d.device_key,
             d.account_signature,
-            num(d.created_ms)
+            num(d.created_ms),
+            d.sealed_name,
         ],
     )
     .map_err(|e| {
@@ -170,13 +173,17 @@ pub(super) fn claim_key_packages(
     c: &Connection,
     username: &str,
     except: DeviceId,
+    only: &[DeviceId],
 ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
     let Some(account) = account(c, username)? else {
         return Ok(Vec::new());
     };
     let mut claimed = Vec::new();
     for device in account.devices {
-        if device.revoked_ms.is_some() || device.device == except {
+        if device.revoked_ms.is_some()
+            || device.device == except
+            || !(only.is_empty() || only.contains(&device.device))
+        {
             continue;
         }
         // One-time packages first (lowest last_resort), oldest first.
@@ -252,7 +259,7 @@ pub(super) fn append(
         current_epoch: state.epoch,
         head_seq: state.head_seq,
     };
-    if let AppendKind::Application { message_id } = &a.kind
+    if let AppendKind::Application { message_id, .. } = &a.kind
         && let Some(existing) = find_duplicate(c, a.group, a.sender, *message_id)?
     {
         return Ok(Appended {
@@ -267,6 +274,13 @@ pub(super) fn append(
     if a.epoch != state.epoch {
         return Err(stale);
     }
+    if let AppendKind::Application { roster_version, .. } = &a.kind
+        && *roster_version < state.roster_version
+    {
+        return Err(StoreError::StaleRoster {
+            current: state.roster_version,
+        });
+    }
     let seq = state.head_seq + 1;
     let mut epoch = state.epoch;
     let mut last_proposal_seq = state.last_proposal_seq;
@@ -274,7 +288,7 @@ pub(super) fn append(
     let mut welcomed = Vec::new();
     let mut joined: &[DeviceId] = &[];
     let message_id = match &a.kind {
-        AppendKind::Application { message_id } => Some(*message_id),
+        AppendKind::Application { message_id, .. } => Some(*message_id),
         AppendKind::Proposal { self_remove } => {
             last_proposal_seq = seq;
             if *self_remove {
@@ -351,6 +365,10 @@ pub(super) fn append(
         }
     }
     (state.epoch, state.head_seq, state.last_proposal_seq) = (epoch, seq, last_proposal_seq);
+    if matches!(a.kind, AppendKind::Commit { .. }) {
+        // Accounts may have joined or left the group.
+        state.roster_version = super::cache::roster_version(c, a.group)?;
+    }
     // New members start reading after this entry (their welcome says so): do not push it to them.
     let mut recipients: Vec<DeviceId> = state
         .members
@@ -401,9 +419,10 @@ fn add_member(
     device: DeviceId,
     seq: Seq,
 ) -> Result<(), StoreError> {
+    // Only active devices can be added: a revoked device must not come back through a commit.
     let exists = c
         .query_row(
-            "SELECT 1 FROM devices WHERE device_id = ?1",
+            "SELECT 1 FROM devices WHERE device_id = ?1 AND revoked_ms IS NULL",
             [dev(device)],
             |_| Ok(()),
         )
@@ -549,10 +568,21 @@ pub(super) fn device_groups(
     c: &Connection,
     device: DeviceId,
 ) -> Result<Vec<GroupHead>, StoreError> {
+    // The roster version is `cache::roster_version`, inlined per group.
     let mut stmt = c
         .prepare_cached(
-            "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq FROM members m
-             JOIN groups g ON g.group_id = m.group_id WHERE m.device_id = ?1",
+            "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq,
+               COALESCE((SELECT ah.through_seq FROM archive_heads ah
+                         WHERE ah.username = me.username AND ah.group_id = g.group_id), 0),
+               COALESCE((SELECT MAX(a.roster_version) FROM members m2
+                         JOIN devices d ON d.device_id = m2.device_id
+                         JOIN accounts a ON a.username = d.username
+                         WHERE m2.group_id = g.group_id
+                           AND (m2.left_seq IS NULL OR d.revoked_ms IS NOT NULL)), 0)
+             FROM members m
+             JOIN groups g ON g.group_id = m.group_id
+             JOIN devices me ON me.device_id = m.device_id
+             WHERE m.device_id = ?1",
         )
         .map_err(sql)?;
     stmt.query_map([dev(device)], |r| {
@@ -561,16 +591,21 @@ pub(super) fn device_groups(
             r.get::<_, i64>(1)? as u64,
             r.get::<_, i64>(2)? as u64,
             r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+            r.get::<_, i64>(4)? as u64,
+            r.get::<_, i64>(5)? as u64,
         ))
     })
     .map_err(sql)?
     .map(|row| {
-        let (group, head_seq, joined_seq, left_seq) = row.map_err(sql)?;
+        let (group, head_seq, joined_seq, left_seq, archived_seq, roster_version) =
+            row.map_err(sql)?;
         Ok(GroupHead {
             group: GroupId::from_slice(&group).map_err(backend)?,
             head_seq,
             joined_seq,
             left_seq,
+            archived_seq,
+            roster_version,
         })
     })
     .collect()

@@ -6,7 +6,8 @@ use super::backend;
 use crate::StoreError;
 
 /// Each entry migrates from version `index` to `index + 1`. Append only; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     username     TEXT PRIMARY KEY,
     account_key  BLOB NOT NULL,
@@ -68,7 +69,42 @@ CREATE TABLE inbox (
     welcome_id  INTEGER NOT NULL REFERENCES welcomes(id)
 );
 CREATE INDEX inbox_by_device ON inbox(device_id, id);
-"#];
+"#,
+    // Multi-device: device names and last login, roster versions, recovery, links, the archive.
+    r#"
+ALTER TABLE accounts ADD COLUMN roster_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN recovery_auth_key BLOB;
+ALTER TABLE accounts ADD COLUMN recovery_bundle BLOB;
+CREATE INDEX accounts_by_roster_version ON accounts(roster_version);
+ALTER TABLE devices ADD COLUMN sealed_name BLOB NOT NULL DEFAULT x'';
+ALTER TABLE devices ADD COLUMN last_seen_ms INTEGER;
+CREATE TABLE links (
+    link_id      BLOB PRIMARY KEY,
+    request      BLOB NOT NULL,
+    approval     BLOB,
+    completed    INTEGER NOT NULL DEFAULT 0,
+    expires_ms   INTEGER NOT NULL
+);
+CREATE INDEX links_by_expiry ON links(expires_ms);
+CREATE TABLE archive (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    username        TEXT NOT NULL REFERENCES accounts(username),
+    group_id        BLOB NOT NULL,
+    from_seq        INTEGER NOT NULL,
+    through_seq     INTEGER NOT NULL,
+    key_generation  INTEGER NOT NULL,
+    data            BLOB NOT NULL,
+    created_ms      INTEGER NOT NULL
+);
+CREATE INDEX archive_by_account ON archive(username, id);
+CREATE TABLE archive_heads (
+    username     TEXT NOT NULL,
+    group_id     BLOB NOT NULL,
+    through_seq  INTEGER NOT NULL,
+    PRIMARY KEY (username, group_id)
+);
+"#,
+];
 
 /// Brings the database to the newest schema, in one transaction per step.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {

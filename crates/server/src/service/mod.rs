@@ -2,7 +2,13 @@
 //!
 //! The service checks who may do what (registration proofs, device logins, size limits) and
 //! delegates ordering and durability to the [`Store`]. It never sees plaintext: every payload it
-//! handles is MLS ciphertext, and it logs ids and sizes only.
+//! handles is MLS ciphertext or sealed by the account, and it logs ids and sizes only.
+//!
+//! This file holds accounts, key packages and the group logs; [`devices`] holds linking,
+//! revocation and recovery; [`archive`] the accounts' encrypted history archives.
+
+pub mod archive;
+pub mod devices;
 
 use chapar_store::{
     AccountRecord, Append, Appended, ClaimedKeyPackage, DeviceRecord, GroupHead, LogPage,
@@ -46,6 +52,8 @@ pub struct Registration {
     pub key_packages: Vec<Vec<u8>>,
     /// The last-resort key package.
     pub last_resort_key_package: Vec<u8>,
+    /// The device's name, sealed by the account.
+    pub sealed_name: Vec<u8>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -58,7 +66,7 @@ pub struct Service<S> {
     pub metrics: Metrics,
 }
 
-fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+pub(crate) fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     let Ok(key) = <[u8; 32]>::try_from(key) else {
         return false;
     };
@@ -71,7 +79,10 @@ fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     key.verify_strict(message, &signature).is_ok()
 }
 
-fn check_key_packages(packages: &[Vec<u8>], last_resort: &[u8]) -> Result<(), ServiceError> {
+pub(crate) fn check_key_packages(
+    packages: &[Vec<u8>],
+    last_resort: &[u8],
+) -> Result<(), ServiceError> {
     if packages.len() > KEY_PACKAGES_PER_UPLOAD_MAX {
         return Err(ServiceError::new(
             ErrorCode::TooLarge,
@@ -91,7 +102,23 @@ fn check_key_packages(packages: &[Vec<u8>], last_resort: &[u8]) -> Result<(), Se
     Ok(())
 }
 
-fn now_ms() -> u64 {
+/// Keeps the longest prefix of `items` whose sizes add up to at most
+/// [`chapar_types::limits::PAGE_BYTES_MAX`] (and at least the first item), so that a page
+/// always fits in one frame. The client asks again from where the page stopped.
+pub(crate) fn fit_page<T>(mut items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut total = 0;
+    let keep = items
+        .iter()
+        .position(|item| {
+            total += size(item);
+            total > chapar_types::limits::PAGE_BYTES_MAX
+        })
+        .map_or(items.len(), |over| over.max(1));
+    items.truncate(keep);
+    items
+}
+
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -143,6 +170,7 @@ impl<S: Store> Service<S> {
             ));
         }
         check_key_packages(&r.key_packages, &r.last_resort_key_package)?;
+        devices::check_sealed_name(&r.sealed_name)?;
         self.store
             .create_account(NewAccount {
                 username: username.as_str().to_owned(),
@@ -154,6 +182,8 @@ impl<S: Store> Service<S> {
                     account_signature: r.account_signature,
                     created_ms: now_ms(),
                     revoked_ms: None,
+                    sealed_name: r.sealed_name,
+                    last_seen_ms: Some(now_ms()),
                 },
                 key_packages: r.key_packages,
                 last_resort_key_package: r.last_resort_key_package,
@@ -196,6 +226,7 @@ impl<S: Store> Service<S> {
         }
         let username = Username::parse(&record.username).map_err(|_| failed())?;
         let remaining = self.store.key_package_count(device).await?;
+        self.store.touch_device(device, now_ms()).await?;
         Ok((Authenticated { device, username }, remaining))
     }
 
@@ -224,16 +255,24 @@ impl<S: Store> Service<S> {
             .ok_or_else(|| ServiceError::new(ErrorCode::UnknownUser, format!("no user @{name}")))
     }
 
-    /// Claims one key package per active device of `username` (other than the caller's).
+    /// Claims one key package per active device of `username` (other than the caller's), or
+    /// only for `only` when it is not empty.
     pub async fn claim_key_packages(
         &self,
         who: &Authenticated,
         username: &str,
+        only: Vec<DeviceId>,
     ) -> Result<(AccountRecord, Vec<ClaimedKeyPackage>), ServiceError> {
+        if only.len() > chapar_types::limits::DEVICES_PER_ACCOUNT_MAX {
+            return Err(ServiceError::new(
+                ErrorCode::TooLarge,
+                "more devices asked for than an account can have",
+            ));
+        }
         let account = self.account(username).await?;
         let claimed = self
             .store
-            .claim_key_packages(&account.username, who.device)
+            .claim_key_packages(&account.username, who.device, only)
             .await?;
         Ok((account, claimed))
     }
@@ -278,7 +317,14 @@ impl<S: Store> Service<S> {
         limit: u32,
     ) -> Result<LogPage, ServiceError> {
         let limit = limit.clamp(1, SYNC_PAGE_ENTRIES_MAX);
-        Ok(self.store.read_log(group, who.device, after, limit).await?)
+        let mut page = self.store.read_log(group, who.device, after, limit).await?;
+        let complete = page.entries.len();
+        page.entries = fit_page(page.entries, |e| e.payload.len());
+        if page.entries.len() < complete {
+            // The end of the membership was among the entries cut off.
+            page.membership_ended = false;
+        }
+        Ok(page)
     }
 
     /// Welcomes waiting for the caller.
@@ -289,10 +335,11 @@ impl<S: Store> Service<S> {
         limit: u32,
     ) -> Result<Vec<WelcomeRecord>, ServiceError> {
         let limit = limit.clamp(1, SYNC_PAGE_ENTRIES_MAX);
-        Ok(self
+        let welcomes = self
             .store
             .read_welcomes(who.device, after_id, limit)
-            .await?)
+            .await?;
+        Ok(fit_page(welcomes, |w| w.welcome.len()))
     }
 
     /// The caller's groups and their heads.

@@ -1,0 +1,225 @@
+//! The secrets an account's devices share besides the account key: the archive key ring (one
+//! key per generation; history and device names are encrypted under the newest) and the public
+//! halves of the recovery key (bundles are sealed to it). Kept in the profile, handed to a new
+//! device inside the sealed link approval, and sealed to the recovery key on the server.
+//!
+//! Every sealed item binds what it is and whose it is in its associated data (labels below), so
+//! the server cannot move a sealed name to another device or a segment to another group.
+
+use chapar_crypto::seal::{self, SymmetricKey};
+use chapar_types::{DeviceId, GroupId, Seq, Username};
+use chapar_wire::content::{AccountSecrets, ArchiveKey, RecoveryPublic};
+use prost::Message as _;
+
+use crate::ClientError;
+use crate::local::Local;
+
+/// Profile key under which the key ring and recovery publics are stored.
+const PROFILE_KEY: &str = "account_secrets";
+/// Most archive key generations kept; each revocation adds one.
+pub(crate) const ARCHIVE_KEY_GENERATIONS_MAX: usize = 4096;
+
+fn aad(label: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = label.as_bytes().to_vec();
+    out.push(0);
+    for part in parts {
+        // Length-prefixed, so no two different part lists give the same bytes.
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Associated data of an archive segment.
+pub(crate) fn segment_aad(
+    username: &Username,
+    group: GroupId,
+    from: Seq,
+    through: Seq,
+    generation: u32,
+) -> Vec<u8> {
+    aad(
+        "chapar archive segment v1",
+        &[
+            username.as_str().as_bytes(),
+            group.as_bytes(),
+            &from.to_be_bytes(),
+            &through.to_be_bytes(),
+            &generation.to_be_bytes(),
+        ],
+    )
+}
+
+/// Associated data of the recovery bundle.
+pub(crate) fn recovery_aad(username: &Username) -> Vec<u8> {
+    aad("chapar recovery bundle v1", &[username.as_str().as_bytes()])
+}
+
+/// Associated data of a link request or approval.
+pub(crate) fn link_aad(kind: &str, link_id: &[u8]) -> Vec<u8> {
+    aad(kind, &[link_id])
+}
+
+/// The account's shared secrets other than the account key.
+#[derive(Clone)]
+pub(crate) struct AccountKeys {
+    /// Archive keys by generation, ascending.
+    archive: Vec<(u32, SymmetricKey)>,
+    /// Public halves of the recovery key, once one was set.
+    pub recovery: Option<RecoveryPublic>,
+}
+
+impl AccountKeys {
+    /// A new account's keys: one archive key, no recovery key yet.
+    pub fn generate() -> Self {
+        Self {
+            archive: vec![(1, SymmetricKey::generate(&mut rand::thread_rng()))],
+            recovery: None,
+        }
+    }
+
+    /// Reads the keys from the profile.
+    pub fn load(local: &Local) -> Result<Option<Self>, ClientError> {
+        let Some(bytes) = local.get(PROFILE_KEY)? else {
+            return Ok(None);
+        };
+        let secrets = AccountSecrets::decode(bytes.as_slice())
+            .map_err(|_| ClientError::Profile("the profile's account keys are damaged".into()))?;
+        Self::from_secrets(&secrets).map(Some)
+    }
+
+    /// Writes the keys to the profile.
+    pub fn save(&self, local: &Local) -> Result<(), ClientError> {
+        let secrets = self.to_secrets("", &[]);
+        local.set(PROFILE_KEY, &secrets.encode_to_vec())
+    }
+
+    /// The keys carried in sealed account secrets.
+    pub fn from_secrets(secrets: &AccountSecrets) -> Result<Self, ClientError> {
+        let mut archive = Vec::new();
+        for key in secrets
+            .archive_keys
+            .iter()
+            .take(ARCHIVE_KEY_GENERATIONS_MAX)
+        {
+            archive.push((key.generation, SymmetricKey::from_bytes(&key.key)?));
+        }
+        archive.sort_by_key(|(generation, _)| *generation);
+        if archive.is_empty() {
+            return Err(ClientError::Protocol(
+                "the account secrets carry no archive key".into(),
+            ));
+        }
+        Ok(Self {
+            archive,
+            recovery: secrets.recovery.clone(),
+        })
+    }
+
+    /// Everything a new device needs, with the account key.
+    pub fn to_secrets(&self, username: &str, account_secret_key: &[u8]) -> AccountSecrets {
+        AccountSecrets {
+            username: username.to_owned(),
+            account_secret_key: account_secret_key.to_vec(),
+            archive_keys: self
+                .archive
+                .iter()
+                .map(|(generation, key)| ArchiveKey {
+                    generation: *generation,
+                    key: key.as_bytes().to_vec(),
+                })
+                .collect(),
+            recovery: self.recovery.clone(),
+        }
+    }
+
+    /// The newest archive key and its generation.
+    pub fn latest(&self) -> (u32, &SymmetricKey) {
+        // Never empty: construction refuses an empty ring.
+        let (generation, key) = &self.archive[self.archive.len() - 1];
+        (*generation, key)
+    }
+
+    /// The archive key of one generation.
+    pub fn archive_key(&self, generation: u32) -> Option<&SymmetricKey> {
+        self.archive
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, key)| key)
+    }
+
+    /// Adds a generation (from a rotation); returns false if it was known already.
+    pub fn add_archive_key(&mut self, generation: u32, key: SymmetricKey) -> bool {
+        if self.archive_key(generation).is_some()
+            || self.archive.len() >= ARCHIVE_KEY_GENERATIONS_MAX
+        {
+            return false;
+        }
+        self.archive.push((generation, key));
+        self.archive.sort_by_key(|(g, _)| *g);
+        true
+    }
+
+    /// A fresh key one generation above the newest, added to the ring.
+    pub fn rotate(&mut self) -> (u32, SymmetricKey) {
+        let generation = self.latest().0 + 1;
+        let key = SymmetricKey::generate(&mut rand::thread_rng());
+        self.archive.push((generation, key.clone()));
+        (generation, key)
+    }
+
+    /// Seals a device name: the key generation (4 bytes) and the ciphertext.
+    pub fn seal_device_name(&self, username: &Username, device: DeviceId, name: &str) -> Vec<u8> {
+        let (generation, key) = self.latest();
+        let mut out = generation.to_be_bytes().to_vec();
+        out.extend_from_slice(&seal::encrypt(
+            &key.derive("chapar device names v1"),
+            &aad(
+                "chapar device name v1",
+                &[username.as_str().as_bytes(), &device.0.to_be_bytes()],
+            ),
+            name.as_bytes(),
+            &mut rand::thread_rng(),
+        ));
+        out
+    }
+
+    /// Opens a sealed device name (None if it is missing or does not open).
+    pub fn open_device_name(
+        &self,
+        username: &Username,
+        device: DeviceId,
+        sealed: &[u8],
+    ) -> Option<String> {
+        let (generation, body) = sealed.split_at_checked(4)?;
+        let generation = u32::from_be_bytes(generation.try_into().ok()?);
+        let key = self.archive_key(generation)?;
+        let name = seal::decrypt(
+            &key.derive("chapar device names v1"),
+            &aad(
+                "chapar device name v1",
+                &[username.as_str().as_bytes(), &device.0.to_be_bytes()],
+            ),
+            body,
+        )
+        .ok()?;
+        String::from_utf8(name).ok()
+    }
+
+    /// Seals the account's secrets to the recovery key's public half.
+    pub fn seal_recovery_bundle(
+        &self,
+        username: &Username,
+        account_secret_key: &[u8],
+        seal_public: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let secrets = self.to_secrets(username.as_str(), account_secret_key);
+        Ok(seal::seal_to(
+            seal_public,
+            &[],
+            &recovery_aad(username),
+            &secrets.encode_to_vec(),
+            &mut rand::thread_rng(),
+        )?)
+    }
+}

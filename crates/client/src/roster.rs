@@ -1,0 +1,217 @@
+//! Keeping each group's members in line with its accounts' device lists.
+//!
+//! When an account gains a device (linked or recovered) or loses one (revoked), every group
+//! with a member of that account must add or remove the device. The server cannot do it: it
+//! holds no group keys. So any member may: the server raises a group's roster version whenever
+//! a member account's devices change, and a device that sees a version it has not checked asks
+//! for the accounts' device lists, verifies every certificate against the account key it has
+//! pinned, and commits the difference in one commit. Several members may try at once; the
+//! delivery service accepts one commit per epoch, and the others find nothing left to do after
+//! catching up. An account whose identity key changed is left alone (and warned about): a
+//! swapped key must not be able to slip a device into a group.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chapar_crypto::identity;
+use chapar_crypto::mls;
+use chapar_types::{DeviceId, GroupId, Username};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+
+use crate::ClientError;
+use crate::client::Client;
+use crate::provider::Provider;
+use crate::sync::Head;
+
+/// Accounts' verified active devices, looked up once per sync (None: not trusted).
+type AccountCache = HashMap<Username, Option<Vec<DeviceId>>>;
+
+impl Client {
+    /// Checks every active group whose roster version moved since this device last checked.
+    pub(crate) async fn reconcile_rosters(&mut self, heads: &[Head]) -> Result<(), ClientError> {
+        let mut accounts = AccountCache::new();
+        for head in heads {
+            let Some(chat) = self.local.chat(head.group)? else {
+                continue;
+            };
+            if chat.state != "active" || head.roster_version <= chat.roster_seen {
+                continue;
+            }
+            match self
+                .reconcile_group(head.group, head.roster_version, &mut accounts)
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ ClientError::Connection(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %head.group, error = %e, "could not update the group's devices");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one group's devices after the server said its roster moved on (`stale_roster`).
+    pub(crate) async fn check_roster(&mut self, group: GroupId) -> Result<(), ClientError> {
+        let heads = crate::sync::heads(self.parts()?.1).await?;
+        let Some(head) = heads.into_iter().find(|h| h.group == group) else {
+            return Ok(());
+        };
+        self.reconcile_group(group, head.roster_version, &mut AccountCache::new())
+            .await
+    }
+
+    /// The active devices of `user` whose certificates verify under the pinned account key.
+    async fn verified_devices(
+        &mut self,
+        user: &Username,
+        cache: &mut AccountCache,
+    ) -> Result<Option<Vec<DeviceId>>, ClientError> {
+        if let Some(known) = cache.get(user) {
+            return Ok(known.clone());
+        }
+        let (_, conn, _) = self.parts()?;
+        let reply = conn
+            .request(Request::GetAccount(v1::GetAccount {
+                username: user.to_string(),
+            }))
+            .await;
+        let account = match reply {
+            Ok(Reply::Account(account)) => account,
+            Ok(_) => return Err(ClientError::Protocol("expected Account".into())),
+            Err(e) if e.code() == Some(chapar_types::ErrorCode::UnknownUser) => {
+                cache.insert(user.clone(), Some(Vec::new()));
+                return Ok(Some(Vec::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        let trusted = match self.local.pinned_key(user)? {
+            Some(pinned) => pinned == account.account_key,
+            None => {
+                self.check_account_key(user, &account.account_key)?;
+                true
+            }
+        };
+        let devices = if trusted {
+            Some(
+                account
+                    .devices
+                    .iter()
+                    .filter(|cert| {
+                        identity::verify_device_cert(
+                            &account.account_key,
+                            user,
+                            DeviceId(cert.device_id),
+                            &cert.device_key,
+                            &cert.account_signature,
+                        )
+                        .is_ok()
+                    })
+                    .map(|cert| DeviceId(cert.device_id))
+                    .collect(),
+            )
+        } else {
+            self.warnings.push(format!(
+                "WARNING: the identity key of @{user} has CHANGED; their devices are not added to \
+                 or removed from your chats until you compare safety numbers (`chapar fingerprint @{user}`)."
+            ));
+            None
+        };
+        cache.insert(user.clone(), devices.clone());
+        Ok(devices)
+    }
+
+    /// Adds the missing devices of the group's accounts and removes their revoked ones, then
+    /// records that the group was checked at roster `version` (as seen, if every missing device
+    /// could be added; as checked only, so the next sync tries again, if one had no key package).
+    async fn reconcile_group(
+        &mut self,
+        group: GroupId,
+        version: u64,
+        cache: &mut AccountCache,
+    ) -> Result<(), ClientError> {
+        let me = self.me()?.device;
+        let members = {
+            let provider = Provider::new(self.local.conn());
+            mls::load_group(&provider, group)?
+                .map(|g| mls::members(&g))
+                .unwrap_or_default()
+        };
+        let mut present: BTreeMap<Username, Vec<DeviceId>> = BTreeMap::new();
+        for member in &members {
+            present
+                .entry(member.identity.username.clone())
+                .or_default()
+                .push(member.identity.device);
+        }
+        let mut missing: Vec<(Username, Vec<DeviceId>)> = Vec::new();
+        let mut stale: Vec<DeviceId> = Vec::new();
+        for (user, devices) in &present {
+            let Some(active) = self.verified_devices(user, cache).await? else {
+                continue;
+            };
+            let absent: Vec<DeviceId> = active
+                .iter()
+                .filter(|d| !devices.contains(d))
+                .copied()
+                .collect();
+            if !absent.is_empty() {
+                missing.push((user.clone(), absent));
+            }
+            stale.extend(
+                devices
+                    .iter()
+                    .filter(|d| !active.contains(d) && **d != me)
+                    .copied(),
+            );
+        }
+        if missing.is_empty() && stale.is_empty() {
+            return self.local.set_roster_seen(group, version);
+        }
+        let mut packages = Vec::new();
+        let mut wanted = 0;
+        for (user, devices) in &missing {
+            wanted += devices.len();
+            packages.extend(self.claim_verified_devices(user, devices).await?);
+        }
+        let complete = packages.len() == wanted;
+        let adds = !packages.is_empty();
+        if !adds && stale.is_empty() {
+            return self.local.set_roster_checked(group, version);
+        }
+        let committed = self
+            .commit(group, move |g, p, s| {
+                // After a stale-epoch retry someone else may have done part of the work.
+                let now: Vec<DeviceId> =
+                    mls::members(g).iter().map(|m| m.identity.device).collect();
+                let add: Vec<_> = packages
+                    .iter()
+                    .filter(|k| !now.contains(&k.identity.device))
+                    .cloned()
+                    .collect();
+                let remove: Vec<DeviceId> =
+                    stale.iter().filter(|d| now.contains(d)).copied().collect();
+                if add.is_empty() && remove.is_empty() {
+                    return Err(ClientError::Usage("nothing to change".into()));
+                }
+                Ok(mls::change_devices(g, p, s, add, &remove)?)
+            })
+            .await;
+        match committed {
+            Ok(_) | Err(ClientError::Usage(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if complete {
+            self.local.set_roster_seen(group, version)?;
+        } else {
+            self.local.set_roster_checked(group, version)?;
+        }
+        if adds
+            && committed.is_ok()
+            && let Some(chat) = self.local.chat(group)?
+        {
+            // New devices learn from it what the chat is.
+            self.send_group_meta(&chat).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! Multi-device rules: linking a new device through a sealed rendezvous, adding it to the
+//! account, listing and revoking devices, and recovery.
+//!
+//! Who may add a device to an account is the heart of it. A device certificate signed by the
+//! account key is necessary but not enough: every device holds the account key, so a stolen and
+//! revoked device could otherwise mint itself a fresh identity. The server therefore accepts a
+//! new device only from a logged-in, active device of the same account ([`Service::add_device`])
+//! or with a signature by the recovery key, which no device stores ([`Service::recover_device`]).
+
+use chapar_store::{DeviceRecord, NewDevice, RecoveryRecord, Store};
+use chapar_types::limits::{
+    DEVICE_NAME_SEALED_BYTES_MAX, LINK_SEALED_BYTES_MAX, LINK_TTL_SECS, RECOVERY_BUNDLE_BYTES_MAX,
+};
+use chapar_types::signed::{challenge_payload, device_cert_payload, recovery_challenge_payload};
+use chapar_types::{DeviceId, ErrorCode, Username};
+
+use super::{Authenticated, Service, check_key_packages, now_ms, verify};
+use crate::error::ServiceError;
+
+/// Length of a link rendezvous id.
+const LINK_ID_BYTES: usize = 16;
+/// Length of an Ed25519 public key.
+const PUBLIC_KEY_BYTES: usize = 32;
+
+/// A device certificate and the new device's key material, as the api layer decoded them.
+pub struct NewDeviceRequest {
+    /// The new device's id.
+    pub device: DeviceId,
+    /// Its Ed25519 public key.
+    pub device_key: Vec<u8>,
+    /// The account key's signature over its certificate.
+    pub account_signature: Vec<u8>,
+    /// Its one-time key packages.
+    pub key_packages: Vec<Vec<u8>>,
+    /// Its last-resort key package.
+    pub last_resort_key_package: Vec<u8>,
+    /// Its name, sealed by the account.
+    pub sealed_name: Vec<u8>,
+}
+
+/// A recovery, as the api layer decoded it.
+pub struct Recovery {
+    /// The account to recover.
+    pub username: String,
+    /// The recovery key's signature over this connection's challenge.
+    pub recovery_signature: Vec<u8>,
+    /// The new device's signature over this connection's challenge.
+    pub challenge_signature: Vec<u8>,
+    /// The new device.
+    pub device: NewDeviceRequest,
+    /// Revoke every other device of the account.
+    pub revoke_others: bool,
+}
+
+pub(crate) fn check_sealed_name(sealed_name: &[u8]) -> Result<(), ServiceError> {
+    if sealed_name.len() > DEVICE_NAME_SEALED_BYTES_MAX {
+        return Err(ServiceError::new(
+            ErrorCode::TooLarge,
+            format!("a sealed device name has at most {DEVICE_NAME_SEALED_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_link_id(link_id: &[u8]) -> Result<(), ServiceError> {
+    if link_id.len() != LINK_ID_BYTES {
+        return Err(ServiceError::bad_request(format!(
+            "a link id has {LINK_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_sealed(what: &str, bytes: &[u8], max: usize) -> Result<(), ServiceError> {
+    if bytes.is_empty() {
+        return Err(ServiceError::bad_request(format!("{what} is empty")));
+    }
+    if bytes.len() > max {
+        return Err(ServiceError::new(
+            ErrorCode::TooLarge,
+            format!("{what} is larger than {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_username(raw: &str) -> Result<Username, ServiceError> {
+    Username::parse(raw).map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))
+}
+
+impl<S: Store> Service<S> {
+    /// Files a new device's sealed link request (anonymous) for [`LINK_TTL_SECS`].
+    pub async fn create_link(&self, link_id: Vec<u8>, sealed: Vec<u8>) -> Result<(), ServiceError> {
+        check_link_id(&link_id)?;
+        check_sealed("the link request", &sealed, LINK_SEALED_BYTES_MAX)?;
+        let now = now_ms();
+        self.store
+            .create_link(link_id, sealed, now, now + LINK_TTL_SECS * 1000)
+            .await?;
+        Ok(())
+    }
+
+    /// The sealed request filed under `link_id`, for a logged-in device that was shown the code.
+    pub async fn fetch_link(
+        &self,
+        _who: &Authenticated,
+        link_id: Vec<u8>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        check_link_id(&link_id)?;
+        Ok(self.store.link(link_id, now_ms()).await?.sealed_request)
+    }
+
+    /// Leaves the sealed approval for the new device; only the first one is kept.
+    pub async fn approve_link(
+        &self,
+        who: &Authenticated,
+        link_id: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<(), ServiceError> {
+        check_link_id(&link_id)?;
+        check_sealed("the link approval", &sealed, LINK_SEALED_BYTES_MAX)?;
+        self.store.approve_link(link_id, sealed, now_ms()).await?;
+        tracing::info!(user = %who.username, device = %who.device, "link approved");
+        Ok(())
+    }
+
+    /// The approval of a link once there is one, and whether the approving device has finished
+    /// adding the new device to the account's groups (anonymous; the new device polls).
+    pub async fn fetch_link_approval(
+        &self,
+        link_id: Vec<u8>,
+    ) -> Result<(Vec<u8>, bool), ServiceError> {
+        check_link_id(&link_id)?;
+        let link = self.store.link(link_id, now_ms()).await?;
+        Ok((link.sealed_approval.unwrap_or_default(), link.completed))
+    }
+
+    /// Marks a link completed: the new device is in every group the account is in.
+    pub async fn complete_link(
+        &self,
+        _who: &Authenticated,
+        link_id: Vec<u8>,
+    ) -> Result<(), ServiceError> {
+        check_link_id(&link_id)?;
+        self.store.complete_link(link_id, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Checks a certificate for a new device of `username` against the stored account key.
+    /// With `key_packages_required`, the request must carry a last-resort key package (a
+    /// recovered device knows its name and makes them up front; a linked device uploads its own
+    /// once approved).
+    async fn certified_device(
+        &self,
+        username: &Username,
+        request: NewDeviceRequest,
+        revoke_others: bool,
+        key_packages_required: bool,
+    ) -> Result<NewDevice, ServiceError> {
+        let account = self
+            .store
+            .account(username.as_str())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::new(ErrorCode::UnknownUser, format!("no user @{username}"))
+            })?;
+        if !verify(
+            &account.account_key,
+            &device_cert_payload(username, request.device, &request.device_key),
+            &request.account_signature,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the device certificate does not verify under the account key",
+            ));
+        }
+        if key_packages_required && request.last_resort_key_package.is_empty() {
+            return Err(ServiceError::bad_request(
+                "a last-resort key package is required",
+            ));
+        }
+        check_key_packages(&request.key_packages, &request.last_resort_key_package)?;
+        check_sealed_name(&request.sealed_name)?;
+        Ok(NewDevice {
+            device: DeviceRecord {
+                device: request.device,
+                username: username.as_str().to_owned(),
+                device_key: request.device_key,
+                account_signature: request.account_signature,
+                created_ms: now_ms(),
+                revoked_ms: None,
+                sealed_name: request.sealed_name,
+                last_seen_ms: None,
+            },
+            key_packages: request.key_packages,
+            last_resort_key_package: request.last_resort_key_package,
+            revoke_others,
+        })
+    }
+
+    /// Adds a device to the caller's account (the caller approved a link).
+    pub async fn add_device(
+        &self,
+        who: &Authenticated,
+        request: NewDeviceRequest,
+    ) -> Result<(), ServiceError> {
+        let device = request.device;
+        let new = self
+            .certified_device(&who.username, request, false, false)
+            .await?;
+        self.store.add_device(new).await?;
+        tracing::info!(user = %who.username, by = %who.device, %device, "device added");
+        Ok(())
+    }
+
+    /// Every device of the caller's account, revoked ones included, with how many one-time
+    /// key packages each has left.
+    pub async fn list_devices(
+        &self,
+        who: &Authenticated,
+    ) -> Result<Vec<(DeviceRecord, u32)>, ServiceError> {
+        let mut out = Vec::new();
+        for device in self.list_devices_of(&who.username).await? {
+            let key_packages = self.store.key_package_count(device.device).await?;
+            out.push((device, key_packages));
+        }
+        Ok(out)
+    }
+
+    /// Revokes another device of the caller's account and closes its connections.
+    pub async fn revoke_device(
+        &self,
+        who: &Authenticated,
+        device: DeviceId,
+    ) -> Result<(), ServiceError> {
+        if device == who.device {
+            return Err(ServiceError::bad_request(
+                "a device cannot revoke itself; revoke it from another device of the account",
+            ));
+        }
+        let record = self.store.device(device).await?;
+        let Some(record) = record.filter(|r| r.username == who.username.as_str()) else {
+            return Err(ServiceError::bad_request(format!(
+                "device {device} is not a device of @{}",
+                who.username
+            )));
+        };
+        if record.revoked_ms.is_none() {
+            self.store.revoke_device(device, now_ms()).await?;
+        }
+        self.hub.kick(device);
+        tracing::info!(user = %who.username, by = %who.device, %device, "device revoked");
+        Ok(())
+    }
+
+    /// Stores the caller's account recovery record, if the caller knows the current one.
+    pub async fn set_recovery(
+        &self,
+        who: &Authenticated,
+        auth_key: Vec<u8>,
+        sealed_bundle: Vec<u8>,
+        expected_auth_key: Vec<u8>,
+    ) -> Result<(), ServiceError> {
+        if auth_key.len() != PUBLIC_KEY_BYTES {
+            return Err(ServiceError::bad_request(
+                "the recovery key must be 32 bytes",
+            ));
+        }
+        check_sealed(
+            "the recovery bundle",
+            &sealed_bundle,
+            RECOVERY_BUNDLE_BYTES_MAX,
+        )?;
+        self.store
+            .set_recovery(
+                who.username.as_str(),
+                RecoveryRecord {
+                    auth_key,
+                    sealed_bundle,
+                },
+                expected_auth_key,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Checks a recovery-key signature over this connection's challenge; returns the record.
+    async fn proven_recovery(
+        &self,
+        challenge: &[u8],
+        username: &Username,
+        signature: &[u8],
+    ) -> Result<RecoveryRecord, ServiceError> {
+        let failed = || {
+            ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the recovery key is wrong, or the account has none",
+            )
+        };
+        let record = self
+            .store
+            .recovery(username.as_str())
+            .await?
+            .ok_or_else(failed)?;
+        if !verify(
+            &record.auth_key,
+            &recovery_challenge_payload(challenge, username),
+            signature,
+        ) {
+            return Err(failed());
+        }
+        Ok(record)
+    }
+
+    /// The sealed recovery bundle, for whoever proves knowledge of the recovery key.
+    pub async fn fetch_recovery(
+        &self,
+        challenge: &[u8],
+        username: &str,
+        signature: &[u8],
+    ) -> Result<RecoveryRecord, ServiceError> {
+        let username = parse_username(username)?;
+        self.proven_recovery(challenge, &username, signature).await
+    }
+
+    /// Registers a new device with the recovery key's authority and logs it in; with
+    /// `revoke_others`, every other device is revoked and disconnected in the same step.
+    pub async fn recover_device(
+        &self,
+        challenge: &[u8],
+        r: Recovery,
+    ) -> Result<Authenticated, ServiceError> {
+        let username = parse_username(&r.username)?;
+        self.proven_recovery(challenge, &username, &r.recovery_signature)
+            .await?;
+        if !verify(
+            &r.device.device_key,
+            &challenge_payload(challenge, r.device.device),
+            &r.challenge_signature,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the challenge signature does not verify",
+            ));
+        }
+        let device = r.device.device;
+        let before = self.list_devices_of(&username).await?;
+        let new = self
+            .certified_device(&username, r.device, r.revoke_others, true)
+            .await?;
+        self.store.add_device(new).await?;
+        if r.revoke_others {
+            for old in before.iter().filter(|d| d.revoked_ms.is_none()) {
+                self.hub.kick(old.device);
+            }
+        }
+        tracing::info!(user = %username, %device, revoke_others = r.revoke_others, "account recovered");
+        Ok(Authenticated { device, username })
+    }
+
+    async fn list_devices_of(
+        &self,
+        username: &Username,
+    ) -> Result<Vec<DeviceRecord>, ServiceError> {
+        Ok(self
+            .store
+            .account(username.as_str())
+            .await?
+            .map(|a| a.devices)
+            .unwrap_or_default())
+    }
+}
