@@ -120,8 +120,73 @@ impl Server {
 
     /// A registered user.
     pub fn register(&self, dir: &Path, name: &str) -> User {
+        self.register_with_key(dir, name).0
+    }
+
+    /// A registered user and the recovery key registration printed.
+    pub fn register_with_key(&self, dir: &Path, name: &str) -> (User, String) {
         let user = self.user(dir, name);
-        user.ok(&["register", "--server", &self.url, "--username", name]);
+        let out = user.ok(&["register", "--server", &self.url, "--username", name]);
+        let key = out
+            .lines()
+            .find_map(|l| l.strip_prefix("recovery key: "))
+            .unwrap_or_else(|| panic!("no recovery key in {out:?}"))
+            .to_owned();
+        (user, key)
+    }
+
+    /// A new device (profile `profile`) linked to `approver`'s account: runs `chapar link`,
+    /// reads the code from its first line, approves it on `approver`, and waits for the link
+    /// to finish. The device is named after its profile.
+    pub fn link(&self, dir: &Path, profile: &str, approver: &User) -> User {
+        let mut user = self.user(dir, profile);
+        user.name = approver.name.clone();
+        let mut child = Command::new(BIN)
+            .arg("--profile")
+            .arg(&user.profile)
+            .args(["link", "--server", &self.url, "--device-name", profile])
+            .env_remove("CHAPAR_PROFILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chapar link");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(code)) = lines.next() {
+                let _ = tx.send(code);
+            }
+            lines.map_while(Result::ok).collect::<Vec<_>>().join("\n")
+        });
+        let Ok(code) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`chapar link` printed no code; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        approver.ok(&["device", "approve", &code, "--yes"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "`chapar link` did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest = reader.join().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            status.success(),
+            "`chapar link` failed ({status}):\n--- stdout\n{rest}\n--- stderr\n{stderr}"
+        );
+        assert!(
+            rest.contains("linked to @"),
+            "unexpected link output: {rest}"
+        );
         user
     }
 }
@@ -205,6 +270,28 @@ impl User {
     /// `sync --json`, parsed.
     pub fn sync(&self) -> Vec<serde_json::Value> {
         json_lines(&self.ok(&["sync", "--json"]))
+    }
+
+    /// `devices --json`, parsed.
+    pub fn devices(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.ok(&["devices", "--json"]))
+    }
+
+    /// This device's id, from `devices --json`.
+    pub fn device_id(&self) -> String {
+        self.devices()
+            .into_iter()
+            .find(|d| d["current"] == true)
+            .and_then(|d| d["id"].as_str().map(str::to_owned))
+            .expect("a current device")
+    }
+
+    /// The device ids in a chat, from `group members`, as `@user device` lines.
+    pub fn members(&self, target: &str) -> Vec<String> {
+        self.ok(&["group", "members", target])
+            .lines()
+            .map(|l| l.replace('\t', " "))
+            .collect()
     }
 
     /// Texts of a chat, oldest first.

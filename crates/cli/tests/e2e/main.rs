@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
 mod chats;
+mod devices;
 mod durability;
 mod harness;
 mod operations;

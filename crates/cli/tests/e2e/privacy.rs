@@ -1,6 +1,8 @@
 //! The server never sees plaintext: after a scripted conversation full of marker strings, no
 //! byte of the server's data directory (database, WAL, everything) and no line of its debug log
-//! contains any marker.
+//! contains any marker. The conversation includes everything multi-device stores on the
+//! server: a linked device with a marker name, the history archive, a read marker, the
+//! recovery bundle (and the recovery key itself must not be there).
 
 use std::path::Path;
 
@@ -25,7 +27,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn server_data_and_logs_never_contain_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
-    let alice = server.register(dir.path(), "alice");
+    let (alice, recovery_key) = server.register_with_key(dir.path(), "alice");
     let bob = server.register(dir.path(), "bob");
     let carol = server.register(dir.path(), "carol");
 
@@ -51,12 +53,41 @@ fn server_data_and_logs_never_contain_plaintext() {
     bob.ok(&["send", &group, markers[5], "--reply-to", &first]);
     alice.sync();
     carol.sync();
+    // A second device named with a marker; it restores the history from the archive.
+    let device_name = "MARKER_device_name_5d6e";
+    let laptop = server.link(dir.path(), device_name, &alice);
+    alice.ok(&["read", "@bob"]);
+    laptop.sync();
     // The conversation really happened, so the check below can fail.
     assert!(carol.texts(&group).contains(&markers[5].to_owned()));
     assert_eq!(alice.messages("@bob")[0]["text"], markers[3]);
+    assert_eq!(laptop.messages("@bob")[0]["text"], markers[3]);
+    let names: Vec<_> = alice
+        .devices()
+        .into_iter()
+        .map(|d| d["name"].clone())
+        .collect();
+    assert!(names.contains(&device_name.into()), "{names:?}");
 
     // Stop the server cleanly so the WAL is checkpointed, then look at every byte it left.
     assert!(server.terminate(), "server did not shut down cleanly");
+    let db = rusqlite::Connection::open(server.data.join("chapar.db")).unwrap();
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert!(
+        count("SELECT COUNT(*) FROM archive") > 0,
+        "the archive was written"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM accounts WHERE recovery_bundle IS NOT NULL"),
+        3,
+        "every account stored a recovery bundle"
+    );
+    assert!(count("SELECT COUNT(*) FROM devices WHERE length(sealed_name) > 0") >= 4);
+    drop(db);
+    let mut secrets: Vec<String> = markers.iter().map(|m| (*m).to_owned()).collect();
+    secrets.push(device_name.to_owned());
+    secrets.push(recovery_key.clone());
+    secrets.push(recovery_key.replace('-', ""));
     let mut files = Vec::new();
     files_under(&server.data, &mut files);
     files.push(server.log.clone());
@@ -66,10 +97,10 @@ fn server_data_and_logs_never_contain_plaintext() {
     );
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
-        for marker in markers {
+        for secret in &secrets {
             assert!(
-                !contains(&bytes, marker.as_bytes()),
-                "{marker} found in {}",
+                !contains(&bytes, secret.as_bytes()),
+                "{secret} found in {}",
                 file.display()
             );
         }
