@@ -48,6 +48,8 @@ enum Scenario {
     Idle(scenario::idle::Args),
     /// A device offline while messages arrive, then catching up.
     Catchup(scenario::catchup::Args),
+    /// A new device linked to an account with a long history, restoring all of it.
+    History(scenario::history::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +131,19 @@ async fn run(cli: &Cli, fd_limit: u64) -> anyhow::Result<Value> {
                 "catchup",
                 json!({"messages_per_sec": report.messages as f64 / total.max(1e-9), "p50_ms": null, "p99_ms": null}),
                 json!(report),
+            )
+        }
+        Scenario::History(args) => {
+            let rows = scenario::history::run(&common, args).await?;
+            let last = rows.last();
+            (
+                "history",
+                json!({
+                    "messages_per_sec": last.map(|r| r.messages as f64 / r.link_secs.max(1e-9)),
+                    "p50_ms": null,
+                    "p99_ms": null,
+                }),
+                json!({"sizes": rows}),
             )
         }
     };

@@ -23,6 +23,15 @@ const OUTGOING_QUEUE_DEPTH_MAX: usize = 256;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
+/// Bytes of protocol frames one connection sent and received (WebSocket framing excluded).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Frame bytes sent.
+    pub sent: AtomicU64,
+    /// Frame bytes received.
+    pub received: AtomicU64,
+}
+
 /// An open connection that has completed `Hello`.
 pub struct Connection {
     out: mpsc::Sender<Vec<u8>>,
@@ -30,6 +39,7 @@ pub struct Connection {
     next_id: AtomicU64,
     pushes: Mutex<Option<mpsc::Receiver<v1::Push>>>,
     challenge: Vec<u8>,
+    traffic: Arc<Traffic>,
 }
 
 /// Turns `http://host:port` (or `ws://...`) into the protocol endpoint URL.
@@ -71,6 +81,7 @@ impl Connection {
         let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTGOING_QUEUE_DEPTH_MAX);
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE_DEPTH_MAX);
         let pending: Pending = Arc::default();
+        let traffic = Arc::new(Traffic::default());
 
         tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
@@ -82,11 +93,15 @@ impl Connection {
         });
         tokio::spawn({
             let pending = pending.clone();
+            let traffic = traffic.clone();
             async move {
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Binary(bytes) = message else {
                         continue;
                     };
+                    traffic
+                        .received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let Ok(frame) = chapar_wire::decode::<v1::ServerFrame>(&bytes) else {
                         tracing::warn!("undecodable frame from server");
                         continue;
@@ -121,6 +136,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             pushes: Mutex::new(Some(push_rx)),
             challenge: Vec::new(),
+            traffic,
         };
         let hello = connection
             .request(Request::Hello(v1::Hello {
@@ -137,6 +153,14 @@ impl Connection {
         };
         connection.challenge = ok.challenge;
         Ok(connection)
+    }
+
+    /// Bytes sent and received on this connection so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.traffic.sent.load(Ordering::Relaxed),
+            self.traffic.received.load(Ordering::Relaxed),
+        )
     }
 
     /// The server's login challenge for this connection.
@@ -161,6 +185,9 @@ impl Connection {
             request_id: id,
             request: Some(request),
         });
+        self.traffic
+            .sent
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         self.out
             .send(frame)
             .await

@@ -37,7 +37,7 @@ use crate::connection::Connection;
 use crate::provider::Provider;
 
 /// How often a waiting device asks the server whether the other side has moved.
-const LINK_POLL_INTERVAL: Duration = Duration::from_millis(250);
+const LINK_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the approving device waits for the new device to come online with key packages.
 pub const LINK_PEER_WAIT: Duration = Duration::from_secs(120);
 
@@ -94,6 +94,10 @@ pub struct Linked {
     pub restored: Restored,
     /// Chats on this device now.
     pub chats: usize,
+    /// Protocol bytes this device sent while linking and catching up.
+    pub bytes_sent: u64,
+    /// Protocol bytes this device received while linking and catching up.
+    pub bytes_received: u64,
 }
 
 /// How an approval ended on the approving device.
@@ -283,6 +287,8 @@ impl Client {
             .is_ok();
         self.sync_inner().await?;
         let restored = self.last_restore;
+        let (link_sent, link_received) = pending.conn.traffic();
+        let (sent, received) = self.parts()?.1.traffic();
         Ok(Linked {
             username: username.to_string(),
             device: pending.device,
@@ -290,6 +296,8 @@ impl Client {
             completed,
             restored,
             chats: self.chats()?.len(),
+            bytes_sent: link_sent + sent,
+            bytes_received: link_received + received,
         })
     }
 

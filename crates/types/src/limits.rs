@@ -69,7 +69,7 @@ pub const RECOVERY_BUNDLE_BYTES_MAX: usize = 64 * 1024;
 pub const ARCHIVE_SEGMENT_BYTES_MAX: usize = 512 * 1024;
 
 /// Most archive segments one fetch returns.
-pub const ARCHIVE_PAGE_SEGMENTS_MAX: u32 = 16;
+pub const ARCHIVE_PAGE_SEGMENTS_MAX: u32 = 500;
 
 /// Most payload bytes one page of a log, welcome inbox or archive carries, so that a response
 /// always fits in one frame. A page holds at least one item, and no item is larger than

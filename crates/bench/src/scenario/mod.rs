@@ -3,6 +3,7 @@
 
 pub mod catchup;
 pub mod fanout;
+pub mod history;
 pub mod idle;
 pub mod pairs;
 
