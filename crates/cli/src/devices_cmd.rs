@@ -5,7 +5,7 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
-use chapar_client::{Client, LINK_PEER_WAIT, LinkPreview};
+use chapar_client::{ApprovalPreview, Client, LINK_PEER_WAIT, LinkPreview};
 use chapar_types::DeviceId;
 use clap::Subcommand;
 use qrcode::QrCode;
@@ -77,12 +77,9 @@ pub async fn link(client: &mut Client, server: &str, name: &str) -> anyhow::Resu
         .finish_link(
             pending,
             std::time::Duration::from_secs(chapar_types::limits::LINK_TTL_SECS),
+            confirm_account,
         )
         .await?;
-    eprintln!(
-        "Approved by the device with fingerprint {}.",
-        linked.approver_fingerprint
-    );
     if !linked.completed {
         eprintln!(
             "The approving device has not finished adding this one to every chat; the rest \
@@ -94,6 +91,28 @@ pub async fn link(client: &mut Client, server: &str, name: &str) -> anyhow::Resu
         linked.username, linked.device, linked.chats, linked.restored.events
     );
     Ok(())
+}
+
+/// Shows which account approved this device; asks on a terminal (whoever saw the code could
+/// have approved it from their own account).
+fn confirm_account(preview: &ApprovalPreview) -> bool {
+    eprintln!(
+        "Approved by @{}, from the device with fingerprint {}.",
+        preview.username, preview.approver_fingerprint
+    );
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!(
+        "Join @{}'s account on this device? [y/N] ",
+        preview.username
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 fn confirm_on_terminal(preview: &LinkPreview) -> bool {
@@ -150,8 +169,22 @@ pub async fn device(client: &mut Client, command: DeviceCommand) -> anyhow::Resu
             let device: DeviceId = device_id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (16 hex digits)"))?;
-            client.revoke_device(device).await?;
+            let revoked = client.revoke_device(device).await?;
             println!("revoked device {device}");
+            if revoked.chats_left_with_it > 0 {
+                eprintln!(
+                    "It is still in {} of your chats (their devices could not be updated now); \
+                     your next `chapar sync` tries again.",
+                    revoked.chats_left_with_it
+                );
+            }
+            if let Some(key) = revoked.new_recovery_key {
+                println!("new recovery key: {key}");
+                eprintln!(
+                    "The revoked device had set your recovery key, so it was replaced. Write the \
+                     new one down; the old one no longer works."
+                );
+            }
         }
     }
     Ok(())
@@ -215,6 +248,16 @@ pub async fn recover(
     name: &str,
     keep_devices: bool,
 ) -> anyhow::Result<()> {
+    let typed;
+    let recovery_key = if recovery_key == "-" {
+        // Read from stdin, so the key does not show in the process list or shell history.
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        typed = line;
+        typed.trim()
+    } else {
+        recovery_key
+    };
     let recovered = client
         .recover(server, username, recovery_key, name, !keep_devices)
         .await

@@ -77,7 +77,8 @@ enum Command {
         /// Your username.
         #[arg(long)]
         username: String,
-        /// The recovery key you wrote down.
+        /// The recovery key you wrote down; `-` reads it from stdin (so it does not show in the
+        /// process list).
         #[arg(long, env = "CHAPAR_RECOVERY_KEY", hide_env_values = true)]
         recovery_key: String,
         /// This device's name [default: the host name]

@@ -16,8 +16,12 @@ use crate::local::Local;
 
 /// Profile key under which the key ring and recovery publics are stored.
 const PROFILE_KEY: &str = "account_secrets";
-/// Most archive key generations kept; each revocation adds one.
-pub(crate) const ARCHIVE_KEY_GENERATIONS_MAX: usize = 4096;
+/// Most archive key generations kept (each revocation adds one): about 40 bytes each sealed,
+/// so the ring fits in a link approval and a recovery bundle (64 KiB).
+pub(crate) const ARCHIVE_KEY_GENERATIONS_MAX: usize = 1000;
+/// Low bits of a generation number that are random: two devices rotating at the same moment
+/// make different generations, and both keys survive in everyone's ring.
+const GENERATION_RANDOM_BITS: u32 = 16;
 
 fn aad(label: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut out = label.as_bytes().to_vec();
@@ -50,6 +54,25 @@ pub(crate) fn segment_aad(
     )
 }
 
+/// Label of the sub-key device names are sealed under.
+const DEVICE_NAME_KEY: &str = "chapar device names v1";
+
+/// Associated data of a sealed device name.
+fn device_name_aad(username: &Username, device: DeviceId) -> Vec<u8> {
+    aad(
+        "chapar device name v1",
+        &[username.as_str().as_bytes(), &device.0.to_be_bytes()],
+    )
+}
+
+/// A generation number above `after`: the next count in the high bits, random low bits.
+fn next_generation(after: u32) -> u32 {
+    use rand::Rng as _;
+    let count = (after >> GENERATION_RANDOM_BITS).saturating_add(1);
+    let random: u32 = rand::thread_rng().gen_range(0..1 << GENERATION_RANDOM_BITS);
+    count.min(u32::MAX >> GENERATION_RANDOM_BITS) << GENERATION_RANDOM_BITS | random
+}
+
 /// Associated data of the recovery bundle.
 pub(crate) fn recovery_aad(username: &Username) -> Vec<u8> {
     aad("chapar recovery bundle v1", &[username.as_str().as_bytes()])
@@ -73,7 +96,10 @@ impl AccountKeys {
     /// A new account's keys: one archive key, no recovery key yet.
     pub fn generate() -> Self {
         Self {
-            archive: vec![(1, SymmetricKey::generate(&mut rand::thread_rng()))],
+            archive: vec![(
+                next_generation(0),
+                SymmetricKey::generate(&mut rand::thread_rng()),
+            )],
             recovery: None,
         }
     }
@@ -97,14 +123,13 @@ impl AccountKeys {
     /// The keys carried in sealed account secrets.
     pub fn from_secrets(secrets: &AccountSecrets) -> Result<Self, ClientError> {
         let mut archive = Vec::new();
-        for key in secrets
-            .archive_keys
-            .iter()
-            .take(ARCHIVE_KEY_GENERATIONS_MAX)
-        {
+        for key in &secrets.archive_keys {
             archive.push((key.generation, SymmetricKey::from_bytes(&key.key)?));
         }
         archive.sort_by_key(|(generation, _)| *generation);
+        // Keep the newest generations.
+        let excess = archive.len().saturating_sub(ARCHIVE_KEY_GENERATIONS_MAX);
+        archive.drain(..excess);
         if archive.is_empty() {
             return Err(ClientError::Protocol(
                 "the account secrets carry no archive key".into(),
@@ -148,23 +173,25 @@ impl AccountKeys {
             .map(|(_, key)| key)
     }
 
-    /// Adds a generation (from a rotation); returns false if it was known already.
+    /// Adds a generation (from a rotation); returns false if it was known already. Past
+    /// [`ARCHIVE_KEY_GENERATIONS_MAX`] the oldest generation is dropped.
     pub fn add_archive_key(&mut self, generation: u32, key: SymmetricKey) -> bool {
-        if self.archive_key(generation).is_some()
-            || self.archive.len() >= ARCHIVE_KEY_GENERATIONS_MAX
-        {
+        if self.archive_key(generation).is_some() {
             return false;
         }
         self.archive.push((generation, key));
         self.archive.sort_by_key(|(g, _)| *g);
+        if self.archive.len() > ARCHIVE_KEY_GENERATIONS_MAX {
+            self.archive.remove(0);
+        }
         true
     }
 
-    /// A fresh key one generation above the newest, added to the ring.
+    /// A fresh key of a generation above the newest, added to the ring.
     pub fn rotate(&mut self) -> (u32, SymmetricKey) {
-        let generation = self.latest().0 + 1;
+        let generation = next_generation(self.latest().0);
         let key = SymmetricKey::generate(&mut rand::thread_rng());
-        self.archive.push((generation, key.clone()));
+        self.add_archive_key(generation, key.clone());
         (generation, key)
     }
 
@@ -173,11 +200,8 @@ impl AccountKeys {
         let (generation, key) = self.latest();
         let mut out = generation.to_be_bytes().to_vec();
         out.extend_from_slice(&seal::encrypt(
-            &key.derive("chapar device names v1"),
-            &aad(
-                "chapar device name v1",
-                &[username.as_str().as_bytes(), &device.0.to_be_bytes()],
-            ),
+            &key.derive(DEVICE_NAME_KEY),
+            &device_name_aad(username, device),
             name.as_bytes(),
             &mut rand::thread_rng(),
         ));
@@ -195,11 +219,8 @@ impl AccountKeys {
         let generation = u32::from_be_bytes(generation.try_into().ok()?);
         let key = self.archive_key(generation)?;
         let name = seal::decrypt(
-            &key.derive("chapar device names v1"),
-            &aad(
-                "chapar device name v1",
-                &[username.as_str().as_bytes(), &device.0.to_be_bytes()],
-            ),
+            &key.derive(DEVICE_NAME_KEY),
+            &device_name_aad(username, device),
             body,
         )
         .ok()?;

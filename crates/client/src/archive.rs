@@ -3,15 +3,21 @@
 //!
 //! A device records one event per log entry whose history it knows (a decrypted message, its
 //! own acknowledged message, a read marker, the end of its membership) in the same transaction
-//! that applies the entry, so nothing is recorded twice or lost in a crash. After a sync or a
-//! send it uploads the recorded events the archive does not have yet, as segments encrypted
-//! under the newest archive key; the server accepts a segment only if it reaches beyond the
-//! archived position, so the account's devices archive each stretch about once between them.
-//! See `docs/multi-device.md`.
+//! that applies the entry, so nothing is recorded twice or lost in a crash. It uploads recorded
+//! events the archive does not have yet as segments encrypted under the newest archive key; the
+//! server accepts a segment only if it reaches beyond the archived position.
+//!
+//! Who uploads: every device of the account records the same events, so one of them, the
+//! *leader* (the account's device with the lowest id in the group), uploads at once, and the
+//! others only what is still unarchived after [`FOLLOWER_DELAY`] (the leader may be offline).
+//! A device never uploads across a stretch it did not record itself (from before it joined)
+//! while that stretch is unarchived, unless [`GAP_GRACE`] has passed: an older device may still
+//! upload it, and the server cannot take it after a later segment. See `docs/multi-device.md`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use chapar_crypto::seal;
+use chapar_crypto::{mls, seal};
 use chapar_types::limits::{ARCHIVE_PAGE_SEGMENTS_MAX, ARCHIVE_SEGMENT_BYTES_MAX};
 use chapar_types::{DeviceId, ErrorCode, GroupId, Seq};
 use chapar_wire::content::{self, AppMessage, ArchiveBody, ArchiveEvent, archive_event};
@@ -25,15 +31,26 @@ use crate::client::{Identity, now_ms};
 use crate::connection::Connection;
 use crate::history;
 use crate::local::{Chat, Local};
+use crate::provider::Provider;
 
-/// Plaintext bytes of events put in one segment, leaving room for the AEAD and the frame.
-const SEGMENT_PLAINTEXT_BYTES_MAX: usize = ARCHIVE_SEGMENT_BYTES_MAX - 4 * 1024;
+/// Bytes of the AEAD's nonce and tag around a segment.
+const SEGMENT_OVERHEAD_BYTES: usize = seal::NONCE_BYTES + seal::TAG_BYTES;
 /// Pending events read from the profile at once while uploading.
 const UPLOAD_BATCH_EVENTS: usize = 2_000;
+/// How long a device that is not the group's archive leader waits before uploading events the
+/// leader has not archived.
+pub(crate) const FOLLOWER_DELAY: Duration = Duration::from_secs(30);
+/// How long a device waits for an older device to archive the stretch before it joined.
+const GAP_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Profile key of the restore cursor (the last archive segment replayed).
 const RESTORE_CURSOR: &str = "restore_cursor";
-/// Profile key set while a new device still has to replay the archive.
-pub(crate) const RESTORE_PENDING: &str = "restore_pending";
+/// Profile key: until when (ms since the epoch) a new device replays what arrives in the
+/// archive on each sync; 0 once done. A link the approving device completed needs one replay;
+/// one it did not complete keeps replaying for [`RESTORE_WINDOW`], as the account's other
+/// devices archive what they have.
+pub(crate) const RESTORE_UNTIL: &str = "restore_until";
+/// How long an incompletely linked device keeps replaying the archive.
+pub(crate) const RESTORE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Records that the entry at `seq` of `group` carried `event`; uploaded later.
 pub(crate) fn record(
@@ -56,8 +73,14 @@ pub(crate) fn record(
         kind: Some(event),
     };
     local.conn().execute(
-        "INSERT OR IGNORE INTO archive_pending (group_id, seq, event) VALUES (?1, ?2, ?3)",
-        params![group.as_bytes(), seq as i64, event.encode_to_vec()],
+        "INSERT OR IGNORE INTO archive_pending (group_id, seq, event, recorded_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            group.as_bytes(),
+            seq as i64,
+            event.encode_to_vec(),
+            now_ms() as i64
+        ],
     )?;
     Ok(())
 }
@@ -70,27 +93,36 @@ pub(crate) fn record_own(
     id: chapar_types::MessageId,
     seq: Seq,
 ) -> Result<(), ClientError> {
-    if let Some(body) = local.outgoing_body(group, id)? {
-        // Keys sent through the self group never go into the archive.
-        if let Ok(AppMessage {
-            body: Some(content::app_message::Body::AccountSync(sync)),
-            ..
-        }) = AppMessage::decode(body.as_slice())
-            && !crate::self_group::archivable(&sync)
-        {
-            return Ok(());
-        }
-        record(
-            local,
-            group,
-            seq,
-            archive_event::Kind::AppMessage(body),
-            me.username.as_str(),
-            me.device,
-            now_ms(),
-        )?;
+    let Some(body) = local.outgoing_body(group, id)? else {
+        return Ok(());
+    };
+    // Keys sent through the self group never go into the archive.
+    if let Ok(AppMessage {
+        body: Some(content::app_message::Body::AccountSync(sync)),
+        ..
+    }) = AppMessage::decode(body.as_slice())
+        && !crate::self_group::archivable(&sync)
+    {
+        return Ok(());
     }
-    Ok(())
+    record(
+        local,
+        group,
+        seq,
+        archive_event::Kind::AppMessage(body),
+        me.username.as_str(),
+        me.device,
+        now_ms(),
+    )
+}
+
+/// Whether any recorded event waits for upload.
+pub(crate) fn has_pending(local: &Local) -> Result<bool, ClientError> {
+    Ok(local
+        .conn()
+        .query_row("SELECT EXISTS (SELECT 1 FROM archive_pending)", [], |r| {
+            r.get::<_, bool>(0)
+        })?)
 }
 
 fn pending_groups(local: &Local) -> Result<Vec<GroupId>, ClientError> {
@@ -107,12 +139,18 @@ fn pending_groups(local: &Local) -> Result<Vec<GroupId>, ClientError> {
     Ok(out)
 }
 
-fn pending_events(local: &Local, group: GroupId) -> Result<Vec<(Seq, Vec<u8>)>, ClientError> {
+/// The oldest pending events of a group: (seq, encoded event, recorded at).
+fn pending_events(local: &Local, group: GroupId) -> Result<Vec<(Seq, Vec<u8>, u64)>, ClientError> {
     let mut stmt = local.conn().prepare_cached(
-        "SELECT seq, event FROM archive_pending WHERE group_id = ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, event, recorded_ms FROM archive_pending WHERE group_id = ?1
+         ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![group.as_bytes(), UPLOAD_BATCH_EVENTS as i64], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)? as u64,
+        ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -125,56 +163,96 @@ fn forget_through(local: &Local, group: GroupId, seq: Seq) -> Result<(), ClientE
     local.set_archived_seq(group, seq)
 }
 
-/// Uploads every recorded event the archive lacks. `archived` has the server's archived
-/// position per group where the caller knows it (from `ListGroups`); elsewhere the profile's
-/// last known position is used, and a `conflict` answer corrects it.
+/// Whether this device is the one that archives `group` for its account at once: the lowest
+/// device id of the account among the group's members (or the only one that knows the group).
+fn is_leader(local: &Local, me: &Identity, group: GroupId) -> Result<bool, ClientError> {
+    let provider = Provider::new(local.conn());
+    let Some(state) = mls::load_group(&provider, group)? else {
+        return Ok(true);
+    };
+    Ok(mls::members(&state)
+        .iter()
+        .filter(|m| m.identity.username == me.username)
+        .map(|m| m.identity.device)
+        .min()
+        .is_none_or(|lowest| lowest == me.device))
+}
+
+/// The events of one segment, starting at the first pending one, within the size limit.
+fn segment_of(events: &[(Seq, Vec<u8>, u64)], group: GroupId) -> (ArchiveBody, Seq) {
+    let mut body = ArchiveBody::default();
+    let mut last = 0;
+    for (seq, bytes, _) in events {
+        last = *seq;
+        let Ok(event) = ArchiveEvent::decode(bytes.as_slice()) else {
+            tracing::warn!(%group, seq, "dropping an undecodable archive event");
+            continue;
+        };
+        body.events.push(event);
+        if body.encoded_len() + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX {
+            // Keep at least one event; a single event is far below the limit.
+            if body.events.len() > 1 {
+                body.events.pop();
+                last = body.events.last().map_or(last, |e| e.seq);
+            }
+            break;
+        }
+    }
+    (body, last)
+}
+
+/// Uploads recorded events the archive lacks. `archived` has the server's archived position
+/// per group where the caller knows it (from `ListGroups`); elsewhere the profile's last known
+/// position is used, and a `conflict` answer corrects it. With `force`, this device uploads
+/// even where it is not the leader (before handing the archive to a new device).
 pub(crate) async fn upload(
     local: &Local,
     conn: &Connection,
     me: &Identity,
     keys: &AccountKeys,
     archived: &HashMap<GroupId, Seq>,
+    force: bool,
 ) -> Result<(), ClientError> {
+    let now = now_ms();
     for group in pending_groups(local)? {
         let mut known = match archived.get(&group) {
             Some(seq) => *seq,
             None => local.archived_seq(group)?,
         };
+        let leader = force || is_leader(local, me, group)?;
+        let recorded_from = local.recorded_from(group)?;
         loop {
             forget_through(local, group, known)?;
             let events = pending_events(local, group)?;
-            if events.is_empty() {
+            let Some(oldest_ms) = events.iter().map(|(_, _, at)| *at).min() else {
+                break;
+            };
+            let age = Duration::from_millis(now.saturating_sub(oldest_ms));
+            if !leader && age < FOLLOWER_DELAY {
                 break;
             }
-            let mut body = ArchiveBody::default();
-            let mut size = 0;
-            for (_, event) in &events {
-                if size + event.len() > SEGMENT_PLAINTEXT_BYTES_MAX && !body.events.is_empty() {
-                    break;
-                }
-                size += event.len();
-                match ArchiveEvent::decode(event.as_slice()) {
-                    Ok(event) => body.events.push(event),
-                    Err(_) => tracing::warn!(%group, "dropping an undecodable archive event"),
-                }
+            if known < recorded_from && age < GAP_GRACE {
+                // What came before this device joined is not archived yet; a device that was
+                // there may still upload it, and would be refused after a later segment.
+                break;
             }
-            let Some(through) = body.events.last().map(|e| e.seq) else {
-                // Nothing decodable in this batch: drop it and go on.
-                let last = events.last().map_or(known, |(seq, _)| *seq);
-                forget_through(local, group, last)?;
+            let (body, through) = segment_of(&events, group);
+            if body.events.is_empty() {
+                forget_through(local, group, through)?;
                 continue;
-            };
+            }
+            let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
             let (generation, key) = keys.latest();
             let ciphertext = seal::encrypt(
                 &key.derive("chapar archive segments v1"),
-                &segment_aad(&me.username, group, known, through, generation),
+                &segment_aad(&me.username, group, from, through, generation),
                 &body.encode_to_vec(),
                 &mut rand::thread_rng(),
             );
             let reply = conn
                 .request(Request::AppendArchive(v1::AppendArchive {
                     group_id: group.as_bytes().to_vec(),
-                    from_seq: known,
+                    from_seq: from,
                     through_seq: through,
                     key_generation: generation,
                     ciphertext,
@@ -184,18 +262,19 @@ pub(crate) async fn upload(
                 Ok(_) => through,
                 Err(ClientError::Server {
                     code: ErrorCode::Conflict,
+                    position,
                     ..
                 }) => {
-                    // Another device archived further first; learn where it got to.
-                    conflict_position(conn, group).await?.max(known + 1)
+                    // Another device archived further first.
+                    position.max(known.saturating_add(1))
                 }
                 Err(ClientError::Server {
-                    code: ErrorCode::NotMember,
+                    code: ErrorCode::NotMember | ErrorCode::BadRequest,
+                    message,
                     ..
                 }) => {
-                    tracing::warn!(%group, "cannot archive a group this device was never in");
-                    let last = events.last().map_or(known, |(seq, _)| *seq);
-                    forget_through(local, group, last)?;
+                    tracing::warn!(%group, %message, "dropping history the server will not archive");
+                    forget_through(local, group, through)?;
                     break;
                 }
                 Err(e) => return Err(e),
@@ -203,18 +282,6 @@ pub(crate) async fn upload(
         }
     }
     Ok(())
-}
-
-/// The archived position of one group, from the server.
-async fn conflict_position(conn: &Connection, group: GroupId) -> Result<Seq, ClientError> {
-    let Reply::GroupList(list) = conn.request(Request::ListGroups(v1::ListGroups {})).await? else {
-        return Err(ClientError::Protocol("expected GroupList".into()));
-    };
-    Ok(list
-        .groups
-        .iter()
-        .find(|h| h.group_id == group.as_bytes())
-        .map_or(0, |h| h.archived_seq))
 }
 
 /// What a restore brought back.
@@ -228,8 +295,16 @@ pub struct Restored {
     pub bytes: u64,
 }
 
-/// Replays the whole account archive into this device's history (a new or recovered device).
-/// Resumable: the last segment replayed is remembered, and replaying twice changes nothing.
+impl std::ops::AddAssign for Restored {
+    fn add_assign(&mut self, other: Self) {
+        self.segments += other.segments;
+        self.events += other.events;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Replays the account archive from where the last replay stopped (a new or recovered
+/// device). Replaying twice changes nothing.
 pub(crate) async fn restore(
     local: &Local,
     conn: &Connection,
@@ -252,6 +327,11 @@ pub(crate) async fn restore(
             break;
         }
         for segment in page.segments {
+            if segment.id <= local.get_u64(RESTORE_CURSOR)? {
+                return Err(ClientError::Protocol(
+                    "the server sent archive segments out of order".into(),
+                ));
+            }
             restored.segments += 1;
             restored.bytes += segment.ciphertext.len() as u64;
             local.transaction(|l| {
@@ -260,7 +340,6 @@ pub(crate) async fn restore(
             })?;
         }
     }
-    local.set_u64(RESTORE_PENDING, 0)?;
     Ok(restored)
 }
 
@@ -316,6 +395,10 @@ fn replay_segment(
     }
     let mut applied = 0;
     for event in &body.events {
+        // Events outside the segment's declared stretch are not what the segment says it is.
+        if event.seq <= segment.from_seq || event.seq > segment.through_seq {
+            continue;
+        }
         match &event.kind {
             Some(archive_event::Kind::AppMessage(bytes)) => {
                 let Ok(message) = AppMessage::decode(bytes.as_slice()) else {

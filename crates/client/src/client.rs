@@ -1,5 +1,6 @@
 //! The client: an account's device, with its profile, and a connection when it needs one.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chapar_crypto::identity::{self, SecretKey};
@@ -16,7 +17,7 @@ use rand::RngCore;
 
 use crate::ClientError;
 use crate::account_keys::AccountKeys;
-use crate::archive::{self, RESTORE_PENDING};
+use crate::archive::{self, RESTORE_UNTIL};
 use crate::connection::Connection;
 use crate::history::{self, ChatMessage};
 use crate::local::{Chat, Local};
@@ -28,6 +29,10 @@ use crate::sync::{self, Seen};
 pub(crate) const KEY_PACKAGE_BATCH: usize = 20;
 /// Below this many one-time key packages on the server, the device uploads a new batch.
 const KEY_PACKAGE_LOW_WATER: u32 = 5;
+/// How long `listen` waits for quiet before archiving what arrived (uploads are batched).
+const LISTEN_ARCHIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Profile key set once the device's last-resort key package is on the server.
+pub(crate) const LAST_RESORT_UPLOADED: &str = "last_resort_uploaded";
 /// How often a send or commit is rebuilt after a stale-epoch refusal before giving up.
 const STALE_RETRIES_MAX: usize = 8;
 
@@ -85,6 +90,50 @@ impl Identity {
     }
 }
 
+/// A batch of one-time key packages for `me` (and a last-resort one, or an empty vector), made
+/// on the profile's MLS storage in one transaction.
+pub(crate) fn make_key_packages(
+    local: &Local,
+    me: &Identity,
+    last_resort: bool,
+) -> Result<(Vec<Vec<u8>>, Vec<u8>), ClientError> {
+    let signer = me.signer();
+    local.transaction(|l| {
+        let provider = Provider::new(l.conn());
+        let one_time = (0..KEY_PACKAGE_BATCH)
+            .map(|_| mls::new_key_package(&provider, &signer, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_resort = if last_resort {
+            mls::new_key_package(&provider, &signer, true)?
+        } else {
+            Vec::new()
+        };
+        Ok((one_time, last_resort))
+    })
+}
+
+/// Whether `cert` is a device certificate of `user` signed by `account_key`.
+pub(crate) fn verify_cert(account_key: &[u8], user: &Username, cert: &v1::DeviceCert) -> bool {
+    identity::verify_device_cert(
+        account_key,
+        user,
+        DeviceId(cert.device_id),
+        &cert.device_key,
+        &cert.account_signature,
+    )
+    .is_ok()
+}
+
+/// What to do when the server presents an account key that differs from the pinned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyChange {
+    /// The user asked for this account (adding them, a fingerprint): warn loudly and pin the
+    /// new key, as messengers do after a reinstall.
+    Warn,
+    /// Background work (bringing groups' devices up to date): keep the old pin, do nothing.
+    Refuse,
+}
+
 /// Stores a device's identity and the account's keys in its profile. `restore` marks that the
 /// archive must be replayed on the next sync (a linked or recovered device).
 pub(crate) fn save_identity(
@@ -93,12 +142,13 @@ pub(crate) fn save_identity(
     keys: &AccountKeys,
     restore: bool,
 ) -> Result<(), ClientError> {
+    // One replay now; a link that did not complete extends the window.
+    l.set_u64(RESTORE_UNTIL, if restore { now_ms() } else { 0 })?;
     l.set("server", me.server.as_bytes())?;
     l.set("username", me.username.as_str().as_bytes())?;
     l.set("device_id", &me.device.0.to_be_bytes())?;
     l.set("account_key", &me.account_key.to_bytes())?;
     l.set("device_key", &me.device_key.to_bytes())?;
-    l.set_u64(RESTORE_PENDING, u64::from(restore))?;
     keys.save(l)?;
     l.pin_key(&me.username, &me.account_key.public(), now_ms())
 }
@@ -193,14 +243,7 @@ impl Client {
             account_key: SecretKey::generate(&mut rng),
             device_key: SecretKey::generate(&mut rng),
         };
-        let signer = me.signer();
-        let (key_packages, last_resort) = self.local.transaction(|l| {
-            let provider = Provider::new(l.conn());
-            let one_time = (0..KEY_PACKAGE_BATCH)
-                .map(|_| mls::new_key_package(&provider, &signer, false))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((one_time, mls::new_key_package(&provider, &signer, true)?))
-        })?;
+        let (key_packages, last_resort) = make_key_packages(&self.local, &me, true)?;
         let keys = AccountKeys::generate();
         let sealed_name = keys.seal_device_name(&username, me.device, device_name);
         let conn = Connection::open(&me.server).await?;
@@ -232,8 +275,10 @@ impl Client {
         if !matches!(reply, Reply::AuthOk(_)) {
             return Err(ClientError::Protocol("expected AuthOk".into()));
         }
-        self.local
-            .transaction(|l| save_identity(l, &me, &keys, false))?;
+        self.local.transaction(|l| {
+            save_identity(l, &me, &keys, false)?;
+            l.set_u64(LAST_RESORT_UPLOADED, 1)
+        })?;
         self.me = Some(me);
         self.keys = Some(keys);
         self.conn = Some(conn);
@@ -261,21 +306,23 @@ impl Client {
         let Reply::AuthOk(ok) = reply else {
             return Err(ClientError::Protocol("expected AuthOk".into()));
         };
-        if ok.key_packages_remaining < KEY_PACKAGE_LOW_WATER {
-            let signer = me.signer();
-            let fresh = self.local.transaction(|l| {
-                let provider = Provider::new(l.conn());
-                (0..KEY_PACKAGE_BATCH)
-                    .map(|_| {
-                        mls::new_key_package(&provider, &signer, false).map_err(ClientError::from)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
+        // A linked device uploads its first key packages here, with its last-resort one; any
+        // device tops up when the server runs low.
+        let needs_last_resort = self.local.get_u64(LAST_RESORT_UPLOADED)? == 0;
+        if ok.key_packages_remaining < KEY_PACKAGE_LOW_WATER || needs_last_resort {
+            let (fresh, last_resort) = make_key_packages(&self.local, me, needs_last_resort)?;
             conn.request(Request::UploadKeyPackages(v1::UploadKeyPackages {
                 key_packages: fresh,
-                last_resort_key_package: Vec::new(),
+                last_resort_key_package: last_resort,
             }))
             .await?;
+            self.local.set_u64(LAST_RESORT_UPLOADED, 1)?;
+        }
+        if self.keys.is_none() {
+            // A profile made before accounts had archive keys: start a key ring.
+            let keys = AccountKeys::generate();
+            keys.save(&self.local)?;
+            self.keys = Some(keys);
         }
         self.conn = Some(conn);
         self.flush_outbox().await
@@ -315,27 +362,45 @@ impl Client {
         let (local, conn, me) = self.parts()?;
         let mut seen = Vec::new();
         sync::sync_welcomes(local, conn, me).await?;
-        let mut restored = None;
-        if local.get_u64(RESTORE_PENDING)? == 1
+        // A new device replays the archive before reading the logs, so that edits and
+        // reactions in the logs find the messages they refer to.
+        let restore_until = local.get_u64(RESTORE_UNTIL)?;
+        if restore_until > 0
             && let Some(keys) = &self.keys
         {
-            restored = Some(archive::restore(local, conn, me, keys).await?);
+            let restored = archive::restore(local, conn, me, keys).await?;
+            if now_ms() >= restore_until {
+                local.set_u64(RESTORE_UNTIL, 0)?;
+            }
+            self.last_restore += restored;
         }
+        let (local, conn, me) = self.parts()?;
         let heads = sync::heads(conn).await?;
         for group in sync::behind(local, &heads)? {
             seen.extend(sync::sync_group(local, conn, me, group).await?);
         }
-        if let Some(restored) = restored {
-            self.last_restore = restored;
-        }
         self.commit_pending_proposals().await?;
         self.reconcile_rosters(&heads).await?;
-        let (local, conn, me) = self.parts()?;
-        if let Some(keys) = &self.keys {
-            let archived = heads.iter().map(|h| (h.group, h.archived_seq)).collect();
-            archive::upload(local, conn, me, keys, &archived).await?;
-        }
+        // The self group may have brought a new archive key.
+        self.keys = AccountKeys::load(&self.local)?.or(self.keys.take());
+        let archived = heads.iter().map(|h| (h.group, h.archived_seq)).collect();
+        self.upload_archive(&archived, false).await;
+        self.warnings.extend(self.local.take_notices()?);
         Ok(seen)
+    }
+
+    /// Uploads recorded history the archive lacks (see `archive::upload`). A failure is a
+    /// warning, not an error: the events stay recorded and a later sync uploads them.
+    pub(crate) async fn upload_archive(&mut self, archived: &HashMap<GroupId, Seq>, force: bool) {
+        let result = match (self.parts(), self.keys.as_ref()) {
+            (Ok((local, conn, me)), Some(keys)) => {
+                archive::upload(local, conn, me, keys, archived, force).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not upload history to the archive; will retry");
+        }
     }
 
     /// Commits proposals (members leaving) that nobody has committed yet.
@@ -457,6 +522,7 @@ impl Client {
                 return Err(ClientError::Server {
                     code: ErrorCode::NoKeyPackage,
                     message: format!("@{user} has no device that can be added"),
+                    position: 0,
                 });
             }
             packages.extend(claimed);
@@ -606,6 +672,7 @@ impl Client {
         Err(ClientError::Server {
             code: ErrorCode::StaleEpoch,
             message: "the group kept changing; try again".into(),
+            position: 0,
         })
     }
 
@@ -615,14 +682,18 @@ impl Client {
         &mut self,
         user: &Username,
     ) -> Result<Vec<VerifiedKeyPackage>, ClientError> {
-        self.claim_verified_devices(user, &[]).await
+        self.claim_verified_devices(user, &[], KeyChange::Warn)
+            .await
     }
 
-    /// Like [`Self::claim_verified`], for only the listed devices (all if empty).
+    /// Like [`Self::claim_verified`], for only the listed devices (all if empty), and with a
+    /// choice of what a changed account key means: with [`KeyChange::Refuse`] nothing is
+    /// claimed from an account whose key is not the pinned one.
     pub(crate) async fn claim_verified_devices(
         &mut self,
         user: &Username,
         only: &[DeviceId],
+        on_key_change: KeyChange,
     ) -> Result<Vec<VerifiedKeyPackage>, ClientError> {
         let (_, conn, _) = self.parts()?;
         let Reply::KeyPackages(reply) = conn
@@ -634,18 +705,22 @@ impl Client {
         else {
             return Err(ClientError::Protocol("expected KeyPackages".into()));
         };
-        self.check_account_key(user, &reply.account_key)?;
+        if !self.check_account_key(user, &reply.account_key, on_key_change)? {
+            return Ok(Vec::new());
+        }
         let provider = Provider::new(self.local.conn());
         let mut verified = Vec::new();
         for device in reply.devices {
             let Some(cert) = device.device else { continue };
-            let checked = identity::verify_device_cert(
-                &reply.account_key,
-                user,
-                DeviceId(cert.device_id),
-                &cert.device_key,
-                &cert.account_signature,
-            )
+            if !only.is_empty() && !only.contains(&DeviceId(cert.device_id)) {
+                // Not what was asked for: the server has no say in who joins.
+                continue;
+            }
+            let checked = (if verify_cert(&reply.account_key, user, &cert) {
+                Ok(())
+            } else {
+                Err(chapar_crypto::CryptoError::BadSignature)
+            })
             .and_then(|()| mls::verify_key_package(&provider, &device.key_package))
             .and_then(|kp| {
                 let matches = kp.identity.username == *user
@@ -667,23 +742,33 @@ impl Client {
         Ok(verified)
     }
 
+    /// Compares `key` with the account key pinned for `user` (pinning it on first contact).
+    /// Returns whether the key is the pinned one now; a change is always warned about, and
+    /// re-pinned only with [`KeyChange::Warn`].
     pub(crate) fn check_account_key(
         &mut self,
         user: &Username,
         key: &[u8],
-    ) -> Result<(), ClientError> {
+        on_change: KeyChange,
+    ) -> Result<bool, ClientError> {
         match self.local.pinned_key(user)? {
-            Some(pinned) if pinned == key => {}
+            Some(pinned) if pinned == key => Ok(true),
             Some(_) => {
                 self.warnings.push(format!(
                     "WARNING: the identity key of @{user} has CHANGED. Someone may be impersonating them, \
                      or they reinstalled. Compare safety numbers with `chapar fingerprint @{user}` before trusting new messages."
                 ));
+                if on_change == KeyChange::Refuse {
+                    return Ok(false);
+                }
                 self.local.pin_key(user, key, now_ms())?;
+                Ok(true)
             }
-            None => self.local.pin_key(user, key, now_ms())?,
+            None => {
+                self.local.pin_key(user, key, now_ms())?;
+                Ok(true)
+            }
         }
-        Ok(())
     }
 
     /// Adds every device of `user` to a group.
@@ -696,6 +781,7 @@ impl Client {
             return Err(ClientError::Server {
                 code: ErrorCode::NoKeyPackage,
                 message: format!("@{user} has no device that can be added"),
+                position: 0,
             });
         }
         self.add_packages(group, packages).await
@@ -726,12 +812,32 @@ impl Client {
         Ok(())
     }
 
-    /// Leaves a group: proposes this device's removal; the server stops delivering at once and
-    /// the next member to sync commits it.
+    /// Leaves a group with every device of the account: removes the account's other devices
+    /// in one commit, then proposes this device's removal; the server stops delivering to it at
+    /// once and the next member to sync commits it. (A device leaving alone would be added
+    /// back by the next roster check, its account being still in the group.)
     pub async fn leave(&mut self, group: GroupId) -> Result<(), ClientError> {
         self.connect().await?;
         self.sync_inner().await?;
         let group = self.resolve(&Target::Group(group)).await?;
+        let (username, device) = (self.me()?.username.clone(), self.me()?.device);
+        let removed = self
+            .commit(group, move |g, p, s| {
+                let mine: Vec<DeviceId> = mls::members(g)
+                    .into_iter()
+                    .filter(|m| m.identity.username == username && m.identity.device != device)
+                    .map(|m| m.identity.device)
+                    .collect();
+                if mine.is_empty() {
+                    return Err(ClientError::Usage("no other device here".into()));
+                }
+                Ok(mls::remove_devices(g, p, s, &mine)?)
+            })
+            .await;
+        match removed {
+            Ok(_) | Err(ClientError::Usage(_)) => {}
+            Err(e) => return Err(e),
+        }
         let (local, conn, me) = self.parts()?;
         let signer = me.signer();
         let (proposal, epoch) = local.transaction(|l| {
@@ -759,7 +865,7 @@ impl Client {
             l.set_state(group, "left")?;
             sync::record_state(l, me, group, seq, "left")
         })?;
-        self.upload_archive_quietly().await;
+        self.upload_archive(&HashMap::new(), false).await;
         Ok(())
     }
 
@@ -867,7 +973,7 @@ impl Client {
             l.queue_outgoing(group, id, &bytes, now_ms())
         })?;
         self.deliver(group, id, &bytes).await?;
-        self.upload_archive_quietly().await;
+        self.upload_archive(&HashMap::new(), false).await;
         Ok(id)
     }
 
@@ -924,6 +1030,7 @@ impl Client {
         Err(ClientError::Server {
             code: ErrorCode::StaleEpoch,
             message: "the group kept changing; try again".into(),
+            position: 0,
         })
     }
 
@@ -995,7 +1102,7 @@ impl Client {
         else {
             return Err(ClientError::Protocol("expected Account".into()));
         };
-        self.check_account_key(user, &account.account_key)?;
+        self.check_account_key(user, &account.account_key, KeyChange::Warn)?;
         let me = self.me()?;
         let mine = me.account_key.public();
         Ok(safety_number(
@@ -1020,7 +1127,22 @@ impl Client {
             .as_ref()
             .and_then(|c| c.take_pushes())
             .ok_or_else(|| ClientError::Connection("pushes already taken".into()))?;
-        while let Some(push) = pushes.recv().await {
+        loop {
+            // Other commands may use the profile while this one waits.
+            self.local.unlock();
+            let next = tokio::time::timeout(LISTEN_ARCHIVE_INTERVAL, pushes.recv()).await;
+            self.local.relock().await?;
+            let push = match next {
+                Ok(Some(push)) => push,
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet for a while: archive what came in, in one go.
+                    if archive::has_pending(&self.local)? {
+                        self.upload_archive(&HashMap::new(), false).await;
+                    }
+                    continue;
+                }
+            };
             let seen = match push.kind {
                 Some(v1::push::Kind::LogEntry(entry)) => {
                     let Ok(group) = GroupId::from_slice(&entry.group_id) else {
@@ -1043,7 +1165,9 @@ impl Client {
                 None => Vec::new(),
             };
             self.commit_pending_proposals().await?;
-            self.upload_archive_quietly().await;
+            // The self group may have brought a new archive key.
+            self.keys = AccountKeys::load(&self.local)?.or(self.keys.take());
+            self.warnings.extend(self.local.take_notices()?);
             for m in self.render(&seen)? {
                 on_message(&m, &self.take_warnings());
             }

@@ -204,10 +204,19 @@ impl Connection {
                 ClientError::Connection("connection closed before the server answered".into())
             })?;
         match reply {
-            Reply::Error(e) => Err(ClientError::Server {
-                code: ErrorCode::from_u32(e.code),
-                message: e.message,
-            }),
+            Reply::Error(e) => {
+                let code = ErrorCode::from_u32(e.code);
+                let position = if code == ErrorCode::StaleRoster {
+                    e.roster_version
+                } else {
+                    e.head_seq
+                };
+                Err(ClientError::Server {
+                    code,
+                    message: e.message,
+                    position,
+                })
+            }
             other => Ok(other),
         }
     }

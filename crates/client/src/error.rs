@@ -12,6 +12,9 @@ pub enum ClientError {
         code: ErrorCode,
         /// The server's message.
         message: String,
+        /// Where things stand now: the log's head for `stale_epoch`, the archived position for
+        /// `conflict`, the group's roster version for `stale_roster`; 0 otherwise.
+        position: u64,
     },
     /// The connection failed or closed.
     #[error("connection: {0}")]

@@ -128,8 +128,12 @@ pub fn apply(
                 .get("username")?
                 .map(|v| String::from_utf8_lossy(&v).into_owned());
             if meta.kind == ChatKind::Self_ as i32 {
-                // Only the account's own devices may declare a group to be their self group.
-                if me.as_deref() == Some(sender) {
+                // Only the account's own devices may declare a group to be their self group,
+                // and only a group made of nothing but its devices.
+                if let Some(me) = me.as_deref()
+                    && me == sender
+                    && crate::self_group::only_my_devices(local, group, me)?
+                {
                     local.set_chat_meta(group, crate::self_group::SELF_KIND, "", None)?;
                 }
             } else if meta.kind == ChatKind::Direct as i32 {

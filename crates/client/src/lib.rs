@@ -5,9 +5,10 @@
 //!   the same connection, so MLS state and history commit in one transaction), chats, history.
 //! - [`connection`]: one WebSocket to the server, requests matched to responses, pushes queued.
 //! - [`Client`]: accounts, groups, sending, sync and listening, built from the two above.
-//! - Multi-device (`devices`, `roster`, `archive`, `self_group`, `account_keys`): linking and
-//!   revoking devices, keeping groups in line with accounts' device lists, the encrypted
-//!   history archive a new device restores from, and state shared among one account's devices.
+//! - Multi-device (`link`, `devices`, `recovery`, `roster`, `archive`, `self_group`,
+//!   `account_keys`): linking, listing and revoking devices, the recovery key, keeping groups in
+//!   line with accounts' device lists, the encrypted history archive a new device restores
+//!   from, and the state one account's devices share.
 //!
 //! Plaintext exists only here, on the user's device.
 
@@ -18,16 +19,18 @@ pub mod connection;
 mod devices;
 mod error;
 mod history;
+mod link;
 pub mod local;
 mod provider;
+mod recovery;
 mod roster;
 mod self_group;
 mod sync;
 
 pub use archive::Restored;
 pub use client::{Client, Target};
-pub use devices::{
-    Approved, DeviceInfo, LINK_PEER_WAIT, LinkPreview, Linked, PendingLink, Recovered,
-};
+pub use devices::{DeviceInfo, Revoked};
 pub use error::ClientError;
 pub use history::ChatMessage;
+pub use link::{ApprovalPreview, Approved, LINK_PEER_WAIT, LinkPreview, Linked, PendingLink};
+pub use recovery::Recovered;

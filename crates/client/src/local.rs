@@ -4,7 +4,9 @@
 //! state and the history it produces in one [`Local::transaction`], so a crash never leaves a
 //! group advanced without its messages stored, or the reverse.
 
+use std::fs::File;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chapar_types::{DeviceId, GroupId, MessageId, Seq, Username};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -70,11 +72,18 @@ ALTER TABLE chats ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE chats ADD COLUMN roster_seen INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE chats ADD COLUMN roster_checked INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE chats ADD COLUMN archived_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chats ADD COLUMN recorded_from INTEGER NOT NULL DEFAULT 0; -- this device's history starts after it
 CREATE TABLE archive_pending (
-    group_id  BLOB NOT NULL,
-    seq       INTEGER NOT NULL,
-    event     BLOB NOT NULL,             -- an encoded ArchiveEvent
+    group_id     BLOB NOT NULL,
+    seq          INTEGER NOT NULL,
+    event        BLOB NOT NULL,          -- an encoded ArchiveEvent
+    recorded_ms  INTEGER NOT NULL,
     PRIMARY KEY (group_id, seq)
+);
+CREATE TABLE revoked_devices (           -- seen revoked: never added to a group again
+    username   TEXT NOT NULL,
+    device_id  INTEGER NOT NULL,
+    PRIMARY KEY (username, device_id)
 );
 "#,
 ];
@@ -93,6 +102,28 @@ fn migrate(conn: &Connection) -> Result<(), ClientError> {
         ))?;
     }
     Ok(())
+}
+
+/// Why the profile lock was not taken (yet).
+enum LockWait {
+    /// Another process holds it; try again.
+    Busy,
+    /// Another process held it for too long.
+    TimedOut,
+    /// The lock file failed.
+    Failed(std::io::Error),
+}
+
+impl LockWait {
+    fn into_error(self) -> ClientError {
+        match self {
+            Self::Busy | Self::TimedOut => ClientError::Profile(
+                "the profile is in use by another chapar process (is `chapar listen` stuck?)"
+                    .into(),
+            ),
+            Self::Failed(e) => ClientError::Profile(format!("cannot lock the profile: {e}")),
+        }
+    }
 }
 
 /// A chat as this device knows it.
@@ -127,9 +158,19 @@ impl Chat {
     }
 }
 
-/// The profile database.
+/// How long opening a profile waits for another `chapar` process using it.
+const PROFILE_LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiting process tries the profile lock again.
+const PROFILE_LOCK_RETRY: Duration = Duration::from_millis(20);
+/// Most notices kept for the user between commands.
+const NOTICES_MAX: usize = 64;
+
+/// The profile database, and the lock that keeps two processes from interleaving multi-step
+/// operations on it (an MLS commit is built, sent and merged in separate transactions).
 pub struct Local {
     conn: Connection,
+    lock: File,
+    locked: bool,
 }
 
 fn group_from(bytes: Vec<u8>) -> rusqlite::Result<GroupId> {
@@ -162,13 +203,62 @@ impl Local {
                 dir.display()
             ))
         })?;
+        let lock = File::create(dir.join("profile.lock"))
+            .map_err(|e| ClientError::Profile(format!("cannot create the profile lock: {e}")))?;
+        let deadline = Instant::now() + PROFILE_LOCK_WAIT;
+        let mut locking = Self::try_locking(&lock, deadline);
+        while let Err(LockWait::Busy) = locking {
+            std::thread::sleep(PROFILE_LOCK_RETRY);
+            locking = Self::try_locking(&lock, deadline);
+        }
+        locking.map_err(LockWait::into_error)?;
         let mut conn = Connection::open(dir.join("profile.db"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
         )?;
         migrate(&conn)?;
         crate::provider::migrate(&mut conn).map_err(ClientError::Profile)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            lock,
+            locked: true,
+        })
+    }
+
+    fn try_locking(lock: &File, deadline: Instant) -> Result<(), LockWait> {
+        match lock.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Err(LockWait::Busy)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockWait::TimedOut),
+            Err(std::fs::TryLockError::Error(e)) => Err(LockWait::Failed(e)),
+        }
+    }
+
+    /// Lets other processes use the profile (while `listen` waits for pushes).
+    pub fn unlock(&mut self) {
+        if self.locked && self.lock.unlock().is_ok() {
+            self.locked = false;
+        }
+    }
+
+    /// Takes the profile back after [`Self::unlock`], waiting for another process to finish.
+    pub async fn relock(&mut self) -> Result<(), ClientError> {
+        if self.locked {
+            return Ok(());
+        }
+        let deadline = Instant::now() + PROFILE_LOCK_WAIT;
+        loop {
+            match Self::try_locking(&self.lock, deadline) {
+                Ok(()) => {
+                    self.locked = true;
+                    return Ok(());
+                }
+                Err(LockWait::Busy) => tokio::time::sleep(PROFILE_LOCK_RETRY).await,
+                Err(other) => return Err(other.into_error()),
+            }
+        }
     }
 
     /// The connection, for the MLS provider.
@@ -248,14 +338,77 @@ impl Local {
         Ok(())
     }
 
-    /// Records a chat this device is now in.
+    /// Records a chat this device is now in. Its own history starts after `chat.position`.
     pub fn insert_chat(&self, chat: &Chat, now_ms: u64) -> Result<(), ClientError> {
         self.conn.execute(
-            "INSERT INTO chats (group_id, kind, name, peer, position, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (group_id) DO UPDATE SET kind = ?2, name = ?3, peer = ?4, position = ?5, state = ?6",
+            "INSERT INTO chats (group_id, kind, name, peer, position, state, created_ms, recorded_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5)
+             ON CONFLICT (group_id) DO UPDATE SET kind = ?2, name = ?3, peer = ?4, position = ?5, state = ?6, recorded_from = ?5",
             params![chat.group.as_bytes(), chat.kind, chat.name, chat.peer, chat.position as i64, chat.state, now_ms as i64],
         )?;
         Ok(())
+    }
+
+    /// The log position after which this device has recorded the chat's history itself.
+    pub fn recorded_from(&self, group: GroupId) -> Result<Seq, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT recorded_from FROM chats WHERE group_id = ?1",
+                [group.as_bytes()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |n| n as u64))
+    }
+
+    /// Remembers that `device` of `username` was revoked, so it is never added back.
+    pub fn remember_revoked(&self, username: &str, device: DeviceId) -> Result<(), ClientError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO revoked_devices (username, device_id) VALUES (?1, ?2)",
+            params![username, device.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `device` of `username` was seen revoked.
+    pub fn was_revoked(&self, username: &str, device: DeviceId) -> Result<bool, ClientError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM revoked_devices WHERE username = ?1 AND device_id = ?2",
+                params![username, device.0 as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Keeps a notice for the user (shown after the command, like a warning).
+    pub fn push_notice(&self, notice: &str) -> Result<(), ClientError> {
+        let mut notices = self.notices()?;
+        notices.push(notice.to_owned());
+        let keep = notices.len().saturating_sub(NOTICES_MAX);
+        self.set("notices", notices[keep..].join("\n").as_bytes())
+    }
+
+    /// Takes the kept notices.
+    pub fn take_notices(&self) -> Result<Vec<String>, ClientError> {
+        let notices = self.notices()?;
+        if !notices.is_empty() {
+            self.set("notices", b"")?;
+        }
+        Ok(notices)
+    }
+
+    fn notices(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .get("notices")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// One chat.
@@ -273,7 +426,7 @@ impl Local {
     /// Marks a chat joined again from a welcome, keeping what the archive said it is.
     pub fn rejoin_chat(&self, group: GroupId, position: Seq) -> Result<(), ClientError> {
         self.conn.execute(
-            "UPDATE chats SET position = ?2, state = 'active' WHERE group_id = ?1",
+            "UPDATE chats SET position = ?2, recorded_from = ?2, state = 'active' WHERE group_id = ?1",
             params![group.as_bytes(), position as i64],
         )?;
         Ok(())

@@ -7,23 +7,35 @@
 //! for the accounts' device lists, verifies every certificate against the account key it has
 //! pinned, and commits the difference in one commit. Several members may try at once; the
 //! delivery service accepts one commit per epoch, and the others find nothing left to do after
-//! catching up. An account whose identity key changed is left alone (and warned about): a
-//! swapped key must not be able to slip a device into a group.
+//! catching up.
+//!
+//! What the server says is checked, never trusted: an account whose identity key differs from
+//! the pinned one is left alone (with a loud warning), key packages must belong to the devices
+//! asked for, and a device this client once saw revoked is never added back, whatever the
+//! server lists later.
 
 use std::collections::{BTreeMap, HashMap};
 
-use chapar_crypto::identity;
 use chapar_crypto::mls;
 use chapar_types::{DeviceId, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
 use crate::ClientError;
-use crate::client::Client;
+use crate::client::{Client, KeyChange, verify_cert};
 use crate::provider::Provider;
 use crate::sync::Head;
 
-/// Accounts' verified active devices, looked up once per sync (None: not trusted).
-type AccountCache = HashMap<Username, Option<Vec<DeviceId>>>;
+/// An account's devices as the roster check sees them.
+#[derive(Debug, Clone, Default)]
+struct Devices {
+    /// Active, logged in, certificate verified: belong in the account's groups.
+    active: Vec<DeviceId>,
+    /// Added but not yet logged in: neither added nor removed for now.
+    pending: Vec<DeviceId>,
+}
+
+/// Accounts' devices, looked up once per sync (None: the account is not trusted).
+type AccountCache = HashMap<Username, Option<Devices>>;
 
 impl Client {
     /// Checks every active group whose roster version moved since this device last checked.
@@ -36,36 +48,52 @@ impl Client {
             if chat.state != "active" || head.roster_version <= chat.roster_seen {
                 continue;
             }
-            match self
+            if let Err(e) = self
                 .reconcile_group(head.group, head.roster_version, &mut accounts)
                 .await
             {
-                Ok(()) => {}
-                Err(e @ ClientError::Connection(_)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(group = %head.group, error = %e, "could not update the group's devices");
+                if matches!(e, ClientError::Connection(_)) {
+                    return Err(e);
                 }
+                self.warnings.push(format!(
+                    "could not bring the devices of chat {} up to date: {e}",
+                    head.group
+                ));
             }
         }
         Ok(())
     }
 
     /// Checks one group's devices after the server said its roster moved on (`stale_roster`).
+    /// If the check fails for any reason but the connection, it is recorded as done so the
+    /// message can go out (with a warning); the next sync tries again.
     pub(crate) async fn check_roster(&mut self, group: GroupId) -> Result<(), ClientError> {
         let heads = crate::sync::heads(self.parts()?.1).await?;
         let Some(head) = heads.into_iter().find(|h| h.group == group) else {
             return Ok(());
         };
-        self.reconcile_group(group, head.roster_version, &mut AccountCache::new())
+        match self
+            .reconcile_group(group, head.roster_version, &mut AccountCache::new())
             .await
+        {
+            Ok(()) => Ok(()),
+            Err(e @ ClientError::Connection(_)) => Err(e),
+            Err(e) => {
+                self.warnings.push(format!(
+                    "could not bring the devices of chat {group} up to date ({e}); sending anyway"
+                ));
+                self.local.set_roster_checked(group, head.roster_version)
+            }
+        }
     }
 
-    /// The active devices of `user` whose certificates verify under the pinned account key.
+    /// The active devices of `user` whose certificates verify under the pinned account key,
+    /// minus devices seen revoked before, and the account's devices not yet online.
     async fn verified_devices(
         &mut self,
         user: &Username,
         cache: &mut AccountCache,
-    ) -> Result<Option<Vec<DeviceId>>, ClientError> {
+    ) -> Result<Option<Devices>, ClientError> {
         if let Some(known) = cache.get(user) {
             return Ok(known.clone());
         }
@@ -79,41 +107,36 @@ impl Client {
             Ok(Reply::Account(account)) => account,
             Ok(_) => return Err(ClientError::Protocol("expected Account".into())),
             Err(e) if e.code() == Some(chapar_types::ErrorCode::UnknownUser) => {
-                cache.insert(user.clone(), Some(Vec::new()));
-                return Ok(Some(Vec::new()));
+                cache.insert(user.clone(), Some(Devices::default()));
+                return Ok(Some(Devices::default()));
             }
             Err(e) => return Err(e),
         };
-        let trusted = match self.local.pinned_key(user)? {
-            Some(pinned) => pinned == account.account_key,
-            None => {
-                self.check_account_key(user, &account.account_key)?;
-                true
+        let devices = if self.check_account_key(user, &account.account_key, KeyChange::Refuse)? {
+            let mut devices = Vec::new();
+            for cert in &account.devices {
+                let device = DeviceId(cert.device_id);
+                if !verify_cert(&account.account_key, user, cert) {
+                    continue;
+                }
+                if self.local.was_revoked(user.as_str(), device)? {
+                    self.warnings.push(format!(
+                        "WARNING: the server lists device {device} of @{user} again, which was \
+                         revoked; it is not added back."
+                    ));
+                    continue;
+                }
+                devices.push(device);
             }
-        };
-        let devices = if trusted {
-            Some(
-                account
-                    .devices
+            Some(Devices {
+                active: devices,
+                pending: account
+                    .pending_devices
                     .iter()
-                    .filter(|cert| {
-                        identity::verify_device_cert(
-                            &account.account_key,
-                            user,
-                            DeviceId(cert.device_id),
-                            &cert.device_key,
-                            &cert.account_signature,
-                        )
-                        .is_ok()
-                    })
-                    .map(|cert| DeviceId(cert.device_id))
+                    .map(|d| DeviceId(*d))
                     .collect(),
-            )
+            })
         } else {
-            self.warnings.push(format!(
-                "WARNING: the identity key of @{user} has CHANGED; their devices are not added to \
-                 or removed from your chats until you compare safety numbers (`chapar fingerprint @{user}`)."
-            ));
             None
         };
         cache.insert(user.clone(), devices.clone());
@@ -130,14 +153,19 @@ impl Client {
         cache: &mut AccountCache,
     ) -> Result<(), ClientError> {
         let me = self.me()?.device;
-        let members = {
+        let (members, leaving) = {
             let provider = Provider::new(self.local.conn());
-            mls::load_group(&provider, group)?
-                .map(|g| mls::members(&g))
-                .unwrap_or_default()
+            match mls::load_group(&provider, group)? {
+                Some(g) => (mls::members(&g), mls::pending_removals(&g)),
+                None => return Ok(()),
+            }
         };
+        // Devices on their way out (a pending leave) do not make their account a member.
         let mut present: BTreeMap<Username, Vec<DeviceId>> = BTreeMap::new();
-        for member in &members {
+        for member in members
+            .iter()
+            .filter(|m| !leaving.contains(&m.identity.device))
+        {
             present
                 .entry(member.identity.username.clone())
                 .or_default()
@@ -146,10 +174,11 @@ impl Client {
         let mut missing: Vec<(Username, Vec<DeviceId>)> = Vec::new();
         let mut stale: Vec<DeviceId> = Vec::new();
         for (user, devices) in &present {
-            let Some(active) = self.verified_devices(user, cache).await? else {
+            let Some(listed) = self.verified_devices(user, cache).await? else {
                 continue;
             };
-            let absent: Vec<DeviceId> = active
+            let absent: Vec<DeviceId> = listed
+                .active
                 .iter()
                 .filter(|d| !devices.contains(d))
                 .copied()
@@ -157,12 +186,14 @@ impl Client {
             if !absent.is_empty() {
                 missing.push((user.clone(), absent));
             }
-            stale.extend(
-                devices
-                    .iter()
-                    .filter(|d| !active.contains(d) && **d != me)
-                    .copied(),
-            );
+            let gone = |d: &&DeviceId| {
+                !listed.active.contains(d) && !listed.pending.contains(d) && **d != me
+            };
+            for device in devices.iter().filter(gone) {
+                // Remember it: a server that lists it again later is not believed.
+                self.local.remember_revoked(user.as_str(), *device)?;
+                stale.push(*device);
+            }
         }
         if missing.is_empty() && stale.is_empty() {
             return self.local.set_roster_seen(group, version);
@@ -171,7 +202,10 @@ impl Client {
         let mut wanted = 0;
         for (user, devices) in &missing {
             wanted += devices.len();
-            packages.extend(self.claim_verified_devices(user, devices).await?);
+            packages.extend(
+                self.claim_verified_devices(user, devices, KeyChange::Refuse)
+                    .await?,
+            );
         }
         let complete = packages.len() == wanted;
         let adds = !packages.is_empty();

@@ -3,56 +3,88 @@
 //! after a revocation, a new recovery public key. Being an ordinary MLS group, it follows the
 //! account's devices like every chat (a revoked device is removed from it, so it never learns
 //! the archive key made after its revocation).
+//!
+//! What makes a group the self group is its membership, checked every time from the MLS state,
+//! never a label: an account-sync message is sent to, and believed from, only a group whose
+//! every member is a device of this account. (A stolen device could otherwise label a group
+//! that includes a stranger and have the next archive key sent there.)
 
 use chapar_crypto::mls;
 use chapar_crypto::seal::SymmetricKey;
-use chapar_types::{GroupId, Seq};
+use chapar_types::{DeviceId, GroupId, Seq};
 use chapar_wire::content::{AccountSync, ArchiveKey, account_sync, app_message::Body};
 use chapar_wire::v1::{self, client_frame::Request};
 
+use crate::ClientError;
 use crate::account_keys::AccountKeys;
 use crate::client::{Client, Target, now_ms};
 use crate::local::{Chat, Local};
 use crate::provider::Provider;
-use crate::{ClientError, archive};
 
 /// Kind of the self group in the profile's chat list.
 pub(crate) const SELF_KIND: &str = "self";
+/// Profile key: the device that set the current recovery key.
+pub(crate) const RECOVERY_SET_BY: &str = "recovery_set_by";
 
-/// Applies an account-sync message from `sender` in `group`. Only messages from the account's
-/// own devices, in a group this device knows as its self group, are believed.
+/// Whether every member of `group`'s MLS state is a device of `me`.
+pub(crate) fn only_my_devices(
+    local: &Local,
+    group: GroupId,
+    me: &str,
+) -> Result<bool, ClientError> {
+    let provider = Provider::new(local.conn());
+    Ok(mls::load_group(&provider, group)?.is_some_and(|g| {
+        let members = mls::members(&g);
+        !members.is_empty() && members.iter().all(|m| m.identity.username.as_str() == me)
+    }))
+}
+
+/// Applies an account-sync message from `sender`'s device `sender_device` in `group`. Returns
+/// whether it was believed (only then does it belong in the archive).
 pub(crate) fn apply_incoming(
     local: &Local,
     group: GroupId,
     sender: &str,
+    sender_device: DeviceId,
     me: &str,
     sync: &AccountSync,
-) -> Result<(), ClientError> {
-    let is_self = local.chat(group)?.is_some_and(|c| c.kind == SELF_KIND);
-    if !is_self || sender != me {
+) -> Result<bool, ClientError> {
+    if sender != me || !only_my_devices(local, group, me)? {
         tracing::warn!(%group, "ignoring account-sync message outside the self group");
-        return Ok(());
+        return Ok(false);
     }
     match &sync.kind {
-        Some(account_sync::Kind::Read(marker)) => apply_read(local, marker),
+        Some(account_sync::Kind::Read(marker)) => apply_read(local, marker)?,
         Some(account_sync::Kind::ArchiveKey(key)) => {
             let Some(mut keys) = AccountKeys::load(local)? else {
-                return Ok(());
+                return Ok(true);
             };
-            if keys.add_archive_key(key.generation, SymmetricKey::from_bytes(&key.key)?) {
-                keys.save(local)?;
+            match SymmetricKey::from_bytes(&key.key) {
+                Ok(new) => {
+                    if keys.add_archive_key(key.generation, new) {
+                        keys.save(local)?;
+                    }
+                }
+                // A malformed key must not wedge the self group; the sender's next rotation
+                // or a relink repairs it.
+                Err(_) => tracing::warn!(%group, "ignoring a malformed archive key"),
             }
-            Ok(())
         }
         Some(account_sync::Kind::Recovery(recovery)) => {
             let Some(mut keys) = AccountKeys::load(local)? else {
-                return Ok(());
+                return Ok(true);
             };
             keys.recovery = Some(recovery.clone());
-            keys.save(local)
+            keys.save(local)?;
+            local.set_u64(RECOVERY_SET_BY, sender_device.0)?;
+            local.push_notice(&format!(
+                "Your account's recovery key was replaced by your device {sender_device}. If \
+                 that was not you, revoke that device and run `chapar recovery-key --rotate`."
+            ))?;
         }
-        None => Ok(()),
+        None => {}
     }
+    Ok(true)
 }
 
 /// Applies what of an archived account-sync message still matters on a new device.
@@ -81,7 +113,7 @@ impl Client {
     /// Creates the self group if this profile has none and is the account's only device (a
     /// fresh registration or a recovery). Other devices are added to the existing one.
     pub(crate) async fn ensure_self_group(&mut self) -> Result<(), ClientError> {
-        if self.self_groups()?.next().is_some() {
+        if !self.self_groups()?.is_empty() {
             return Ok(());
         }
         let (local, conn, me) = self.parts()?;
@@ -111,13 +143,19 @@ impl Client {
         Ok(())
     }
 
-    fn self_groups(&self) -> Result<impl Iterator<Item = GroupId>, ClientError> {
-        Ok(self
-            .local
-            .chats()?
-            .into_iter()
-            .filter(|c| c.kind == SELF_KIND && c.state == "active")
-            .map(|c| c.group))
+    /// The active groups made only of this account's devices.
+    pub(crate) fn self_groups(&self) -> Result<Vec<GroupId>, ClientError> {
+        let me = self.me()?.username.to_string();
+        let mut out = Vec::new();
+        for chat in self.local.chats()? {
+            if chat.kind == SELF_KIND
+                && chat.state == "active"
+                && only_my_devices(&self.local, chat.group, &me)?
+            {
+                out.push(chat.group);
+            }
+        }
+        Ok(out)
     }
 
     /// Sends an account-sync message to the account's other devices.
@@ -125,8 +163,7 @@ impl Client {
         &mut self,
         kind: account_sync::Kind,
     ) -> Result<(), ClientError> {
-        let groups: Vec<GroupId> = self.self_groups()?.collect();
-        for group in groups {
+        for group in self.self_groups()? {
             self.send_body(
                 group,
                 Body::AccountSync(AccountSync {
@@ -167,21 +204,6 @@ impl Client {
             seq,
         }))
         .await?;
-        self.upload_archive_quietly().await;
         Ok(seq)
-    }
-
-    /// Uploads recorded history the archive lacks; a failure is logged, not returned, because
-    /// the events stay recorded and the next sync uploads them.
-    pub(crate) async fn upload_archive_quietly(&mut self) {
-        let result = match (self.parts(), self.keys.as_ref()) {
-            (Ok((local, conn, me)), Some(keys)) => {
-                archive::upload(local, conn, me, keys, &Default::default()).await
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not upload history to the archive; will retry");
-        }
     }
 }

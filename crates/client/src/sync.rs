@@ -113,7 +113,10 @@ pub(crate) async fn sync_group(
             Ok(Reply::LogPage(page)) => page,
             Ok(_) => return Err(ClientError::Protocol("expected LogPage".into())),
             Err(e) if e.code() == Some(chapar_types::ErrorCode::NotMember) => {
-                local.set_state(group, "removed")?;
+                local.transaction(|l| {
+                    l.set_state(group, "removed")?;
+                    record_state(l, me, group, chat.position, "removed")
+                })?;
                 return Ok(seen);
             }
             Err(e) => return Err(e),
@@ -240,8 +243,15 @@ fn on_incoming(
             let sender_name = sender.identity.username.as_str();
             let archivable = match &message.body {
                 Some(Body::AccountSync(sync)) => {
-                    self_group::apply_incoming(l, group, sender_name, me.username.as_str(), sync)?;
-                    self_group::archivable(sync)
+                    let believed = self_group::apply_incoming(
+                        l,
+                        group,
+                        sender_name,
+                        sender.identity.device,
+                        me.username.as_str(),
+                        sync,
+                    )?;
+                    believed && self_group::archivable(sync)
                 }
                 _ => true,
             };

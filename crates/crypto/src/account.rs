@@ -1,9 +1,9 @@
 //! Secrets people handle by hand: the recovery key written down at registration, the one-time
 //! link code a new device shows, and the device fingerprints compared while linking.
 //!
-//! Both the recovery key and the link code are random bytes printed in unpadded base32 (no
-//! 0/O or 1/I confusion, case-insensitive) in groups of four, and parsed back ignoring case,
-//! spaces and dashes. Everything the server needs is derived from them one way, so the server
+//! Both the recovery key and the link code are random bytes printed in unpadded base32 (letters
+//! and the digits 2 to 7) in groups of four, and parsed back ignoring case, spaces and dashes,
+//! and reading the look-alikes 0, 1 and 8 as O, I and B. Everything the server needs is derived from them one way, so the server
 //! never learns the secret itself:
 //!
 //! - recovery key → an Ed25519 key that authenticates recovery requests, and an X25519 key the
@@ -27,20 +27,30 @@ pub const LINK_CODE_BYTES: usize = 15;
 /// Length of the rendezvous id derived from a link code.
 pub const LINK_ID_BYTES: usize = 16;
 
-fn grouped(bytes: &[u8]) -> String {
-    let text = BASE32_NOPAD.encode(bytes);
+/// `text` in groups of four characters joined by `separator`.
+fn in_fours(text: &str, separator: &str) -> String {
     text.as_bytes()
         .chunks(4)
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
-        .join("-")
+        .join(separator)
+}
+
+fn grouped(bytes: &[u8]) -> String {
+    in_fours(&BASE32_NOPAD.encode(bytes), "-")
 }
 
 fn ungrouped<const N: usize>(text: &str) -> Result<[u8; N], CryptoError> {
     let cleaned: String = text
         .chars()
         .filter(|c| !matches!(c, '-' | ' ' | '\t' | '\n' | '\r'))
-        .map(|c| c.to_ascii_uppercase())
+        .map(|c| match c.to_ascii_uppercase() {
+            // Digits base32 does not use, read as the letters they are mistaken for.
+            '0' => 'O',
+            '1' => 'I',
+            '8' => 'B',
+            c => c,
+        })
         .collect();
     let bytes = BASE32_NOPAD
         .decode(cleaned.as_bytes())
@@ -135,12 +145,7 @@ pub fn device_fingerprint(device_key: &[u8]) -> String {
         .chain_update(b"chapar device fingerprint v1\0")
         .chain_update(device_key)
         .finalize();
-    let text = hex_lower(&digest[..8]);
-    text.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    in_fours(&hex_lower(&digest[..8]), " ")
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -162,7 +167,15 @@ mod tests {
         assert_eq!(back.auth_key().public(), key.auth_key().public());
         assert_eq!(back.seal_secret().public(), key.seal_secret().public());
         assert!(RecoveryKey::parse("ABCD-EFGH").is_err());
-        assert!(RecoveryKey::parse(&shown.replace('A', "0")).is_err() || !shown.contains('A'));
+        // Look-alike digits are read as the letters they stand for.
+        let misread = shown.replace('O', "0").replace('I', "1").replace('B', "8");
+        assert_eq!(
+            RecoveryKey::parse(&misread)
+                .expect("parses")
+                .auth_key()
+                .public(),
+            key.auth_key().public()
+        );
 
         let code = LinkCode::generate(&mut rng);
         let again = LinkCode::parse(&code.display()).expect("parses");

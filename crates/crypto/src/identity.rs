@@ -53,9 +53,15 @@ pub fn certify_device(
     account.sign(&device_cert_payload(username, device, device_key))
 }
 
-/// Signs `message` with `key` (for byte strings defined in `chapar_types::signed`).
-pub fn sign(key: &SecretKey, message: &[u8]) -> Vec<u8> {
-    key.sign(message)
+/// Signs the server's recovery challenge with the key derived from the recovery key.
+pub fn answer_recovery_challenge(
+    recovery_auth: &SecretKey,
+    challenge: &[u8],
+    username: &Username,
+) -> Vec<u8> {
+    recovery_auth.sign(&chapar_types::signed::recovery_challenge_payload(
+        challenge, username,
+    ))
 }
 
 /// Signs the server's login challenge with the device key.

@@ -268,6 +268,19 @@ pub fn join_group<P: OpenMlsProvider>(
     staged.into_group(provider).map_err(mls_err)
 }
 
+/// Devices that a pending Remove proposal (a member leaving) takes out of the group at the next
+/// commit.
+pub fn pending_removals(group: &MlsGroup) -> Vec<DeviceId> {
+    group
+        .pending_proposals()
+        .filter_map(|p| match p.proposal() {
+            Proposal::Remove(remove) => member_at(group, remove.removed()).ok(),
+            _ => None,
+        })
+        .map(|m| m.identity.device)
+        .collect()
+}
+
 /// The group's current members.
 pub fn members(group: &MlsGroup) -> Vec<GroupMember> {
     group

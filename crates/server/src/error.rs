@@ -103,6 +103,9 @@ impl From<StoreError> for ServiceError {
                 "too many devices are linking right now; try again in a few minutes",
             ),
             StoreError::UnknownUser => Self::new(ErrorCode::UnknownUser, "no such user"),
+            StoreError::BeyondHead => {
+                Self::bad_request("an archive segment cannot reach past the group's last entry")
+            }
             StoreError::Full => {
                 tracing::error!("storage full: refusing writes");
                 Self::new(

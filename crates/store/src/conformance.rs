@@ -606,6 +606,9 @@ async fn archives_accept_only_progress<S: Store>(store: &S) {
     seed_account(store, &lea, l1).await;
     seed_account(store, &max, m1).await;
     let group = new_group(store, l1).await;
+    for i in 1..=9 {
+        store.append(app(group, l1, 0, i)).await.unwrap();
+    }
     let segment = |from: u64, through: u64| ArchiveSegment {
         id: 0,
         group,
@@ -636,6 +639,13 @@ async fn archives_accept_only_progress<S: Store>(store: &S) {
         .await
         .unwrap();
     assert!(second > first);
+    // Nothing is archived beyond the log's head.
+    assert_eq!(
+        store
+            .append_archive(&lea, DeviceId(l1), segment(9, 10), 3)
+            .await,
+        Err(StoreError::BeyondHead)
+    );
     // Only members archive a group.
     assert_eq!(
         store

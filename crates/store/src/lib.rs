@@ -75,7 +75,7 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Records a login.
+    /// Records a login; the first one moves the account's roster version.
     fn touch_device(
         &self,
         device: DeviceId,

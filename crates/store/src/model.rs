@@ -56,6 +56,9 @@ pub enum StoreError {
         /// The group's roster version now.
         current: u64,
     },
+    /// An archive segment reaches past the group's last log entry.
+    #[error("beyond the log's head")]
+    BeyondHead,
     /// The disk is full; the write was not stored.
     #[error("storage full")]
     Full,

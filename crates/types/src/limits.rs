@@ -52,8 +52,12 @@ pub const DEVICE_NAME_SEALED_BYTES_MAX: usize = 512;
 /// Longest device name, in bytes of UTF-8, before sealing.
 pub const DEVICE_NAME_BYTES_MAX: usize = 64;
 
-/// Largest sealed link request or approval (keys, certificate, key ring; no history).
+/// Largest sealed link approval (keys, certificate, key ring; no history).
 pub const LINK_SEALED_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest sealed link request (a device id, two public keys and a name). Kept small because
+/// anyone may file one without logging in.
+pub const LINK_REQUEST_BYTES_MAX: usize = 1024;
 
 /// How long a link request waits for approval before the server forgets it, in seconds.
 pub const LINK_TTL_SECS: u64 = 10 * 60;
@@ -67,6 +71,9 @@ pub const RECOVERY_BUNDLE_BYTES_MAX: usize = 64 * 1024;
 
 /// Largest history-archive segment, in bytes of ciphertext.
 pub const ARCHIVE_SEGMENT_BYTES_MAX: usize = 512 * 1024;
+
+/// Most devices `ListDevices` returns: every active one, then the most recently revoked.
+pub const DEVICES_LISTED_MAX: usize = 256;
 
 /// Most archive segments one fetch returns.
 pub const ARCHIVE_PAGE_SEGMENTS_MAX: u32 = 500;

@@ -6,6 +6,7 @@
 //! clean [`DecodeError`] back. It builds for `wasm32-unknown-unknown`.
 
 mod codec;
+mod secret_debug;
 
 pub use codec::{DecodeError, decode, encode};
 

@@ -278,3 +278,78 @@ fn the_recovery_key_restores_the_account_and_its_full_history() {
         "{devices:?}"
     );
 }
+
+#[test]
+fn leaving_takes_every_device_of_the_account_and_stays_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice1 = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    let group = alice1
+        .ok(&["group", "create", "short stay", "--member", "@bob"])
+        .trim()
+        .to_owned();
+    let alice2 = server.link(dir.path(), "alice-two", &alice1);
+    alice1.ok(&["group", "leave", &group]);
+    bob.send(&group, "after alice left");
+    alice2.sync();
+    assert!(
+        !alice2
+            .texts(&group)
+            .contains(&"after alice left".to_owned()),
+        "the account's other device left too"
+    );
+    // A later change to alice's devices does not bring her back into the group.
+    let _alice3 = server.link(dir.path(), "alice-three", &alice2);
+    bob.send(&group, "still without alice");
+    bob.sync();
+    let members = bob.members(&group);
+    assert!(members.iter().all(|m| m.starts_with("@bob")), "{members:?}");
+}
+
+#[test]
+fn revoking_the_device_that_set_the_recovery_key_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice1 = server.register(dir.path(), "alice");
+    let alice2 = server.link(dir.path(), "alice-suspect", &alice1);
+    // The second device sets a recovery key of its own choosing.
+    let planted = alice2.ok(&["recovery-key", "--rotate"]).trim().to_owned();
+    let synced = alice1.run(&["sync"]);
+    let notice = String::from_utf8_lossy(&synced.stderr);
+    assert!(
+        notice.contains("recovery key was replaced by your device"),
+        "the other device is told: {notice}"
+    );
+    let revoke = alice1.run(&["device", "revoke", &alice2.device_id()]);
+    assert!(revoke.status.success());
+    let stdout = String::from_utf8_lossy(&revoke.stdout);
+    let replaced = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("new recovery key: "))
+        .unwrap_or_else(|| panic!("no new recovery key in {stdout}"))
+        .to_owned();
+    // The planted key no longer opens anything; the new one does.
+    let stranger = server.user(dir.path(), "alice-thief");
+    let stolen = stranger.run(&[
+        "recover",
+        "--server",
+        &server.url,
+        "--username",
+        "alice",
+        "--recovery-key",
+        &planted,
+    ]);
+    assert!(!stolen.status.success());
+    let owner = server.user(dir.path(), "alice-again");
+    owner.ok(&[
+        "recover",
+        "--server",
+        &server.url,
+        "--username",
+        "alice",
+        "--recovery-key",
+        &replaced,
+        "--keep-devices",
+    ]);
+}

@@ -179,6 +179,11 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
                             kick: kick.clone(),
                         },
                     );
+                    // A revocation between the login check and the attach found nothing to
+                    // kick: look again now that the connection can be found.
+                    if service.require_active(who).await.is_err() {
+                        kick.notify_one();
+                    }
                 }
                 if send(&out, convert::response(request_id, result))
                     .await
@@ -427,8 +432,16 @@ async fn handle<S: Store>(
                 devices: account
                     .devices
                     .iter()
-                    .filter(|d| d.revoked_ms.is_none())
+                    // Only devices that logged in: a linked device that never came online has
+                    // no key packages, and nobody should try to add it.
+                    .filter(|d| d.revoked_ms.is_none() && d.last_seen_ms.is_some())
                     .map(convert::device_cert)
+                    .collect(),
+                pending_devices: account
+                    .devices
+                    .iter()
+                    .filter(|d| d.revoked_ms.is_none() && d.last_seen_ms.is_none())
+                    .map(|d| d.device.0)
                     .collect(),
             }));
         }
@@ -511,12 +524,13 @@ async fn handle<S: Store>(
             return Ok(Reply::Ok(v1::Empty {}));
         }
         Request::ListDevices(_) => {
-            let devices = service.list_devices(who).await?;
+            let (devices, recovery_auth_key) = service.list_devices(who).await?;
             return Ok(Reply::DeviceList(v1::DeviceList {
                 devices: devices
                     .iter()
                     .map(|(d, key_packages)| convert::device_info(d, *key_packages))
                     .collect(),
+                recovery_auth_key,
             }));
         }
         Request::RevokeDevice(r) => {

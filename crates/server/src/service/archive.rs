@@ -23,6 +23,7 @@ impl<S: Store> Service<S> {
                 format!("an archive segment has 1 to {ARCHIVE_SEGMENT_BYTES_MAX} bytes"),
             ));
         }
+        self.require_active(who).await?;
         if segment.from_seq >= segment.through_seq {
             return Err(ServiceError::bad_request(
                 "an archive segment must cover at least one log entry",
@@ -41,6 +42,7 @@ impl<S: Store> Service<S> {
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<ArchiveSegment>, ServiceError> {
+        self.require_active(who).await?;
         let limit = limit.clamp(1, ARCHIVE_PAGE_SEGMENTS_MAX);
         let segments = self
             .store

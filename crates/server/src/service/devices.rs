@@ -9,7 +9,8 @@
 
 use chapar_store::{DeviceRecord, NewDevice, RecoveryRecord, Store};
 use chapar_types::limits::{
-    DEVICE_NAME_SEALED_BYTES_MAX, LINK_SEALED_BYTES_MAX, LINK_TTL_SECS, RECOVERY_BUNDLE_BYTES_MAX,
+    DEVICE_NAME_SEALED_BYTES_MAX, DEVICES_LISTED_MAX, LINK_REQUEST_BYTES_MAX,
+    LINK_SEALED_BYTES_MAX, LINK_TTL_SECS, RECOVERY_BUNDLE_BYTES_MAX,
 };
 use chapar_types::signed::{challenge_payload, device_cert_payload, recovery_challenge_payload};
 use chapar_types::{DeviceId, ErrorCode, Username};
@@ -92,7 +93,7 @@ impl<S: Store> Service<S> {
     /// Files a new device's sealed link request (anonymous) for [`LINK_TTL_SECS`].
     pub async fn create_link(&self, link_id: Vec<u8>, sealed: Vec<u8>) -> Result<(), ServiceError> {
         check_link_id(&link_id)?;
-        check_sealed("the link request", &sealed, LINK_SEALED_BYTES_MAX)?;
+        check_sealed("the link request", &sealed, LINK_REQUEST_BYTES_MAX)?;
         let now = now_ms();
         self.store
             .create_link(link_id, sealed, now, now + LINK_TTL_SECS * 1000)
@@ -103,9 +104,10 @@ impl<S: Store> Service<S> {
     /// The sealed request filed under `link_id`, for a logged-in device that was shown the code.
     pub async fn fetch_link(
         &self,
-        _who: &Authenticated,
+        who: &Authenticated,
         link_id: Vec<u8>,
     ) -> Result<Vec<u8>, ServiceError> {
+        self.require_active(who).await?;
         check_link_id(&link_id)?;
         Ok(self.store.link(link_id, now_ms()).await?.sealed_request)
     }
@@ -117,6 +119,7 @@ impl<S: Store> Service<S> {
         link_id: Vec<u8>,
         sealed: Vec<u8>,
     ) -> Result<(), ServiceError> {
+        self.require_active(who).await?;
         check_link_id(&link_id)?;
         check_sealed("the link approval", &sealed, LINK_SEALED_BYTES_MAX)?;
         self.store.approve_link(link_id, sealed, now_ms()).await?;
@@ -138,9 +141,10 @@ impl<S: Store> Service<S> {
     /// Marks a link completed: the new device is in every group the account is in.
     pub async fn complete_link(
         &self,
-        _who: &Authenticated,
+        who: &Authenticated,
         link_id: Vec<u8>,
     ) -> Result<(), ServiceError> {
+        self.require_active(who).await?;
         check_link_id(&link_id)?;
         self.store.complete_link(link_id, now_ms()).await?;
         Ok(())
@@ -157,6 +161,9 @@ impl<S: Store> Service<S> {
         revoke_others: bool,
         key_packages_required: bool,
     ) -> Result<NewDevice, ServiceError> {
+        if request.device_key.len() != PUBLIC_KEY_BYTES {
+            return Err(ServiceError::bad_request("a device key has 32 bytes"));
+        }
         let account = self
             .store
             .account(username.as_str())
@@ -190,7 +197,9 @@ impl<S: Store> Service<S> {
                 created_ms: now_ms(),
                 revoked_ms: None,
                 sealed_name: request.sealed_name,
-                last_seen_ms: None,
+                // A recovered device is logged in by the same request; a linked one is listed
+                // to others only once it has logged in (and has key packages to be added with).
+                last_seen_ms: key_packages_required.then(now_ms),
             },
             key_packages: request.key_packages,
             last_resort_key_package: request.last_resort_key_package,
@@ -204,6 +213,7 @@ impl<S: Store> Service<S> {
         who: &Authenticated,
         request: NewDeviceRequest,
     ) -> Result<(), ServiceError> {
+        self.require_active(who).await?;
         let device = request.device;
         let new = self
             .certified_device(&who.username, request, false, false)
@@ -213,18 +223,41 @@ impl<S: Store> Service<S> {
         Ok(())
     }
 
-    /// Every device of the caller's account, revoked ones included, with how many one-time
-    /// key packages each has left.
+    /// The caller's account's devices (every active one, then the most recently revoked, at
+    /// most [`DEVICES_LISTED_MAX`]) with how many one-time key packages each has left, and the
+    /// account's recovery authentication key.
     pub async fn list_devices(
         &self,
         who: &Authenticated,
-    ) -> Result<Vec<(DeviceRecord, u32)>, ServiceError> {
-        let mut out = Vec::new();
-        for device in self.list_devices_of(&who.username).await? {
+    ) -> Result<(Vec<(DeviceRecord, u32)>, Vec<u8>), ServiceError> {
+        self.require_active(who).await?;
+        let mut devices = self.list_devices_of(&who.username).await?;
+        // Active first (oldest first), then revoked, newest revocation first.
+        devices.sort_by_key(|d| (d.revoked_ms.is_some(), std::cmp::Reverse(d.revoked_ms)));
+        devices.truncate(DEVICES_LISTED_MAX);
+        let mut out = Vec::with_capacity(devices.len());
+        for device in devices {
             let key_packages = self.store.key_package_count(device.device).await?;
             out.push((device, key_packages));
         }
-        Ok(out)
+        let recovery = self
+            .store
+            .recovery(who.username.as_str())
+            .await?
+            .map(|r| r.auth_key)
+            .unwrap_or_default();
+        Ok((out, recovery))
+    }
+
+    /// Refuses account-level requests from a device revoked after its connection logged in.
+    pub(crate) async fn require_active(&self, who: &Authenticated) -> Result<(), ServiceError> {
+        match self.store.device(who.device).await? {
+            Some(record) if record.revoked_ms.is_none() => Ok(()),
+            _ => Err(ServiceError::new(
+                ErrorCode::DeviceRevoked,
+                "this device was revoked",
+            )),
+        }
     }
 
     /// Revokes another device of the caller's account and closes its connections.
@@ -233,6 +266,7 @@ impl<S: Store> Service<S> {
         who: &Authenticated,
         device: DeviceId,
     ) -> Result<(), ServiceError> {
+        self.require_active(who).await?;
         if device == who.device {
             return Err(ServiceError::bad_request(
                 "a device cannot revoke itself; revoke it from another device of the account",
@@ -261,6 +295,7 @@ impl<S: Store> Service<S> {
         sealed_bundle: Vec<u8>,
         expected_auth_key: Vec<u8>,
     ) -> Result<(), ServiceError> {
+        self.require_active(who).await?;
         if auth_key.len() != PUBLIC_KEY_BYTES {
             return Err(ServiceError::bad_request(
                 "the recovery key must be 32 bytes",

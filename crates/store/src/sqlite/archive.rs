@@ -26,6 +26,15 @@ pub(super) fn append_archive(
     if member.is_none() {
         return Err(StoreError::NotMember);
     }
+    // Nothing can be archived beyond the log: a bad position would hide real history.
+    let head: i64 = c
+        .prepare_cached("SELECT head_seq FROM groups WHERE group_id = ?1")
+        .map_err(sql)?
+        .query_row([segment.group.as_bytes()], |r| r.get(0))
+        .map_err(sql)?;
+    if segment.through_seq > head as u64 {
+        return Err(StoreError::BeyondHead);
+    }
     let archived: u64 = c
         .prepare_cached(
             "SELECT through_seq FROM archive_heads WHERE username = ?1 AND group_id = ?2",

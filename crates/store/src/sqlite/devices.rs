@@ -126,14 +126,27 @@ fn revoke(
     Ok(())
 }
 
+/// Records a login. A device's first login makes it visible to others (it has key packages
+/// now), so its account's roster version moves and the groups add it.
 pub(super) fn touch_device(
     c: &Connection,
+    cache: &mut GroupCache,
     device: DeviceId,
     now_ms: u64,
 ) -> Result<(), StoreError> {
+    let first: Option<(String, Option<i64>)> = c
+        .prepare_cached("SELECT username, last_seen_ms FROM devices WHERE device_id = ?1")
+        .map_err(sql)?
+        .query_row([dev(device)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql)?;
     c.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE device_id = ?1")
         .map_err(sql)?
         .execute(params![dev(device), num(now_ms)])
         .map_err(sql)?;
+    if let Some((username, None)) = first {
+        cache.clear();
+        bump_roster_version(c, &username)?;
+    }
     Ok(())
 }

@@ -10,8 +10,9 @@
 mod archive;
 mod cache;
 mod devices;
-mod links;
 mod ops;
+mod recovery;
+mod rendezvous;
 mod schema;
 
 use std::path::Path;
@@ -269,7 +270,7 @@ impl Store for SqliteStore {
     }
 
     async fn touch_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
-        self.write(move |c| devices::touch_device(c, device, now_ms))
+        self.write_with_cache(move |c, cache| devices::touch_device(c, cache, device, now_ms))
             .await
     }
 
@@ -280,12 +281,15 @@ impl Store for SqliteStore {
         now_ms: u64,
         expires_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| links::create_link(c, &link_id, &sealed_request, now_ms, expires_ms))
-            .await
+        self.write(move |c| {
+            rendezvous::create_link(c, &link_id, &sealed_request, now_ms, expires_ms)
+        })
+        .await
     }
 
     async fn link(&self, link_id: Vec<u8>, now_ms: u64) -> Result<LinkRecord, StoreError> {
-        self.read(move |c| links::link(c, &link_id, now_ms)).await
+        self.read(move |c| rendezvous::link(c, &link_id, now_ms))
+            .await
     }
 
     async fn approve_link(
@@ -294,12 +298,12 @@ impl Store for SqliteStore {
         sealed_approval: Vec<u8>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| links::approve_link(c, &link_id, &sealed_approval, now_ms))
+        self.write(move |c| rendezvous::approve_link(c, &link_id, &sealed_approval, now_ms))
             .await
     }
 
     async fn complete_link(&self, link_id: Vec<u8>, now_ms: u64) -> Result<(), StoreError> {
-        self.write(move |c| links::complete_link(c, &link_id, now_ms))
+        self.write(move |c| rendezvous::complete_link(c, &link_id, now_ms))
             .await
     }
 
@@ -310,13 +314,13 @@ impl Store for SqliteStore {
         expected_auth_key: Vec<u8>,
     ) -> Result<(), StoreError> {
         let username = username.to_owned();
-        self.write(move |c| links::set_recovery(c, &username, &record, &expected_auth_key))
+        self.write(move |c| recovery::set_recovery(c, &username, &record, &expected_auth_key))
             .await
     }
 
     async fn recovery(&self, username: &str) -> Result<Option<RecoveryRecord>, StoreError> {
         let username = username.to_owned();
-        self.read(move |c| links::recovery(c, &username)).await
+        self.read(move |c| recovery::recovery(c, &username)).await
     }
 
     async fn append_archive(

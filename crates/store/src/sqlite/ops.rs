@@ -68,8 +68,8 @@ pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), Store
 
 pub(super) fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO devices (device_id, username, device_key, account_signature, created_ms, sealed_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO devices (device_id, username, device_key, account_signature, created_ms, sealed_name, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             dev(d.device),
             d.username,
@@ -77,6 +77,7 @@ pub(super) fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), Stor
             d.account_signature,
             num(d.created_ms),
             d.sealed_name,
+            d.last_seen_ms.map(num),
         ],
     )
     .map_err(|e| {
@@ -568,45 +569,41 @@ pub(super) fn device_groups(
     c: &Connection,
     device: DeviceId,
 ) -> Result<Vec<GroupHead>, StoreError> {
-    // The roster version is `cache::roster_version`, inlined per group.
     let mut stmt = c
         .prepare_cached(
             "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq,
                COALESCE((SELECT ah.through_seq FROM archive_heads ah
-                         WHERE ah.username = me.username AND ah.group_id = g.group_id), 0),
-               COALESCE((SELECT MAX(a.roster_version) FROM members m2
-                         JOIN devices d ON d.device_id = m2.device_id
-                         JOIN accounts a ON a.username = d.username
-                         WHERE m2.group_id = g.group_id
-                           AND (m2.left_seq IS NULL OR d.revoked_ms IS NOT NULL)), 0)
+                         WHERE ah.username = me.username AND ah.group_id = g.group_id), 0)
              FROM members m
              JOIN groups g ON g.group_id = m.group_id
              JOIN devices me ON me.device_id = m.device_id
              WHERE m.device_id = ?1",
         )
         .map_err(sql)?;
-    stmt.query_map([dev(device)], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, i64>(1)? as u64,
-            r.get::<_, i64>(2)? as u64,
-            r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
-            r.get::<_, i64>(4)? as u64,
-            r.get::<_, i64>(5)? as u64,
-        ))
-    })
-    .map_err(sql)?
-    .map(|row| {
-        let (group, head_seq, joined_seq, left_seq, archived_seq, roster_version) =
-            row.map_err(sql)?;
-        Ok(GroupHead {
-            group: GroupId::from_slice(&group).map_err(backend)?,
-            head_seq,
-            joined_seq,
-            left_seq,
-            archived_seq,
-            roster_version,
+    let rows = stmt
+        .query_map([dev(device)], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
+                r.get::<_, i64>(4)? as u64,
+            ))
         })
-    })
-    .collect()
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    rows.into_iter()
+        .map(|(group, head_seq, joined_seq, left_seq, archived_seq)| {
+            let group = GroupId::from_slice(&group).map_err(backend)?;
+            Ok(GroupHead {
+                group,
+                head_seq,
+                joined_seq,
+                left_seq,
+                archived_seq,
+                roster_version: super::cache::roster_version(c, group)?,
+            })
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! Rendezvous for linking a device (sealed request, sealed approval, both opaque here), and the
-//! account's recovery record.
+//! The rendezvous for linking a device: a sealed request filed under an id derived from the
+//! link code, the sealed approval, and whether the approving device completed the link. All of
+//! it is opaque here and expires after `LINK_TTL_SECS`.
 
 use chapar_types::limits::LINKS_PENDING_MAX;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -86,54 +87,4 @@ pub(super) fn complete_link(c: &Connection, link_id: &[u8], now_ms: u64) -> Resu
     )
     .map_err(sql)?;
     Ok(())
-}
-
-pub(super) fn set_recovery(
-    c: &Connection,
-    username: &str,
-    record: &RecoveryRecord,
-    expected_auth_key: &[u8],
-) -> Result<(), StoreError> {
-    let current: Option<Option<Vec<u8>>> = c
-        .query_row(
-            "SELECT recovery_auth_key FROM accounts WHERE username = ?1",
-            [username],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql)?;
-    let Some(current) = current else {
-        return Err(StoreError::UnknownUser);
-    };
-    if current.unwrap_or_default() != expected_auth_key {
-        return Err(StoreError::Conflict { position: 0 });
-    }
-    c.execute(
-        "UPDATE accounts SET recovery_auth_key = ?2, recovery_bundle = ?3 WHERE username = ?1",
-        params![username, record.auth_key, record.sealed_bundle],
-    )
-    .map_err(sql)?;
-    Ok(())
-}
-
-pub(super) fn recovery(
-    c: &Connection,
-    username: &str,
-) -> Result<Option<RecoveryRecord>, StoreError> {
-    // Both columns are set together; an account without them has no recovery key.
-    let record = c
-        .query_row(
-            "SELECT recovery_auth_key, recovery_bundle FROM accounts
-             WHERE username = ?1 AND recovery_auth_key IS NOT NULL AND recovery_bundle IS NOT NULL",
-            [username],
-            |r| {
-                Ok(RecoveryRecord {
-                    auth_key: r.get(0)?,
-                    sealed_bundle: r.get(1)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(sql)?;
-    Ok(record)
 }

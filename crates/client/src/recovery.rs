@@ -1,0 +1,242 @@
+//! The recovery key: set at registration, replaced on request (or when the device that set it
+//! is revoked), and used to restore the account on a new device after every other device is
+//! lost.
+//!
+//! The key itself is shown once and stored nowhere. The server keeps the public half of the
+//! key derived from it for authentication, and the account's secrets (account key, archive key
+//! generations, recovery public keys) sealed to another key derived from it. Devices keep both
+//! public halves so they can reseal the bundle when the archive key changes.
+
+use chapar_crypto::account::RecoveryKey;
+use chapar_crypto::identity::{self, SecretKey};
+use chapar_crypto::seal;
+use chapar_types::{DeviceId, ErrorCode, Username};
+use chapar_wire::content::{AccountSecrets, RecoveryPublic, account_sync};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use rand::RngCore;
+
+use crate::ClientError;
+use crate::account_keys::{AccountKeys, recovery_aad};
+use crate::archive::Restored;
+use crate::client::{Client, Identity, LAST_RESORT_UPLOADED, make_key_packages};
+use crate::connection::Connection;
+use crate::link::{check_name, decode};
+use crate::self_group::RECOVERY_SET_BY;
+
+/// What a recovery restored.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// This new device.
+    pub device: DeviceId,
+    /// Devices revoked by the recovery.
+    pub revoked: usize,
+    /// What the archive brought back.
+    pub restored: Restored,
+    /// Chats on this device now.
+    pub chats: usize,
+}
+
+impl Client {
+    /// Stores a fresh recovery bundle (same recovery key) after the key ring changed. Skipped,
+    /// with a warning, if the account's recovery key is not the one this device knows (another
+    /// device replaced it, and its bundle carries that device's key ring).
+    pub(crate) async fn reseal_recovery_bundle(&mut self) -> Result<(), ClientError> {
+        let keys = self.account_keys()?.clone();
+        let Some(recovery) = keys.recovery.clone() else {
+            return Ok(());
+        };
+        let (_, current) = self.device_list().await?;
+        if current != recovery.auth_public_key {
+            self.warnings.push(
+                "Your recovery key was replaced on another device that this one has not heard \
+                 from yet; run `chapar sync` and `chapar recovery-key --rotate` to be sure a \
+                 recovery can read all of your history."
+                    .into(),
+            );
+            return Ok(());
+        }
+        let (_, conn, me) = self.parts()?;
+        let bundle = keys.seal_recovery_bundle(
+            &me.username,
+            &me.account_key.to_bytes(),
+            &recovery.seal_public_key,
+        )?;
+        conn.request(Request::SetRecovery(v1::SetRecovery {
+            auth_key: recovery.auth_public_key.clone(),
+            sealed_bundle: bundle,
+            expected_auth_key: recovery.auth_public_key,
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a new recovery key, stores the bundle sealed to it and tells the account's other
+    /// devices. Returns the key to show; it is stored nowhere.
+    pub(crate) async fn set_new_recovery_key(&mut self) -> Result<String, ClientError> {
+        let recovery_key = RecoveryKey::generate(&mut rand::thread_rng());
+        let publics = RecoveryPublic {
+            seal_public_key: recovery_key.seal_secret().public().to_vec(),
+            auth_public_key: recovery_key.auth_key().public().to_vec(),
+        };
+        // Replace whatever the server has now, even if this device missed a rotation.
+        let (_, expected) = self.device_list().await?;
+        let mut keys = self.account_keys()?.clone();
+        keys.recovery = Some(publics.clone());
+        let (_, conn, me) = self.parts()?;
+        let bundle = keys.seal_recovery_bundle(
+            &me.username,
+            &me.account_key.to_bytes(),
+            &publics.seal_public_key,
+        )?;
+        let stored = conn
+            .request(Request::SetRecovery(v1::SetRecovery {
+                auth_key: publics.auth_public_key.clone(),
+                sealed_bundle: bundle,
+                expected_auth_key: expected,
+            }))
+            .await;
+        match stored {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::Conflict) => {
+                return Err(ClientError::Usage(
+                    "another device changed the recovery key at the same moment; try again".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let device = me.device;
+        self.local.transaction(|l| {
+            keys.save(l)?;
+            l.set_u64(RECOVERY_SET_BY, device.0)
+        })?;
+        self.keys = Some(keys);
+        self.send_account_sync(account_sync::Kind::Recovery(publics))
+            .await?;
+        Ok(recovery_key.display())
+    }
+
+    /// Replaces the recovery key; the old one stops working. Returns the new one to show.
+    pub async fn rotate_recovery_key(&mut self) -> Result<String, ClientError> {
+        self.connect().await?;
+        // Learn of archive keys other devices made, so the new bundle carries them all.
+        self.sync_inner().await?;
+        self.set_new_recovery_key().await
+    }
+
+    /// Restores `username` on this (empty) profile with the recovery key, after every other
+    /// device was lost. With `revoke_others`, the old devices are revoked at once and the
+    /// archive key is replaced.
+    pub async fn recover(
+        &mut self,
+        server: &str,
+        username: &str,
+        recovery_key: &str,
+        device_name: &str,
+        revoke_others: bool,
+    ) -> Result<Recovered, ClientError> {
+        self.require_empty_profile()?;
+        check_name(device_name)?;
+        let username = Username::parse(username).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let recovery_key = RecoveryKey::parse(recovery_key).map_err(|_| {
+            ClientError::Usage("that is not a recovery key (groups of letters and digits)".into())
+        })?;
+        let server = server.trim_end_matches('/').to_owned();
+        let conn = Connection::open(&server).await?;
+        let recovery_signature = identity::answer_recovery_challenge(
+            &recovery_key.auth_key(),
+            conn.challenge(),
+            &username,
+        );
+        let bundle = conn
+            .request(Request::FetchRecovery(v1::FetchRecovery {
+                username: username.to_string(),
+                signature: recovery_signature.clone(),
+            }))
+            .await
+            .map_err(|e| match e.code() {
+                Some(ErrorCode::AuthenticationFailed) => ClientError::Usage(
+                    "the recovery key is wrong for this account (or the account has none)".into(),
+                ),
+                _ => e,
+            })?;
+        let Reply::RecoveryBundle(bundle) = bundle else {
+            return Err(ClientError::Protocol("expected RecoveryBundle".into()));
+        };
+        let secrets: AccountSecrets = decode(
+            &seal::open_sealed(
+                &recovery_key.seal_secret(),
+                &[],
+                &recovery_aad(&username),
+                &bundle.sealed_bundle,
+            )?,
+            "recovery bundle",
+        )?;
+        let keys = AccountKeys::from_secrets(&secrets)?;
+        let mut rng = rand::thread_rng();
+        let me = Identity {
+            server: server.clone(),
+            username: username.clone(),
+            device: DeviceId(rng.next_u64()),
+            account_key: SecretKey::from_bytes(&secrets.account_secret_key)?,
+            device_key: SecretKey::generate(&mut rng),
+        };
+        let (one_time, last_resort) = make_key_packages(&self.local, &me, true)?;
+        let device_key = me.device_key.public().to_vec();
+        let reply = conn
+            .request(Request::RecoverDevice(v1::RecoverDevice {
+                username: username.to_string(),
+                recovery_signature,
+                device: Some(v1::DeviceCert {
+                    device_id: me.device.0,
+                    account_signature: identity::certify_device(
+                        &me.account_key,
+                        &username,
+                        me.device,
+                        &device_key,
+                    ),
+                    device_key,
+                }),
+                challenge_signature: identity::answer_challenge(
+                    &me.device_key,
+                    conn.challenge(),
+                    me.device,
+                ),
+                key_packages: one_time,
+                last_resort_key_package: last_resort,
+                sealed_name: keys.seal_device_name(&username, me.device, device_name),
+                revoke_others,
+            }))
+            .await?;
+        if !matches!(reply, Reply::AuthOk(_)) {
+            return Err(ClientError::Protocol("expected AuthOk".into()));
+        }
+        let device = me.device;
+        self.become_device(me, keys)?;
+        self.local.set_u64(LAST_RESORT_UPLOADED, 1)?;
+        self.conn = Some(conn);
+        let (listed, _) = self.device_list().await?;
+        let revoked = listed
+            .iter()
+            .filter(|d| {
+                d.revoked_ms > 0 && d.device.as_ref().is_some_and(|c| c.device_id != device.0)
+            })
+            .count();
+        let active = listed.iter().filter(|d| d.revoked_ms == 0).count();
+        if active == 1 {
+            // Nobody is left to add this device to the account's own group: start a new one.
+            self.ensure_self_group().await?;
+        }
+        self.sync_inner().await?;
+        if revoke_others {
+            // The lost devices may be in someone else's hands: history archived from now on
+            // uses a key they never had.
+            self.rotate_archive_key().await?;
+        }
+        Ok(Recovered {
+            device,
+            revoked,
+            restored: self.last_restore,
+            chats: self.chats()?.len(),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! `Debug` for the content messages that carry secret keys: it names the fields and hides the
+//! keys, so logging such a value by mistake leaks nothing.
+
+use std::fmt;
+
+use crate::content::{AccountSecrets, ArchiveKey, LinkApprovalBody};
+
+const HIDDEN: &str = "<secret>";
+
+impl fmt::Debug for ArchiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveKey")
+            .field("generation", &self.generation)
+            .field("key", &HIDDEN)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AccountSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountSecrets")
+            .field("username", &self.username)
+            .field("account_secret_key", &HIDDEN)
+            .field("archive_keys", &self.archive_keys)
+            .field("recovery", &self.recovery)
+            .finish()
+    }
+}
+
+impl fmt::Debug for LinkApprovalBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkApprovalBody")
+            .field("secrets", &self.secrets)
+            .field("approver_device", &self.approver_device)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys_never_print() {
+        let secrets = AccountSecrets {
+            username: "alice".into(),
+            account_secret_key: vec![0xAB; 32],
+            archive_keys: vec![ArchiveKey {
+                generation: 7,
+                key: vec![0xCD; 32],
+            }],
+            recovery: None,
+        };
+        let approval = LinkApprovalBody {
+            secrets: Some(secrets),
+            ..Default::default()
+        };
+        let printed = format!("{approval:?}");
+        assert!(printed.contains("alice") && printed.contains("generation: 7"));
+        assert!(
+            !printed.contains("171") && !printed.contains("205"),
+            "{printed}"
+        );
+    }
+}
