@@ -121,6 +121,10 @@ impl From<StoreError> for ServiceError {
                 tracing::error!(%detail, "storage failure");
                 Self::new(ErrorCode::Internal, "internal server error")
             }
+            StoreError::UnknownBlob(id) => Self::new(
+                ErrorCode::UnknownBlob,
+                format!("no complete blob {id}: finish the upload before sending"),
+            ),
         }
     }
 }

@@ -20,6 +20,7 @@ pub async fn run_all<S: Store>(store: &S) {
     links_expire_and_keep_one_approval(store).await;
     recovery_records_change_only_as_expected(store).await;
     archives_accept_only_progress(store).await;
+    files::run_all(store).await;
 }
 
 /// Registers `name` with one device `device` holding two one-time key packages.
@@ -704,3 +705,5 @@ async fn futures_join_all<F: std::future::Future>(
         .map(|o| o.expect("every future completed"))
         .collect()
 }
+
+mod files;

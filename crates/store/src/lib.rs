@@ -183,4 +183,82 @@ pub trait Store: Send + Sync + 'static {
         &self,
         device: DeviceId,
     ) -> impl Future<Output = Result<Vec<GroupHead>, StoreError>> + Send;
+
+    // ---- Files (see docs/files.md) ----
+
+    /// Records a new upload, unless the account's usage (the declared lengths of all its blobs
+    /// and unfinished uploads) plus `upload.length` would pass `quota_bytes`.
+    fn create_upload(
+        &self,
+        upload: NewUpload,
+        quota_bytes: u64,
+    ) -> impl Future<Output = Result<UploadCreated, StoreError>> + Send;
+
+    /// An upload or blob, with its reference count.
+    fn upload(
+        &self,
+        id: BlobId,
+    ) -> impl Future<Output = Result<Option<UploadRecord>, StoreError>> + Send;
+
+    /// Moves an unfinished upload's committed length from `from` to `to` (bytes the blob store
+    /// has made durable, at most the declared length) and its expiry to `expires_ms`, if it is
+    /// still at `from`.
+    fn commit_upload(
+        &self,
+        id: BlobId,
+        from: u64,
+        to: u64,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<UploadCommitted, StoreError>> + Send;
+
+    /// Marks an upload whose committed length reached its declared length complete, and
+    /// unreferenced from `now_ms` on. Completing twice keeps the first time. `None`: no such
+    /// upload.
+    fn complete_upload(
+        &self,
+        id: BlobId,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<UploadRecord>, StoreError>> + Send;
+
+    /// Forgets an upload or blob of `username` that no message references.
+    fn delete_upload(
+        &self,
+        id: BlobId,
+        username: &str,
+    ) -> impl Future<Output = Result<UploadDeleted, StoreError>> + Send;
+
+    /// Bytes `username` uses: the declared lengths of its blobs and unfinished uploads.
+    fn file_usage(&self, username: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// [`Store::append`] for an application message that carries blobs, in one transaction:
+    /// each of `refs.add` must be a complete blob (else `UnknownBlob` and nothing is stored);
+    /// they are referenced at the new entry, and the sender's account's references in this
+    /// group to `refs.drop` are dropped. A retried message (duplicate id) changes nothing.
+    fn append_referencing(
+        &self,
+        append: Append,
+        refs: BlobRefs,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Forgets up to `limit` blobs: complete ones unreferenced since before
+    /// `unreferenced_before_ms`, and unfinished uploads that expired at or before `now_ms`.
+    /// Returns them, so that their bytes can be deleted.
+    fn collect_garbage(
+        &self,
+        now_ms: u64,
+        unreferenced_before_ms: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Garbage>, StoreError>> + Send;
+
+    /// Which of `ids` the store knows, so that bytes with no record (orphans) can be found.
+    fn known_blobs(
+        &self,
+        ids: Vec<BlobId>,
+    ) -> impl Future<Output = Result<Vec<BlobId>, StoreError>> + Send;
 }
+
+mod files;
+pub use files::*;
+
+use chapar_types::BlobId;

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// The backend failed (disk full, corruption, ...). The detail is for the server log only.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// A message referenced a blob that does not exist or is not complete; nothing was stored.
+    #[error("unknown blob {0}")]
+    UnknownBlob(chapar_types::BlobId),
 }
 
 /// A device as the server knows it.

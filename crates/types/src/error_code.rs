@@ -76,6 +76,22 @@ error_codes! {
     /// Bring the group's devices in line with its accounts (add the new, remove the revoked),
     /// then send again.
     StaleRoster = 21, "stale_roster";
+    // Files use 40-49, apart from the core codes, so both can grow without colliding.
+    /// Files: the account's uploads would exceed its storage quota. Delete files or wait for
+    /// unfinished uploads to expire.
+    QuotaExceeded = 40, "quota_exceeded";
+    /// Files: no (complete) blob or upload has this id, or it is not the caller's.
+    UnknownBlob = 41, "unknown_blob";
+    /// Files: the chunk did not match its `Upload-Checksum`; nothing of it was stored.
+    ChecksumMismatch = 42, "checksum_mismatch";
+    /// Files: the unfinished upload expired; start a new one.
+    UploadExpired = 43, "upload_expired";
+    /// Files: the request's `Upload-Offset` is not the upload's offset; ask for it (HEAD).
+    OffsetMismatch = 44, "offset_mismatch";
+    /// Files: another request is writing to this upload right now; retry shortly.
+    UploadBusy = 45, "upload_busy";
+    /// Files: a message still references this blob, so it cannot be deleted.
+    BlobReferenced = 46, "blob_referenced";
     /// A server-side fault. Details are in the server's log, never in the response.
     Internal = 99, "internal";
 }

@@ -100,6 +100,13 @@ random_id!(
     "message id"
 );
 
+random_id!(
+    /// A file's ciphertext on the server: chosen at random by the server when an upload is
+    /// created (128 bits, so unguessable), and named by messages that carry the file.
+    BlobId,
+    "blob id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,3 +20,5 @@ pub type Seq = u64;
 
 /// An MLS epoch number, as carried in the group context.
 pub type Epoch = u64;
+
+pub use ids::BlobId;

@@ -82,3 +82,37 @@ pub const ARCHIVE_PAGE_SEGMENTS_MAX: u32 = 500;
 /// always fits in one frame. A page holds at least one item, and no item is larger than
 /// [`HANDSHAKE_BYTES_MAX`], which leaves room for the frame around it.
 pub const PAGE_BYTES_MAX: usize = 768 * 1024;
+
+// ---- Files ----
+
+/// Largest plaintext file a client may send, before encryption.
+pub const FILE_PLAINTEXT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+/// What client-side encryption may add to a file at most (per-chunk tags and nonces, header).
+/// With 28 bytes of overhead per chunk, this fits every chunk size of 128 KiB or more.
+pub const FILE_ENCRYPTION_OVERHEAD_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Default largest upload (ciphertext) a server accepts; a server may be configured otherwise
+/// and announces its own value in `Tus-Max-Size`.
+pub const FILE_CIPHERTEXT_BYTES_MAX_DEFAULT: u64 =
+    FILE_PLAINTEXT_BYTES_MAX + FILE_ENCRYPTION_OVERHEAD_BYTES_MAX;
+
+/// Default storage one account may use: its completed blobs plus the declared lengths of its
+/// unfinished uploads.
+pub const FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Default time an unfinished upload is kept after its last activity, in seconds.
+pub const FILE_UPLOAD_EXPIRY_SECS_DEFAULT: u64 = 24 * 60 * 60;
+
+/// Default time a completed blob that no message references is kept, in seconds: long enough
+/// for its uploader to send the message that references it.
+pub const FILE_UNREFERENCED_GRACE_SECS_DEFAULT: u64 = 24 * 60 * 60;
+
+/// Default time between two garbage collections of blobs and expired uploads, in seconds.
+pub const FILE_GC_INTERVAL_SECS_DEFAULT: u64 = 10 * 60;
+
+/// Lifetime of a file access token, in seconds.
+pub const FILE_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// Most blobs one message may reference (and most references one message may drop).
+pub const BLOBS_PER_MESSAGE_MAX: usize = 32;

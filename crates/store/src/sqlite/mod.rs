@@ -10,6 +10,7 @@
 mod archive;
 mod cache;
 mod devices;
+mod files;
 mod ops;
 mod recovery;
 mod rendezvous;
@@ -384,6 +385,81 @@ impl Store for SqliteStore {
 
     async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupHead>, StoreError> {
         self.read(move |c| ops::device_groups(c, device)).await
+    }
+
+    async fn create_upload(
+        &self,
+        upload: NewUpload,
+        quota_bytes: u64,
+    ) -> Result<UploadCreated, StoreError> {
+        self.write(move |c| files::create_upload(c, &upload, quota_bytes))
+            .await
+    }
+
+    async fn upload(&self, id: chapar_types::BlobId) -> Result<Option<UploadRecord>, StoreError> {
+        self.read(move |c| files::upload(c, id)).await
+    }
+
+    async fn commit_upload(
+        &self,
+        id: chapar_types::BlobId,
+        from: u64,
+        to: u64,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<UploadCommitted, StoreError> {
+        self.write(move |c| files::commit_upload(c, id, from, to, now_ms, expires_ms))
+            .await
+    }
+
+    async fn complete_upload(
+        &self,
+        id: chapar_types::BlobId,
+        now_ms: u64,
+    ) -> Result<Option<UploadRecord>, StoreError> {
+        self.write(move |c| files::complete_upload(c, id, now_ms))
+            .await
+    }
+
+    async fn delete_upload(
+        &self,
+        id: chapar_types::BlobId,
+        username: &str,
+    ) -> Result<UploadDeleted, StoreError> {
+        let username = username.to_owned();
+        self.write(move |c| files::delete_upload(c, id, &username))
+            .await
+    }
+
+    async fn file_usage(&self, username: &str) -> Result<u64, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| files::file_usage(c, &username)).await
+    }
+
+    async fn append_referencing(
+        &self,
+        append: Append,
+        refs: BlobRefs,
+    ) -> Result<Appended, StoreError> {
+        self.write_with_cache(move |c, cache| files::append_referencing(c, cache, append, &refs))
+            .await
+    }
+
+    async fn collect_garbage(
+        &self,
+        now_ms: u64,
+        unreferenced_before_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Garbage>, StoreError> {
+        self.write(move |c| files::collect_garbage(c, now_ms, unreferenced_before_ms, limit))
+            .await
+    }
+
+    async fn known_blobs(
+        &self,
+        ids: Vec<chapar_types::BlobId>,
+    ) -> Result<Vec<chapar_types::BlobId>, StoreError> {
+        self.read(move |c| files::known_blobs(c, &ids)).await
     }
 }
 

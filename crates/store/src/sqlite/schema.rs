@@ -104,6 +104,33 @@ CREATE TABLE archive_heads (
     PRIMARY KEY (username, group_id)
 );
 "#,
+    // Files: uploads and the blobs they become (bytes live in the blob store), and the
+    // references application messages hold on blobs, for garbage collection.
+    r#"
+CREATE TABLE blobs (
+    blob_id          BLOB PRIMARY KEY,
+    username         TEXT NOT NULL REFERENCES accounts(username),
+    device_id        INTEGER NOT NULL,
+    length           INTEGER NOT NULL,
+    committed        INTEGER NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    expires_ms       INTEGER NOT NULL,
+    completed_ms     INTEGER,
+    unreferenced_ms  INTEGER
+);
+CREATE INDEX blobs_by_account ON blobs(username);
+CREATE INDEX blobs_unfinished_by_expiry ON blobs(expires_ms) WHERE completed_ms IS NULL;
+CREATE INDEX blobs_unreferenced ON blobs(unreferenced_ms) WHERE unreferenced_ms IS NOT NULL;
+CREATE TABLE blob_refs (
+    blob_id   BLOB NOT NULL REFERENCES blobs(blob_id),
+    group_id  BLOB NOT NULL,
+    seq       INTEGER NOT NULL,
+    username  TEXT NOT NULL,
+    PRIMARY KEY (blob_id, group_id, seq)
+);
+CREATE INDEX blob_refs_by_sender ON blob_refs(group_id, username, blob_id);
+"#,
 ];
 
 /// Brings the database to the newest schema, in one transaction per step.
