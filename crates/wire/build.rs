@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "chapar.content.v1.ArchiveKey",
             "chapar.content.v1.AccountSecrets",
             "chapar.content.v1.LinkApprovalBody",
+            "chapar.content.v1.File",
         ])
         .compile_fds(descriptors)?;
     Ok(())

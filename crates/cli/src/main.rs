@@ -5,6 +5,7 @@
 //! `chapar-server` and `chapar-client`.
 
 mod devices_cmd;
+mod files_cmd;
 mod output;
 mod server_cmd;
 
@@ -88,6 +89,38 @@ enum Command {
         #[arg(long)]
         keep_devices: bool,
     },
+    /// Send a file, photo, video or voice note (encrypted here; the upload resumes if the
+    /// command is run again after an interruption). Prints the message id.
+    SendFile {
+        /// @username or group id.
+        target: String,
+        /// The file.
+        path: PathBuf,
+        /// A caption shown with it.
+        #[arg(long)]
+        caption: Option<String>,
+        /// What it shows as: photo, video, voice, file or sticker [default: from its name]
+        #[arg(long = "as")]
+        kind: Option<String>,
+    },
+    /// Download the file of a message (resumable; the digest is checked). Prints where it went.
+    Download {
+        /// The message's id, as `messages --json` shows it.
+        message_id: String,
+        /// Where to put it (a file, or a directory) [default: its name, here]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Send the file of a message to another chat, without uploading it again.
+    Forward {
+        /// The message's id.
+        message_id: String,
+        /// @username or group id.
+        target: String,
+    },
+    /// Make, share, install and send sticker packs.
+    #[command(subcommand)]
+    Sticker(files_cmd::StickerCommand),
     /// Mark a chat read up to its newest message, on all your devices.
     Read {
         /// @username or group id.
@@ -217,7 +250,7 @@ fn group(text: &str) -> anyhow::Result<GroupId> {
         .map_err(|_| anyhow::anyhow!("{text:?} is not a group id (32 hex digits)"))
 }
 
-fn message_id(text: &str) -> anyhow::Result<MessageId> {
+pub(crate) fn message_id(text: &str) -> anyhow::Result<MessageId> {
     text.parse()
         .map_err(|_| anyhow::anyhow!("{text:?} is not a message id (32 hex digits)"))
 }
@@ -335,6 +368,26 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             )
             .await?;
         }
+        Command::SendFile {
+            target,
+            path,
+            caption,
+            kind,
+        } => files_cmd::send_file(client, &target, &path, caption, kind.as_deref()).await?,
+        Command::Download {
+            message_id: id,
+            out,
+        } => files_cmd::download(client, message_id(&id)?, out).await?,
+        Command::Forward {
+            message_id: id,
+            target,
+        } => {
+            let sent = client
+                .forward(message_id(&id)?, &Target::parse(&target)?)
+                .await?;
+            println!("{}", sent.id);
+        }
+        Command::Sticker(command) => files_cmd::sticker(client, command).await?,
         Command::Read { target } => {
             client.mark_read(&Target::parse(&target)?).await?;
         }

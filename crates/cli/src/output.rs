@@ -19,7 +19,7 @@ pub fn print_message(m: &ChatMessage, json: bool) {
             .iter()
             .map(|(emoji, by)| serde_json::json!({"emoji": emoji, "by": by}))
             .collect();
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "chat": m.chat,
             "id": m.id,
             "sender": m.sender,
@@ -29,8 +29,16 @@ pub fn print_message(m: &ChatMessage, json: bool) {
             "edited": m.edited,
             "deleted": m.deleted,
             "reactions": reactions,
-        })
-        .to_string()
+        });
+        if let Some(object) = line.as_object_mut() {
+            if let Some(file) = &m.file {
+                object.insert("file".into(), serde_json::json!(file));
+            }
+            if let Some(pack) = &m.sticker_pack {
+                object.insert("sticker_pack".into(), serde_json::json!(pack));
+            }
+        }
+        line.to_string()
     } else {
         let mut flags = String::new();
         if m.deleted {
@@ -43,6 +51,21 @@ pub fn print_message(m: &ChatMessage, json: bool) {
             .iter()
             .map(|(e, by)| format!(" [{e} {by}]"))
             .collect();
+        if let Some(file) = &m.file {
+            flags.insert_str(
+                0,
+                &format!(" [{}: {}, {} bytes]", file.kind, file.name, file.size),
+            );
+        }
+        if let Some(pack) = &m.sticker_pack {
+            flags.insert_str(
+                0,
+                &format!(
+                    " [sticker pack {} ({}), {} stickers]",
+                    pack.name, pack.id, pack.stickers
+                ),
+            );
+        }
         format!(
             "[{}] {} {}: {}{flags}{reactions}  ({})",
             m.chat,

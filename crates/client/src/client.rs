@@ -343,7 +343,10 @@ impl Client {
                 self.local.mark_sent(group, id, 0)?;
                 continue;
             }
-            self.deliver(group, id, &body).await?;
+            // A retried delete no longer knows the file it deleted (the local copy is gone):
+            // the blob then stays referenced, which costs space, never data.
+            let references = crate::files::references(&self.local, &body);
+            self.deliver(group, id, &body, &references).await?;
         }
         Ok(())
     }
@@ -967,12 +970,14 @@ impl Client {
             body: Some(body),
         };
         let bytes = message.encode_to_vec();
+        // Before the message changes local history: a delete still finds its file here.
+        let references = crate::files::references(&self.local, &bytes);
         let (name, device) = (me.username.clone(), me.device);
         self.local.transaction(|l| {
             history::apply(l, group, name.as_str(), device, None, &message)?;
             l.queue_outgoing(group, id, &bytes, now_ms())
         })?;
-        self.deliver(group, id, &bytes).await?;
+        self.deliver(group, id, &bytes, &references).await?;
         self.upload_archive(&HashMap::new(), false).await;
         Ok(id)
     }
@@ -984,6 +989,7 @@ impl Client {
         group: GroupId,
         id: MessageId,
         body: &[u8],
+        (blob_ids, unreferenced_blob_ids): &(Vec<Vec<u8>>, Vec<Vec<u8>>),
     ) -> Result<Seq, ClientError> {
         for _ in 0..STALE_RETRIES_MAX {
             let (local, conn, me) = self.parts()?;
@@ -1004,6 +1010,8 @@ impl Client {
                     message_id: id.as_bytes().to_vec(),
                     ciphertext,
                     roster_version: local.roster_checked(group)?,
+                    blob_ids: blob_ids.clone(),
+                    unreferenced_blob_ids: unreferenced_blob_ids.clone(),
                 }))
                 .await;
             match reply {

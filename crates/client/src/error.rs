@@ -25,6 +25,9 @@ pub enum ClientError {
     /// The user asked for something that cannot be done (unknown chat, bad id, ...).
     #[error("{0}")]
     Usage(String),
+    /// A file failed its integrity check: what arrived is not what was sent.
+    #[error("integrity: {0}")]
+    Integrity(String),
     /// A cryptographic check failed.
     #[error("crypto: {0}")]
     Crypto(#[from] chapar_crypto::CryptoError),

@@ -2,7 +2,8 @@
 //! to the local store, and reading a chat back.
 
 use chapar_types::{DeviceId, GroupId, MessageId, Seq};
-use chapar_wire::content::{AppMessage, ChatKind, app_message::Body};
+use chapar_wire::content::{AppMessage, ChatKind, File, StickerPack, app_message::Body};
+use prost::Message as _;
 use rusqlite::{OptionalExtension, params};
 
 use crate::ClientError;
@@ -34,6 +35,114 @@ pub struct ChatMessage {
     /// Log position (None while unacknowledged).
     #[serde(skip)]
     pub seq: Option<Seq>,
+    /// The file the message carries, if it is a file message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    /// The sticker pack the message shares, if it shares one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticker_pack: Option<PackInfo>,
+}
+
+/// What a file message says about its file (the key stays in the profile).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileInfo {
+    /// The name the sender gave it.
+    pub name: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// `file`, `photo`, `video`, `voice` or `sticker`.
+    pub kind: &'static str,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// Pixels, for pictures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Pixels, for pictures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Whether a thumbnail came with it.
+    pub thumbnail: bool,
+}
+
+/// What a sticker-pack message shares.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PackInfo {
+    /// The pack's id (hex), for `sticker install`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// How many stickers it has.
+    pub stickers: usize,
+}
+
+/// The attachment kinds stored with a message.
+const ATTACHMENT_FILE: &str = "file";
+const ATTACHMENT_STICKER_PACK: &str = "sticker_pack";
+
+fn file_info(file: &File) -> FileInfo {
+    FileInfo {
+        name: file.name.clone(),
+        size: file.size,
+        kind: crate::files::media::kind_name(file.kind),
+        mime_type: file.mime_type.clone(),
+        width: (file.width > 0).then_some(file.width),
+        height: (file.height > 0).then_some(file.height),
+        thumbnail: !file.thumbnail.is_empty(),
+    }
+}
+
+fn attachment_info(
+    kind: Option<&str>,
+    bytes: Option<&[u8]>,
+) -> (Option<FileInfo>, Option<PackInfo>) {
+    match (kind, bytes) {
+        (Some(ATTACHMENT_FILE), Some(bytes)) => {
+            (File::decode(bytes).ok().map(|f| file_info(&f)), None)
+        }
+        (Some(ATTACHMENT_STICKER_PACK), Some(bytes)) => (
+            None,
+            StickerPack::decode(bytes).ok().map(|p| PackInfo {
+                id: hex::encode(&p.pack_id),
+                name: p.name,
+                stickers: p.stickers.len(),
+            }),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// The file a message carries, with the chat it is in: what `download` and `forward` need.
+pub fn file_of(local: &Local, id: MessageId) -> Result<Option<(GroupId, File)>, ClientError> {
+    let row: Option<(Vec<u8>, Vec<u8>)> = local
+        .conn()
+        .query_row(
+            "SELECT group_id, attachment FROM messages
+             WHERE message_id = ?1 AND attachment_kind = ?2 AND deleted = 0",
+            params![id.as_bytes(), ATTACHMENT_FILE],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((group, bytes)) = row else {
+        return Ok(None);
+    };
+    let group = GroupId::from_slice(&group)
+        .map_err(|_| ClientError::Profile("the profile is damaged".into()))?;
+    let file = File::decode(bytes.as_slice())
+        .map_err(|_| ClientError::Profile("a stored file message is damaged".into()))?;
+    Ok(Some((group, file)))
+}
+
+/// The sticker pack a message shares.
+pub fn sticker_pack_of(local: &Local, id: MessageId) -> Result<Option<StickerPack>, ClientError> {
+    let bytes: Option<Vec<u8>> = local
+        .conn()
+        .query_row(
+            "SELECT attachment FROM messages WHERE message_id = ?1 AND attachment_kind = ?2",
+            params![id.as_bytes(), ATTACHMENT_STICKER_PACK],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(bytes.and_then(|b| StickerPack::decode(b.as_slice()).ok()))
 }
 
 /// Something new the user should see after a sync.
@@ -57,6 +166,17 @@ pub fn apply(
     let Ok(id) = MessageId::from_slice(&message.message_id) else {
         return Ok(Applied::Nothing);
     };
+    let base = NewMessage {
+        group,
+        id,
+        sender,
+        sender_device,
+        text: "",
+        reply_to: None,
+        attachment: None,
+        sent_at_ms: message.sent_at_ms,
+        seq,
+    };
     let conn = local.conn();
     let target_sender = |target: &[u8]| -> Result<Option<String>, ClientError> {
         Ok(conn
@@ -70,16 +190,37 @@ pub fn apply(
     match &message.body {
         Some(Body::Text(text)) => {
             let reply_to = (!text.reply_to.is_empty()).then_some(text.reply_to.as_slice());
-            let inserted = conn.execute(
-                "INSERT OR IGNORE INTO messages (group_id, message_id, sender, sender_device, text, reply_to, sent_at_ms, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![group.as_bytes(), id.as_bytes(), sender, sender_device.0 as i64, text.text, reply_to, message.sent_at_ms, seq.map(|s| s as i64)],
-            )?;
-            Ok(if inserted > 0 {
-                Applied::Message(group, id)
-            } else {
-                Applied::Nothing
-            })
+            insert(
+                local,
+                &NewMessage {
+                    text: &text.text,
+                    reply_to,
+                    ..base
+                },
+            )
+        }
+        Some(Body::File(file)) => {
+            let reply_to = (!file.reply_to.is_empty()).then_some(file.reply_to.as_slice());
+            let bytes = file.encode_to_vec();
+            insert(
+                local,
+                &NewMessage {
+                    text: &file.caption,
+                    reply_to,
+                    attachment: Some((ATTACHMENT_FILE, &bytes)),
+                    ..base
+                },
+            )
+        }
+        Some(Body::StickerPack(pack)) => {
+            let bytes = pack.encode_to_vec();
+            insert(
+                local,
+                &NewMessage {
+                    attachment: Some((ATTACHMENT_STICKER_PACK, &bytes)),
+                    ..base
+                },
+            )
         }
         Some(Body::Edit(edit)) => {
             // Only the author may edit, and a deleted message stays deleted.
@@ -98,7 +239,8 @@ pub fn apply(
                 return Ok(Applied::Nothing);
             }
             conn.execute(
-                "UPDATE messages SET text = NULL, deleted = 1 WHERE group_id = ?1 AND message_id = ?2",
+                "UPDATE messages SET text = NULL, attachment = NULL, deleted = 1
+                 WHERE group_id = ?1 AND message_id = ?2",
                 params![group.as_bytes(), delete.target],
             )?;
             conn.execute(
@@ -155,6 +297,46 @@ pub fn apply(
     }
 }
 
+/// A new message, before it is stored.
+struct NewMessage<'a> {
+    group: GroupId,
+    id: MessageId,
+    sender: &'a str,
+    sender_device: DeviceId,
+    text: &'a str,
+    reply_to: Option<&'a [u8]>,
+    /// The attachment's kind and encoded bytes.
+    attachment: Option<(&'a str, &'a [u8])>,
+    sent_at_ms: i64,
+    seq: Option<Seq>,
+}
+
+/// Stores a new message; a repeated id changes nothing.
+fn insert(local: &Local, m: &NewMessage<'_>) -> Result<Applied, ClientError> {
+    let inserted = local.conn().execute(
+        "INSERT OR IGNORE INTO messages (group_id, message_id, sender, sender_device, text,
+                                         reply_to, sent_at_ms, seq, attachment_kind, attachment)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            m.group.as_bytes(),
+            m.id.as_bytes(),
+            m.sender,
+            m.sender_device.0 as i64,
+            m.text,
+            m.reply_to,
+            m.sent_at_ms,
+            m.seq.map(|s| s as i64),
+            m.attachment.map(|a| a.0),
+            m.attachment.map(|a| a.1),
+        ],
+    )?;
+    Ok(if inserted > 0 {
+        Applied::Message(m.group, m.id)
+    } else {
+        Applied::Nothing
+    })
+}
+
 /// One message for display.
 pub fn message(
     local: &Local,
@@ -183,7 +365,8 @@ fn query(
 ) -> Result<Vec<ChatMessage>, ClientError> {
     let conn = local.conn();
     let mut stmt = conn.prepare_cached(
-        "SELECT message_id, sender, text, reply_to, sent_at_ms, seq, edited, deleted FROM messages
+        "SELECT message_id, sender, text, reply_to, sent_at_ms, seq, edited, deleted,
+                attachment_kind, attachment FROM messages
          WHERE group_id = ?1 AND (?2 IS NULL OR message_id = ?2)
          ORDER BY seq IS NULL, seq, sent_at_ms",
     )?;
@@ -198,6 +381,10 @@ fn query(
             r.get::<_, Option<i64>>(5)?,
             r.get::<_, bool>(6)?,
             r.get::<_, bool>(7)?,
+            attachment_info(
+                r.get::<_, Option<String>>(8)?.as_deref(),
+                r.get::<_, Option<Vec<u8>>>(9)?.as_deref(),
+            ),
         ))
     })?;
     let mut reactions = conn.prepare_cached(
@@ -205,7 +392,8 @@ fn query(
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, sender, text, reply_to, sent_at_ms, seq, edited, deleted) = row?;
+        let (id, sender, text, reply_to, sent_at_ms, seq, edited, deleted, (file, sticker_pack)) =
+            row?;
         let reacts = reactions
             .query_map(params![group.as_bytes(), id], |r| {
                 Ok((
@@ -225,6 +413,8 @@ fn query(
             deleted,
             reactions: reacts,
             seq: seq.map(|s| s as u64),
+            file,
+            sticker_pack,
         });
     }
     Ok(out)

@@ -10,6 +10,9 @@
 //!   line with accounts' device lists, the encrypted history archive a new device restores
 //!   from, and the state one account's devices share.
 //!
+//! - [`files`]: files, photos, videos, voice notes and stickers, encrypted here, uploaded and
+//!   downloaded resumably.
+//!
 //! Plaintext exists only here, on the user's device.
 
 mod account_keys;
@@ -18,6 +21,7 @@ mod client;
 pub mod connection;
 mod devices;
 mod error;
+pub mod files;
 mod history;
 mod link;
 pub mod local;
@@ -31,6 +35,6 @@ pub use archive::Restored;
 pub use client::{Client, Target};
 pub use devices::{DeviceInfo, Revoked};
 pub use error::ClientError;
-pub use history::ChatMessage;
+pub use history::{ChatMessage, FileInfo, PackInfo};
 pub use link::{ApprovalPreview, Approved, LINK_PEER_WAIT, LinkPreview, Linked, PendingLink};
 pub use recovery::Recovered;

@@ -86,6 +86,23 @@ CREATE TABLE revoked_devices (           -- seen revoked: never added to a group
     PRIMARY KEY (username, device_id)
 );
 "#,
+    // Files: attachments of messages, uploads in progress (to resume), installed sticker packs.
+    r#"
+ALTER TABLE messages ADD COLUMN attachment_kind TEXT;   -- 'file' or 'sticker_pack'
+ALTER TABLE messages ADD COLUMN attachment BLOB;        -- the encoded File or StickerPack
+CREATE INDEX messages_by_id ON messages(message_id);
+CREATE TABLE uploads (
+    upload_key  TEXT PRIMARY KEY,   -- the chat, and the file's path, size and modification time
+    file_key    BLOB NOT NULL,
+    upload_url  TEXT,               -- once the server created the upload
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE sticker_packs (
+    pack_id       BLOB PRIMARY KEY,
+    pack          BLOB NOT NULL,    -- the encoded StickerPack
+    installed_ms  INTEGER NOT NULL
+);
+"#,
 ];
 
 fn migrate(conn: &Connection) -> Result<(), ClientError> {

@@ -4,6 +4,8 @@
 //!   answers the server's login challenge, and the byte strings each of them signs.
 //! - [`account`]: the recovery key, the link code and device fingerprints: secrets and numbers
 //!   people handle by hand, and what is derived from them.
+//! - [`file`]: streaming encryption of files in fixed-size, individually authenticated chunks
+//!   (STREAM over AES-256-GCM), so transfers resume mid-file and damage is found chunk by chunk.
 //! - [`seal`]: AEAD for account-level secrets (the history archive, device names) and sealing to
 //!   an X25519 public key (recovery bundles, link approvals).
 //! - [`safety_number`]: the number two people compare out of band to detect a swapped key.
@@ -14,6 +16,7 @@
 //! Randomness comes from the provider or an `rng` argument; nothing here reads a clock.
 
 pub mod account;
+pub mod file;
 pub mod identity;
 pub mod mls;
 pub mod safety_number;

@@ -106,6 +106,7 @@ fn send(group: &[u8], epoch: u64, message_id: u8, ciphertext: Vec<u8>) -> Reques
         message_id: vec![message_id; 16],
         ciphertext,
         roster_version: 0,
+        ..Default::default()
     })
 }
 

@@ -25,6 +25,11 @@ macro_rules! error_codes {
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$name => $text,)* }
             }
+
+            /// Reads a name [`Self::as_str`] gives (HTTP responses carry names, not numbers).
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($text => Some(Self::$name),)* _ => None }
+            }
         }
     };
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::content::{AccountSecrets, ArchiveKey, LinkApprovalBody};
+use crate::content::{AccountSecrets, ArchiveKey, File, LinkApprovalBody};
 
 const HIDDEN: &str = "<secret>";
 
@@ -36,6 +36,18 @@ impl fmt::Debug for LinkApprovalBody {
     }
 }
 
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The name and caption are private too: a log line must not carry them.
+        f.debug_struct("File")
+            .field("blob_id", &self.blob_id)
+            .field("key", &HIDDEN)
+            .field("size", &self.size)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +71,17 @@ mod tests {
         assert!(printed.contains("alice") && printed.contains("generation: 7"));
         assert!(
             !printed.contains("171") && !printed.contains("205"),
+            "{printed}"
+        );
+        let file = File {
+            key: vec![0xAB; 32],
+            name: "plans-xyzzy.pdf".into(),
+            caption: "do not share".into(),
+            ..Default::default()
+        };
+        let printed = format!("{file:?}");
+        assert!(
+            !printed.contains("171") && !printed.contains("xyzzy") && !printed.contains("share"),
             "{printed}"
         );
     }
