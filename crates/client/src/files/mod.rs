@@ -196,13 +196,18 @@ impl Client {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<upload::Uploaded, ClientError> {
         let http = self.file_http().await?;
-        match upload::upload(&self.local, &http, key, path, progress).await {
-            Err(e) if e.code() == Some(ErrorCode::Unauthenticated) => {
-                let http = self.file_http().await?;
-                upload::upload(&self.local, &http, key, path, progress).await
-            }
-            other => other,
+        // A transfer changes no MLS state: let other commands (a `listen`) use the profile
+        // meanwhile, however long it takes.
+        self.local.unlock();
+        let mut uploaded = upload::upload(&self.local, &http, key, path, progress).await;
+        if matches!(&uploaded, Err(e) if e.code() == Some(ErrorCode::Unauthenticated)) {
+            self.local.relock().await?;
+            let http = self.file_http().await?;
+            self.local.unlock();
+            uploaded = upload::upload(&self.local, &http, key, path, progress).await;
         }
+        self.local.relock().await?;
+        uploaded
     }
 
     /// Sends `body` to `group` and returns it as the user sees it.
@@ -240,8 +245,10 @@ impl Client {
             None => PathBuf::from(safe_name(&file.name)),
         };
         let http = self.file_http().await?;
-        download::download(&http, &file, &out, &mut progress).await?;
-        Ok(out)
+        self.local.unlock();
+        let downloaded = download::download(&http, &file, &out, &mut progress).await;
+        self.local.relock().await?;
+        downloaded.map(|()| out)
     }
 
     /// Sends the file of message `id` to `target` again: the same ciphertext, no upload.
