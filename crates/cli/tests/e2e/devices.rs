@@ -353,3 +353,35 @@ fn revoking_the_device_that_set_the_recovery_key_replaces_it() {
         "--keep-devices",
     ]);
 }
+
+#[test]
+fn ten_devices_on_one_account_all_read_the_same_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let first = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    first.send("@bob", "before the others");
+    // Each new device is approved by the one before it.
+    let mut devices = vec![first];
+    for n in 2..=10 {
+        let next = server.link(dir.path(), &format!("alice-{n}"), devices.last().unwrap());
+        devices.push(next);
+    }
+    assert_eq!(devices[9].devices().len(), 10);
+    bob.send("@alice", "to all ten");
+    for device in &devices {
+        device.sync();
+        assert_eq!(
+            device.texts("@bob"),
+            ["before the others", "to all ten"],
+            "{}",
+            device.profile.display()
+        );
+    }
+    bob.sync();
+    assert_eq!(
+        bob.members("@alice").len(),
+        11,
+        "ten devices of alice, one of bob"
+    );
+}
