@@ -227,6 +227,7 @@ mod codec {
                 message_id: vec![2; 16],
                 ciphertext: vec![3; 300],
                 roster_version: 0,
+                ..Default::default()
             })),
         }
     }

@@ -135,9 +135,7 @@ async fn uncommitted_bytes_are_discarded<B: BlobStore + ?Sized>(store: &B) {
     assert_eq!(read_all(store, id, 0..end).await, b"committed-and-more");
 }
 
-async fn partial_blobs_are_not_readable_and_offsets_are_checked<B: BlobStore + ?Sized>(
-    store: &B,
-) {
+async fn partial_blobs_are_not_readable_and_offsets_are_checked<B: BlobStore + ?Sized>(store: &B) {
     let id = fresh_id();
     assert_eq!(
         store.read(fresh_id(), 0..0).await.err(),
@@ -204,7 +202,10 @@ async fn deletes_and_listings<B: BlobStore + ?Sized>(store: &B) {
 
     store.delete(partial).await.expect("delete partial");
     store.delete(complete).await.expect("delete complete");
-    store.delete(complete).await.expect("deleting twice is fine");
+    store
+        .delete(complete)
+        .await
+        .expect("deleting twice is fine");
     store
         .delete(fresh_id())
         .await

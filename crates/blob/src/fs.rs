@@ -228,7 +228,10 @@ impl BlobStore for FsBlobStore {
         // The walk starts on the first poll, so `list` itself needs no runtime.
         let root = self.root.clone();
         let stream = futures_util::stream::unfold(
-            (Some(root), None::<mpsc::Receiver<Result<ListedBlob, BlobError>>>),
+            (
+                Some(root),
+                None::<mpsc::Receiver<Result<ListedBlob, BlobError>>>,
+            ),
             |(root, receiver)| async move {
                 let mut receiver = match (root, receiver) {
                     (_, Some(receiver)) => receiver,
@@ -419,15 +422,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create(id(0xAB)).await.unwrap();
-        assert!(dir.path().join("partial").join(id(0xAB).to_string()).exists());
+        assert!(
+            dir.path()
+                .join("partial")
+                .join(id(0xAB).to_string())
+                .exists()
+        );
         let mut appender = store.append(id(0xAB), 0).await.unwrap();
         appender.write(Bytes::from_static(b"abc")).await.unwrap();
         appender.commit().await.unwrap();
         store.finalize(id(0xAB), 3).await.unwrap();
-        let path = dir
-            .path()
-            .join("complete/ab")
-            .join(id(0xAB).to_string());
+        let path = dir.path().join("complete/ab").join(id(0xAB).to_string());
         assert_eq!(std::fs::read(path).unwrap(), b"abc");
         assert!(!store.partial_path(id(0xAB)).exists());
     }

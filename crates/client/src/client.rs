@@ -898,6 +898,7 @@ impl Client {
                     message_id: id.as_bytes().to_vec(),
                     ciphertext,
                     roster_version: local.roster_checked(group)?,
+                    ..Default::default()
                 }))
                 .await;
             match reply {

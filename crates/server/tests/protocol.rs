@@ -21,10 +21,7 @@ struct TestServer {
 async fn start() -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-    };
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
     tokio::spawn(chapar_server::run(
         config,
         move |addr| {
@@ -106,6 +103,7 @@ fn send(group: &[u8], epoch: u64, message_id: u8, ciphertext: Vec<u8>) -> Reques
         message_id: vec![message_id; 16],
         ciphertext,
         roster_version: 0,
+        ..Default::default()
     })
 }
 

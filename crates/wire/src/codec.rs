@@ -50,6 +50,7 @@ mod tests {
                         message_id,
                         ciphertext,
                         roster_version: epoch ^ 7,
+                        ..Default::default()
                     })),
                 }
             })

@@ -88,6 +88,7 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Report> {
                 ciphertext,
                 // The load generator never changes devices, so rosters stay at version 0.
                 roster_version: 0,
+                ..Default::default()
             }))
             .await?;
     }

@@ -127,6 +127,7 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Vec<SizeReport>
                         ciphertext,
                         // The load generator never changes devices, so rosters stay at version 0.
                         roster_version: 0,
+                        ..Default::default()
                     }))
                     .await
                     .map(drop)

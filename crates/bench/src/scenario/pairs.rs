@@ -85,6 +85,7 @@ async fn chapar_senders(
                             ciphertext,
                             // The load generator never changes devices, so rosters stay at version 0.
                             roster_version: 0,
+                            ..Default::default()
                         }))
                         .await
                 })

@@ -127,7 +127,12 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
         Ok(UploadCommitted::NotFound)
     );
     assert_eq!(
-        store.complete_upload(id, 300).await.unwrap().unwrap().completed_ms,
+        store
+            .complete_upload(id, 300)
+            .await
+            .unwrap()
+            .unwrap()
+            .completed_ms,
         None,
         "an upload completes only once every byte is committed"
     );
