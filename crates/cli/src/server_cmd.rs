@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use chapar_server::ServerConfig;
+use chapar_server::{FilesConfig, ServerConfig};
 use clap::Args;
 
 /// Server options. Each can also come from the config file.
@@ -17,12 +18,32 @@ pub struct ServerArgs {
     /// Data directory: database and files [default: ./chapar-data]
     #[arg(long, env = "CHAPAR_DATA")]
     data: Option<PathBuf>,
-    /// TOML config file with `listen` and `data` keys.
+    /// TOML config file with `listen` and `data` keys, and the file settings below
+    /// (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`, `gc_grace`,
+    /// `gc_at_startup`).
     #[arg(long, env = "CHAPAR_CONFIG")]
     config: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAPAR_LOG_JSON")]
     log_json: bool,
+    /// Largest file upload (ciphertext), e.g. 4GiB or 4296015872 [default: 4 GiB + 1 MiB]
+    #[arg(long, env = "CHAPAR_FILE_MAX_BYTES", value_parser = parse_bytes)]
+    file_max_bytes: Option<u64>,
+    /// Storage per account for files, e.g. 20GiB [default: 20GiB]
+    #[arg(long, env = "CHAPAR_FILE_QUOTA_BYTES", value_parser = parse_bytes)]
+    file_quota_bytes: Option<u64>,
+    /// How long an unfinished upload is kept after its last chunk, e.g. 24h [default: 24h]
+    #[arg(long, env = "CHAPAR_UPLOAD_EXPIRY", value_parser = humantime::parse_duration)]
+    upload_expiry: Option<Duration>,
+    /// Time between file garbage collections, e.g. 10m [default: 10m]
+    #[arg(long, env = "CHAPAR_GC_INTERVAL", value_parser = humantime::parse_duration)]
+    gc_interval: Option<Duration>,
+    /// How long a file no message references is kept, e.g. 24h [default: 24h]
+    #[arg(long, env = "CHAPAR_GC_GRACE", value_parser = humantime::parse_duration)]
+    gc_grace: Option<Duration>,
+    /// Collect file garbage once at start too [default: true]
+    #[arg(long, env = "CHAPAR_GC_AT_STARTUP", value_name = "BOOL", action = clap::ArgAction::Set)]
+    gc_at_startup: Option<bool>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -30,6 +51,116 @@ pub struct ServerArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
+    file_max_bytes: Option<ByteSize>,
+    file_quota_bytes: Option<ByteSize>,
+    upload_expiry: Option<String>,
+    gc_interval: Option<String>,
+    gc_grace: Option<String>,
+    gc_at_startup: Option<bool>,
+}
+
+/// A size in a config file: a number of bytes, or text like "20GiB".
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::Bytes(n) => Ok(*n),
+            Self::Text(text) => parse_bytes(text).map_err(anyhow::Error::msg),
+        }
+    }
+}
+
+/// Parses a byte size: digits with an optional unit, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
+/// (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), in any case.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4294967296, 512MiB, 20GiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn file_duration(value: Option<&String>, key: &str) -> anyhow::Result<Option<Duration>> {
+    value
+        .map(|text| {
+            humantime::parse_duration(text)
+                .with_context(|| format!("config key {key}: {text:?} is not a duration"))
+        })
+        .transpose()
+}
+
+/// The configuration in force: each setting from the flags (or their environment variables,
+/// which clap reads), else the file, else the default.
+fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::new(
+        args.listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        args.data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("chapar-data")),
+    );
+    let defaults = FilesConfig::default();
+    let file_bytes = |value: Option<&ByteSize>| value.map(ByteSize::bytes).transpose();
+    config.files = FilesConfig {
+        upload_bytes_max: args
+            .file_max_bytes
+            .or(file_bytes(file.file_max_bytes.as_ref())?)
+            .unwrap_or(defaults.upload_bytes_max),
+        quota_bytes_per_account: args
+            .file_quota_bytes
+            .or(file_bytes(file.file_quota_bytes.as_ref())?)
+            .unwrap_or(defaults.quota_bytes_per_account),
+        upload_expiry: args
+            .upload_expiry
+            .or(file_duration(file.upload_expiry.as_ref(), "upload_expiry")?)
+            .unwrap_or(defaults.upload_expiry),
+        gc_interval: args
+            .gc_interval
+            .or(file_duration(file.gc_interval.as_ref(), "gc_interval")?)
+            .unwrap_or(defaults.gc_interval),
+        unreferenced_grace: args
+            .gc_grace
+            .or(file_duration(file.gc_grace.as_ref(), "gc_grace")?)
+            .unwrap_or(defaults.unreferenced_grace),
+        gc_at_startup: args
+            .gc_at_startup
+            .or(file.gc_at_startup)
+            .unwrap_or(defaults.gc_at_startup),
+    };
+    if config.files.gc_interval.is_zero() {
+        anyhow::bail!("gc_interval must be longer than zero");
+    }
+    Ok(config)
 }
 
 /// Runs the server until a shutdown signal.
@@ -43,16 +174,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
-    let config = ServerConfig {
-        listen: args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        data_dir: args
-            .data
-            .or(file.data)
-            .unwrap_or_else(|| PathBuf::from("chapar-data")),
-    };
+    let config = resolve(&args, file)?;
     init_logging(args.log_json);
     // One descriptor per connection: use all the open-file room the system allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -104,4 +226,71 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServerArgs {
+        let mut argv = vec!["chapar"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().server
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_bytes("512 mib"), Ok(512 << 20));
+        assert_eq!(parse_bytes("3GB"), Ok(3_000_000_000));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            file_max_bytes = "1GiB"
+            file_quota_bytes = 5000
+            upload_expiry = "2h"
+            gc_interval = "30s"
+            gc_grace = "1h"
+            gc_at_startup = false
+            "#,
+        )
+        .unwrap();
+        let config = resolve(
+            &args(&["--file-max-bytes", "2MiB", "--gc-grace", "5m"]),
+            file,
+        )
+        .unwrap();
+        let files = config.files;
+        assert_eq!(files.upload_bytes_max, 2 << 20, "flag");
+        assert_eq!(files.unreferenced_grace, Duration::from_secs(300), "flag");
+        assert_eq!(files.quota_bytes_per_account, 5000, "file");
+        assert_eq!(files.upload_expiry, Duration::from_secs(7200), "file");
+        assert_eq!(files.gc_interval, Duration::from_secs(30), "file");
+        assert!(!files.gc_at_startup, "file");
+
+        let defaults = resolve(&args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(defaults.files, FilesConfig::default());
+        assert!(
+            resolve(&args(&["--gc-interval", "0s"]), FileConfig::default()).is_err(),
+            "a zero interval would spin"
+        );
+        let bad: FileConfig = toml::from_str("gc_grace = \"soon\"").unwrap();
+        assert!(resolve(&args(&[]), bad).is_err());
+    }
 }

@@ -6,6 +6,8 @@
 //!   loop; the only module that knows HTTP and the wire format.
 //! - [`hub`]: in-process fan-out to connected devices (the seam for NATS later).
 //! - [`metrics`]: Prometheus counters.
+//! - Files: [`service::files`] holds the rules (limits, quotas, references, garbage collection),
+//!   `api::files` the tus and download endpoints under `/v1/files`.
 //!
 //! The server stores and forwards ciphertext only, and never logs payloads.
 
@@ -29,8 +31,10 @@ use chapar_store::sqlite::SqliteStore;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Directory holding the database (and, later, files).
+    /// Directory holding the database, the file token key and files (`files/`).
     pub data_dir: PathBuf,
+    /// Limits, quotas and garbage collection for files.
+    pub files: FilesConfig,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -66,7 +70,15 @@ pub async fn run(
             detail: e.to_string(),
         }
     })?;
-    let service = Arc::new(service::Service::new(store));
+    let files =
+        service::files::Files::open(&config.data_dir, config.files.clone()).map_err(|detail| {
+            ServerError::Storage {
+                path: config.data_dir.clone(),
+                detail,
+            }
+        })?;
+    let service = Arc::new(service::Service::new(store, files));
+    let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data = %config.data_dir.display(), "chapar server listening");
@@ -81,6 +93,21 @@ pub async fn run(
     axum::serve(listener, api::router(service))
         .with_graceful_shutdown(shutdown)
         .await?;
+    gc.abort();
     tracing::info!("chapar server stopped");
     Ok(())
+}
+
+pub use service::files::FilesConfig;
+
+impl ServerConfig {
+    /// A server on `listen` keeping its data in `data_dir`, with every other setting at its
+    /// default.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            files: FilesConfig::default(),
+        }
+    }
 }

@@ -27,6 +27,14 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    /// File bytes committed by uploads.
+    pub file_bytes_uploaded_total: AtomicU64,
+    /// File bytes sent by downloads.
+    pub file_bytes_downloaded_total: AtomicU64,
+    /// Uploads that became complete blobs.
+    pub file_uploads_completed_total: AtomicU64,
+    /// Blobs and uploads deleted by garbage collection.
+    pub file_blobs_deleted_total: AtomicU64,
 }
 
 impl Metrics {
@@ -101,7 +109,40 @@ impl Metrics {
             load(&self.latency_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "{name}_count {count}");
+        self.render_files(&mut out);
         out
+    }
+
+    fn render_files(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "chapar_file_bytes_uploaded_total",
+                "File bytes committed by uploads.",
+                load(&self.file_bytes_uploaded_total),
+            ),
+            (
+                "chapar_file_bytes_downloaded_total",
+                "File bytes sent by downloads.",
+                load(&self.file_bytes_downloaded_total),
+            ),
+            (
+                "chapar_file_uploads_completed_total",
+                "Uploads that became complete blobs.",
+                load(&self.file_uploads_completed_total),
+            ),
+            (
+                "chapar_file_blobs_deleted_total",
+                "Blobs and uploads deleted by garbage collection.",
+                load(&self.file_blobs_deleted_total),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
     }
 }
 

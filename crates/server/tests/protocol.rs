@@ -21,10 +21,7 @@ struct TestServer {
 async fn start() -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-    };
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
     tokio::spawn(chapar_server::run(
         config,
         move |addr| {

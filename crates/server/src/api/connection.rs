@@ -537,13 +537,6 @@ async fn handle<S: Store>(
             service.revoke_device(who, DeviceId(r.device_id)).await?;
             return Ok(Reply::Ok(v1::Empty {}));
         }
-        // Replaced by the file endpoints' token when they land (branch files-server).
-        Request::FileToken(_) => {
-            return Err(ServiceError::new(
-                ErrorCode::Unavailable,
-                "file transfers are not enabled on this server",
-            ));
-        }
         Request::CompleteLink(c) => {
             service.complete_link(who, c.link_id).await?;
             return Ok(Reply::Ok(v1::Empty {}));
@@ -586,11 +579,16 @@ async fn handle<S: Store>(
                     .collect(),
             }));
         }
+        Request::FileToken(_) => {
+            let (token, expires_ms) = service.file_token(who);
+            return Ok(Reply::FileTokenOk(v1::FileTokenOk { token, expires_ms }));
+        }
         Request::SendMessage(m) => {
             if m.ciphertext.len() > MESSAGE_CIPHERTEXT_BYTES_MAX {
                 return Err(too_large("the message", MESSAGE_CIPHERTEXT_BYTES_MAX));
             }
-            Append {
+            let refs = convert::blob_refs(&m.blob_ids, &m.unreferenced_blob_ids)?;
+            let append = Append {
                 group: convert::group_id(&m.group_id)?,
                 sender: who.device,
                 epoch: m.epoch,
@@ -600,7 +598,8 @@ async fn handle<S: Store>(
                     message_id: convert::message_id(&m.message_id)?,
                     roster_version: m.roster_version,
                 },
-            }
+            };
+            return append_and_push(service, who, connection_id, append, refs).await;
         }
         Request::SubmitCommit(c) => {
             if c.commit.len() + c.welcome.len() > HANDSHAKE_BYTES_MAX {
@@ -653,7 +652,7 @@ async fn handle<S: Store>(
             ));
         }
     };
-    append_and_push(service, who, connection_id, append).await
+    append_and_push(service, who, connection_id, append, None).await
 }
 
 /// Appends durably, then pushes the new entry to the group's connected members.
@@ -662,6 +661,7 @@ async fn append_and_push<S: Store>(
     who: &Authenticated,
     connection_id: u64,
     append: Append,
+    refs: Option<chapar_store::BlobRefs>,
 ) -> Result<Reply, ServiceError> {
     let kind = match append.kind {
         AppendKind::Application { .. } => chapar_store::EntryKind::Application,
@@ -676,7 +676,10 @@ async fn append_and_push<S: Store>(
     // Keep the payload for the push without copying it for the common case of no listeners:
     // the store takes ownership, so clone only the bytes we will push.
     let payload = append.payload.clone();
-    let appended = service.append(who, append).await?;
+    let appended = match refs {
+        Some(refs) => service.append_referencing(who, append, refs).await?,
+        None => service.append(who, append).await?,
+    };
     if !appended.duplicate {
         let entry = chapar_store::LogEntry {
             group,

@@ -1,7 +1,7 @@
 //! Conversions between wire messages and domain types, with the field checks that go with them.
 
-use chapar_store::{DeviceRecord, EntryKind, LogEntry};
-use chapar_types::{GroupId, MessageId};
+use chapar_store::{BlobRefs, DeviceRecord, EntryKind, LogEntry};
+use chapar_types::{BlobId, GroupId, MessageId};
 use chapar_wire::v1;
 
 use crate::ServiceError;
@@ -14,6 +14,22 @@ pub fn group_id(bytes: &[u8]) -> Result<GroupId, ServiceError> {
 /// Reads a 16-byte message id field.
 pub fn message_id(bytes: &[u8]) -> Result<MessageId, ServiceError> {
     MessageId::from_slice(bytes).map_err(|e| ServiceError::bad_request(e.to_string()))
+}
+
+/// The blob references a `SendMessage` carries, if it carries any. Ids must be 16 bytes.
+pub fn blob_refs(add: &[Vec<u8>], drop: &[Vec<u8>]) -> Result<Option<BlobRefs>, ServiceError> {
+    if add.is_empty() && drop.is_empty() {
+        return Ok(None);
+    }
+    let ids = |list: &[Vec<u8>]| {
+        list.iter()
+            .map(|b| BlobId::from_slice(b).map_err(|e| ServiceError::bad_request(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Some(BlobRefs {
+        add: ids(add)?,
+        drop: ids(drop)?,
+    }))
 }
 
 /// A device record as a certificate on the wire.

@@ -1,7 +1,9 @@
 //! HTTP routes and the WebSocket protocol endpoint. The only module that knows HTTP and protobuf.
+//! [`files`] is the files API (tus uploads and ranged downloads under `/v1/files`).
 
 mod connection;
 mod convert;
+mod files;
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::<S>))
         .route("/v1/ws", get(websocket::<S>))
+        .merge(files::routes::<S>())
         .with_state(service)
 }
 

@@ -5,10 +5,12 @@
 //! handles is MLS ciphertext or sealed by the account, and it logs ids and sizes only.
 //!
 //! This file holds accounts, key packages and the group logs; [`devices`] holds linking,
-//! revocation and recovery; [`archive`] the accounts' encrypted history archives.
+//! revocation and recovery; [`archive`] the accounts' encrypted history archives; [`files`]
+//! encrypted file transfers (uploads, downloads, references, garbage collection).
 
 pub mod archive;
 pub mod devices;
+pub mod files;
 
 use chapar_store::{
     AccountRecord, Append, Appended, ClaimedKeyPackage, DeviceRecord, GroupHead, LogPage,
@@ -64,6 +66,8 @@ pub struct Service<S> {
     pub hub: Hub,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// File storage, tokens and their configuration.
+    pub files: files::Files,
 }
 
 pub(crate) fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
@@ -126,12 +130,13 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl<S: Store> Service<S> {
-    /// A service over `store`.
-    pub fn new(store: S) -> Self {
+    /// A service over `store`, with `files` for file transfers.
+    pub fn new(store: S, files: files::Files) -> Self {
         Self {
             store,
             hub: Hub::default(),
             metrics: Metrics::default(),
+            files,
         }
     }
 

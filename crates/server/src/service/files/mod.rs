@@ -1,0 +1,155 @@
+//! Files: the rules for encrypted, resumable file transfers. Clients encrypt files before
+//! upload; the server keeps opaque ciphertext under random ids and never learns names or
+//! contents (see `docs/files.md`).
+//!
+//! - [`token`]: bearer tokens for HTTP requests, minted over the WebSocket.
+//! - [`upload`]: creating uploads, appending chunks (durably, checksummed or not), terminating.
+//! - [`download`]: ranged reads of complete blobs.
+//! - [`gc`]: forgetting unreferenced blobs, expired uploads and orphaned bytes.
+//! - [`references`]: messages that carry blobs, or drop them.
+//!
+//! Bookkeeping (owner, lengths, times, references) lives in the [`chapar_store::Store`]; bytes
+//! in a [`chapar_blob::BlobStore`]. The store is the truth: bytes count only once the store has
+//! recorded them as committed, and the store records them only after the blob store has made
+//! them durable. Nothing here knows HTTP.
+
+pub mod download;
+pub mod gc;
+pub mod references;
+pub mod token;
+pub mod upload;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chapar_blob::{BlobError, BlobStore, fs::FsBlobStore};
+use chapar_types::limits::{
+    FILE_CIPHERTEXT_BYTES_MAX_DEFAULT, FILE_GC_INTERVAL_SECS_DEFAULT,
+    FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT, FILE_UNREFERENCED_GRACE_SECS_DEFAULT,
+    FILE_UPLOAD_EXPIRY_SECS_DEFAULT,
+};
+use chapar_types::{BlobId, ErrorCode};
+
+use crate::error::ServiceError;
+pub use token::TokenKey;
+
+/// What a server allows for files. Every field has a default (`chapar_types::limits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Largest upload (ciphertext) accepted; announced as `Tus-Max-Size`.
+    pub upload_bytes_max: u64,
+    /// Storage one account may use: complete blobs plus declared lengths of unfinished uploads.
+    pub quota_bytes_per_account: u64,
+    /// How long an unfinished upload is kept after its last activity.
+    pub upload_expiry: Duration,
+    /// How long a complete blob is kept while no message references it.
+    pub unreferenced_grace: Duration,
+    /// Time between garbage collections.
+    pub gc_interval: Duration,
+    /// Also collect once right after start.
+    pub gc_at_startup: bool,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            upload_bytes_max: FILE_CIPHERTEXT_BYTES_MAX_DEFAULT,
+            quota_bytes_per_account: FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT,
+            upload_expiry: Duration::from_secs(FILE_UPLOAD_EXPIRY_SECS_DEFAULT),
+            unreferenced_grace: Duration::from_secs(FILE_UNREFERENCED_GRACE_SECS_DEFAULT),
+            gc_interval: Duration::from_secs(FILE_GC_INTERVAL_SECS_DEFAULT),
+            gc_at_startup: true,
+        }
+    }
+}
+
+/// The files part of the service: blob storage, token key, configuration, and which uploads
+/// a request is writing to right now.
+pub struct Files {
+    blobs: Arc<dyn BlobStore>,
+    tokens: TokenKey,
+    config: FilesConfig,
+    busy: Mutex<HashSet<BlobId>>,
+}
+
+/// Marks an upload busy until dropped, so two requests never append to it at once.
+pub(crate) struct BusyGuard<'a> {
+    busy: &'a Mutex<HashSet<BlobId>>,
+    id: BlobId,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        // A poisoned set still holds valid ids: a panic elsewhere must not wedge uploads.
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.id);
+    }
+}
+
+impl Files {
+    /// Files over `blobs`, with tokens under `tokens`.
+    pub fn new(blobs: Arc<dyn BlobStore>, tokens: TokenKey, config: FilesConfig) -> Self {
+        Self {
+            blobs,
+            tokens,
+            config,
+            busy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The embedded default: blobs under `<data_dir>/files/`, the token key in
+    /// `<data_dir>/token.key`.
+    pub fn open(data_dir: &Path, config: FilesConfig) -> Result<Self, String> {
+        let blobs = FsBlobStore::open(data_dir.join("files")).map_err(|e| e.to_string())?;
+        let tokens =
+            TokenKey::load_or_create(&data_dir.join("token.key")).map_err(|e| e.to_string())?;
+        Ok(Self::new(Arc::new(blobs), tokens, config))
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FilesConfig {
+        &self.config
+    }
+
+    /// Marks `id` busy, unless a request is writing to it already.
+    pub(crate) fn try_lock(&self, id: BlobId) -> Option<BusyGuard<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(id) {
+            return None;
+        }
+        // Built only when the id was free: a guard dropped here would take the lock again (a
+        // deadlock) and free another request's upload.
+        Some(BusyGuard {
+            busy: &self.busy,
+            id,
+        })
+    }
+}
+
+/// A blob store failure as the client sees it; details go to the log.
+pub(crate) fn blob_error(e: BlobError, id: BlobId) -> ServiceError {
+    match e {
+        BlobError::Full => {
+            tracing::error!(blob = %id, "file storage full");
+            ServiceError::new(
+                ErrorCode::StorageFull,
+                "the server's file storage is full; what was stored is kept, retry later",
+            )
+        }
+        BlobError::NotFound | BlobError::Backend(_) => {
+            tracing::error!(blob = %id, error = %e, "file storage failure");
+            ServiceError::new(ErrorCode::Internal, "internal server error")
+        }
+    }
+}
+
+/// No such blob for this caller (or not complete, for a download).
+pub(crate) fn unknown_blob(id: BlobId) -> ServiceError {
+    ServiceError::new(ErrorCode::UnknownBlob, format!("no upload or blob {id}"))
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,49 @@
+//! Messages that carry files. The server cannot read a message, so its sender names the blobs
+//! it carries; the store records those references with the message, in one transaction, and a
+//! blob stays as long as one is left. A delete-for-everyone message may drop the references
+//! its own account made in the same group (never anyone else's: a forwarded copy stays).
+
+use std::sync::atomic::Ordering;
+
+use chapar_store::{Append, AppendKind, Appended, BlobRefs, Store};
+use chapar_types::ErrorCode;
+use chapar_types::limits::BLOBS_PER_MESSAGE_MAX;
+
+use crate::error::ServiceError;
+use crate::service::{Authenticated, Service, now_ms};
+
+impl<S: Store> Service<S> {
+    /// Appends an application message that references blobs (or drops references), durably.
+    pub async fn append_referencing(
+        &self,
+        who: &Authenticated,
+        mut append: Append,
+        refs: BlobRefs,
+    ) -> Result<Appended, ServiceError> {
+        if !matches!(append.kind, AppendKind::Application { .. }) {
+            return Err(ServiceError::bad_request(
+                "only application messages reference blobs",
+            ));
+        }
+        if refs.add.len() > BLOBS_PER_MESSAGE_MAX || refs.drop.len() > BLOBS_PER_MESSAGE_MAX {
+            return Err(ServiceError::new(
+                ErrorCode::TooLarge,
+                format!("a message references at most {BLOBS_PER_MESSAGE_MAX} blobs"),
+            ));
+        }
+        append.sender = who.device;
+        append.now_ms = now_ms();
+        let (added, dropped) = (refs.add.len(), refs.drop.len());
+        let appended = self.store.append_referencing(append, refs).await?;
+        if !appended.duplicate {
+            self.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                seq = appended.seq,
+                added,
+                dropped,
+                "message references blobs"
+            );
+        }
+        Ok(appended)
+    }
+}
