@@ -81,6 +81,8 @@ error_codes! {
     /// Bring the group's devices in line with its accounts (add the new, remove the revoked),
     /// then send again.
     StaleRoster = 21, "stale_roster";
+    /// A server-side fault. Details are in the server's log, never in the response.
+    Internal = 99, "internal";
     // Files use 40-49, apart from the core codes, so both can grow without colliding.
     /// Files: the account's uploads would exceed its storage quota. Delete files or wait for
     /// unfinished uploads to expire.
@@ -97,8 +99,6 @@ error_codes! {
     UploadBusy = 45, "upload_busy";
     /// Files: a message still references this blob, so it cannot be deleted.
     BlobReferenced = 46, "blob_referenced";
-    /// A server-side fault. Details are in the server's log, never in the response.
-    Internal = 99, "internal";
 }
 
 impl fmt::Display for ErrorCode {
@@ -121,5 +121,27 @@ mod tests {
             assert_eq!(ErrorCode::from_u32(code.as_u32()), code);
         }
         assert_eq!(ErrorCode::from_u32(12345), ErrorCode::Internal);
+    }
+}
+
+#[cfg(test)]
+mod file_code_tests {
+    use super::*;
+
+    #[test]
+    fn file_codes_round_trip_with_stable_names() {
+        let codes = [
+            (ErrorCode::QuotaExceeded, 40, "quota_exceeded"),
+            (ErrorCode::UnknownBlob, 41, "unknown_blob"),
+            (ErrorCode::ChecksumMismatch, 42, "checksum_mismatch"),
+            (ErrorCode::UploadExpired, 43, "upload_expired"),
+            (ErrorCode::OffsetMismatch, 44, "offset_mismatch"),
+            (ErrorCode::UploadBusy, 45, "upload_busy"),
+            (ErrorCode::BlobReferenced, 46, "blob_referenced"),
+        ];
+        for (code, number, name) in codes {
+            assert_eq!((code.as_u32(), code.as_str()), (number, name));
+            assert_eq!(ErrorCode::from_u32(number), code);
+        }
     }
 }

@@ -25,6 +25,18 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
+impl TestServer {
+    /// A server running elsewhere (another process), with its data under `dir`.
+    pub fn external(addr: SocketAddr, data: PathBuf, dir: tempfile::TempDir) -> Self {
+        Self {
+            url: format!("http://{addr}"),
+            addr,
+            data,
+            _dir: dir,
+        }
+    }
+}
+
 /// Starts a server with default file settings.
 pub async fn start() -> TestServer {
     start_with(FilesConfig::default()).await

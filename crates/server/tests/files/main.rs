@@ -7,4 +7,6 @@ mod auth;
 mod download;
 mod gc;
 mod harness;
+mod memory;
 mod tus;
+mod tuspy;

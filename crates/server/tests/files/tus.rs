@@ -495,3 +495,64 @@ async fn metrics_count_file_traffic() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn bytes_past_the_committed_offset_are_cut_back_on_the_next_append() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let data = pattern(1_000, 12);
+    let path = create(&server, &alice, 1_000).await;
+    patch(&server, &alice, &path, 0, &data[..300])
+        .await
+        .expect(204);
+    // What a crash between writing a chunk and committing it leaves: bytes on disk that the
+    // store never counted.
+    let partial = server.data.join("files/partial").join(id_of(&path));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&partial)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[0xEE; 500]).unwrap();
+    drop(file);
+    assert_eq!(
+        head(&server, &alice, &path).await.number("Upload-Offset"),
+        300
+    );
+    patch(&server, &alice, &path, 300, &data[300..600])
+        .await
+        .expect(204);
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 600);
+    patch(&server, &alice, &path, 600, &data[600..])
+        .await
+        .expect(204);
+    assert_eq!(
+        get(&server, &alice, &path, &[]).await.expect(200).body,
+        data
+    );
+}
+
+#[tokio::test]
+async fn an_upload_committed_but_not_finished_is_finished_on_the_next_request() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let data = pattern(64, 13);
+    let path = create(&server, &alice, 64).await;
+    let id = id_of(&path);
+    // A plain file where the blob's directory should be: finishing fails after every byte is
+    // committed, as a crash between the two would leave it.
+    let blocker = server.data.join("files/complete").join(&id[..2]);
+    std::fs::write(&blocker, b"in the way").unwrap();
+    patch(&server, &alice, &path, 0, &data)
+        .await
+        .expect_error(500, "internal");
+    std::fs::remove_file(&blocker).unwrap();
+    let r = head(&server, &alice, &path).await.expect(200);
+    assert_eq!(
+        (r.number("Upload-Offset"), r.number("Upload-Length")),
+        (64, 64)
+    );
+    assert_eq!(
+        get(&server, &alice, &path, &[]).await.expect(200).body,
+        data
+    );
+}
