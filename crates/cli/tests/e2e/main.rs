@@ -4,6 +4,7 @@
 mod chats;
 mod devices;
 mod durability;
+mod files;
 mod harness;
 mod operations;
 mod privacy;

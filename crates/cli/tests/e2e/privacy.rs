@@ -53,6 +53,29 @@ fn server_data_and_logs_never_contain_plaintext() {
     bob.ok(&["send", &group, markers[5], "--reply-to", &first]);
     alice.sync();
     carol.sync();
+    // A file whose content, name and caption are markers.
+    let file_marker = "MARKER_file_content_7a7a";
+    let file_name = "MARKER_file_name_3c3c.txt";
+    let caption = "MARKER_caption_9e9e";
+    let file = dir.path().join(file_name);
+    std::fs::write(&file, file_marker.repeat(100_000)).unwrap();
+    let sent = alice
+        .ok(&[
+            "send-file",
+            "@bob",
+            file.to_str().unwrap(),
+            "--caption",
+            caption,
+        ])
+        .trim()
+        .to_owned();
+    bob.sync();
+    let received = dir.path().join("received.txt");
+    bob.ok(&["download", &sent, "--out", received.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&received).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
     // A second device named with a marker; it restores the history from the archive.
     let device_name = "MARKER_device_name_5d6e";
     let laptop = server.link(dir.path(), device_name, &alice);
@@ -86,6 +109,7 @@ fn server_data_and_logs_never_contain_plaintext() {
     drop(db);
     let mut secrets: Vec<String> = markers.iter().map(|m| (*m).to_owned()).collect();
     secrets.push(device_name.to_owned());
+    secrets.extend([file_marker, file_name, caption].map(str::to_owned));
     secrets.push(recovery_key.clone());
     secrets.push(recovery_key.replace('-', ""));
     let mut files = Vec::new();
