@@ -312,6 +312,38 @@ fn sticker_packs_are_shared_installed_and_sent_without_uploading() {
     assert_eq!(last["file"]["name"], "dog.png");
 }
 
+#[test]
+fn the_size_limit_and_the_quota_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            "--file-max-bytes",
+            "1500000",
+            "--file-quota-bytes",
+            "2500000",
+        ],
+    );
+    let alice = server.register(dir.path(), "alice");
+    server.register(dir.path(), "bob");
+    alice.send("@bob", "files with limits");
+    let big = dir.path().join("too-big.bin");
+    make_file(&big, 2_000_000);
+    let err = alice.fails(&["send-file", "@bob", big.to_str().unwrap()]);
+    assert!(err.contains("too_large"), "{err}");
+    // Two files of a megabyte fit in the quota; the third does not.
+    for n in 0..2 {
+        let file = dir.path().join(format!("ok-{n}.bin"));
+        make_file(&file, 1_000_000);
+        alice.ok(&["send-file", "@bob", file.to_str().unwrap()]);
+    }
+    let third = dir.path().join("one-too-many.bin");
+    make_file(&third, 1_000_000);
+    let err = alice.fails(&["send-file", "@bob", third.to_str().unwrap()]);
+    assert!(err.contains("quota_exceeded"), "{err}");
+}
+
 /// A valid 2x1 PNG: one red and one blue pixel.
 pub fn tiny_png() -> Vec<u8> {
     let image = image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 0, 0, 255]).unwrap();

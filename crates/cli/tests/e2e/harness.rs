@@ -27,6 +27,11 @@ impl Server {
 
     /// Starts a server on a given address (to restart on the same port).
     pub fn start_on(dir: &Path, listen: &str) -> Self {
+        Self::start_with(dir, listen, &[])
+    }
+
+    /// Starts a server with extra `chapar server` options.
+    pub fn start_with(dir: &Path, listen: &str, options: &[&str]) -> Self {
         let data = dir.join("server-data");
         let log = dir.join("server.log");
         let log_file = std::fs::OpenOptions::new()
@@ -37,6 +42,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", listen, "--data"])
             .arg(&data)
+            .args(options)
             // Debug logging, so the plaintext check also covers the most verbose logs.
             .env("CHAPAR_LOG", "debug")
             .stdout(Stdio::piped())

@@ -28,21 +28,20 @@ fn transport(e: reqwest::Error) -> ClientError {
     ClientError::Connection(format!("file transfer: {e}"))
 }
 
-/// A refused request as a client error: the stable code where the server named one (its
-/// `X-Chapar-Error` header or a `{"code": ...}` body), else one that fits the HTTP status.
+/// A refused request as a client error: the stable code and message of the server's
+/// `{"error": "<code>", "message": "..."}` body, else a code that fits the HTTP status.
 async fn refusal(response: reqwest::Response) -> ClientError {
     let status = response.status();
-    let named = response
-        .headers()
-        .get("x-chapar-error")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let body = response.text().await.unwrap_or_default();
-    let from_body = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned));
-    let code = named
-        .or(from_body)
+    let parsed = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let code = field("error")
         .and_then(|name| ErrorCode::from_name(&name))
         .unwrap_or(match status.as_u16() {
             401 | 403 => ErrorCode::Unauthenticated,
@@ -54,7 +53,11 @@ async fn refusal(response: reqwest::Response) -> ClientError {
             507 => ErrorCode::StorageFull,
             _ => ErrorCode::Internal,
         });
-    let mut message: String = body.chars().take(ERROR_BODY_CHARS_MAX).collect();
+    let mut message: String = field("message")
+        .unwrap_or(body)
+        .chars()
+        .take(ERROR_BODY_CHARS_MAX)
+        .collect();
     if message.trim().is_empty() {
         message = format!("HTTP {status}");
     }
