@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chapar_client::files::{FileOptions, Progress, parse_kind};
-use chapar_client::{Client, Target};
+use chapar_client::{Client, ClientError, Target};
+use chapar_types::ErrorCode;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -132,11 +133,29 @@ pub async fn send_file(
         )
         .await;
     meter.finish();
-    if sent.is_err() {
+    if let Err(e) = &sent
+        && worth_retrying(e)
+    {
         eprintln!("The upload can resume: run the same command again.");
     }
     println!("{}", sent?.id);
     Ok(())
+}
+
+/// Whether running the same transfer again may succeed (the network or the server's disk),
+/// as opposed to a refusal that will not change (too large, over quota).
+fn worth_retrying(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connection(_) => true,
+        ClientError::Server { code, .. } => matches!(
+            code,
+            ErrorCode::Unavailable
+                | ErrorCode::StorageFull
+                | ErrorCode::UploadBusy
+                | ErrorCode::Internal
+        ),
+        _ => false,
+    }
 }
 
 /// `chapar download`: prints where the file went.
@@ -150,6 +169,11 @@ pub async fn download(
         .download(id, out.as_deref(), |p| meter.update(p))
         .await;
     meter.finish();
+    if let Err(e) = &saved
+        && worth_retrying(e)
+    {
+        eprintln!("The download can resume: run the same command again.");
+    }
     println!("{}", saved?.display());
     Ok(())
 }
