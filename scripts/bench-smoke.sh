@@ -20,5 +20,6 @@ fi
 "$bench" idle --server-only --connections 200 --devices 10 --json | check
 "$bench" catchup --server-only --messages 2000 --json | check
 "$bench" catchup --messages 300 --json | check
+"$bench" history --messages 40 --chats 2 --json | check
 CHAPAR_BENCH_MAX_MEMBERS=100 cargo bench -p chapar-bench --bench micro --profile dev -- --sample-count 1 --sample-size 1 >/dev/null
 echo "  ok: micro-benchmarks"
