@@ -379,19 +379,7 @@ fn replay_segment(
         return Ok(0);
     };
     if local.chat(group)?.is_none() {
-        local.insert_chat(
-            &Chat {
-                group,
-                kind: "group".into(),
-                name: String::new(),
-                peer: None,
-                position: 0,
-                state: "restored".into(),
-                read_seq: 0,
-                roster_seen: 0,
-            },
-            now_ms(),
-        )?;
+        local.insert_chat(&Chat::new(group, "group", "restored", 0), now_ms())?;
     }
     let mut applied = 0;
     for event in &body.events {

@@ -59,6 +59,26 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// This device's certificate, signed by the account key.
+    pub(crate) fn certificate(&self) -> v1::DeviceCert {
+        let device_key = self.device_key.public().to_vec();
+        v1::DeviceCert {
+            device_id: self.device.0,
+            account_signature: identity::certify_device(
+                &self.account_key,
+                &self.username,
+                self.device,
+                &device_key,
+            ),
+            device_key,
+        }
+    }
+
+    /// This device's answer to a connection's login challenge.
+    pub(crate) fn answer(&self, challenge: &[u8]) -> Vec<u8> {
+        identity::answer_challenge(&self.device_key, challenge, self.device)
+    }
+
     pub(crate) fn signer(&self) -> DeviceSigner {
         DeviceSigner::new(
             DeviceIdentity {
@@ -247,26 +267,12 @@ impl Client {
         let keys = AccountKeys::generate();
         let sealed_name = keys.seal_device_name(&username, me.device, device_name);
         let conn = Connection::open(&me.server).await?;
-        let device_key = me.device_key.public().to_vec();
         let reply = conn
             .request(Request::Register(v1::Register {
                 username: username.to_string(),
                 account_key: me.account_key.public().to_vec(),
-                device: Some(v1::DeviceCert {
-                    device_id: me.device.0,
-                    account_signature: identity::certify_device(
-                        &me.account_key,
-                        &username,
-                        me.device,
-                        &device_key,
-                    ),
-                    device_key,
-                }),
-                challenge_signature: identity::answer_challenge(
-                    &me.device_key,
-                    conn.challenge(),
-                    me.device,
-                ),
+                device: Some(me.certificate()),
+                challenge_signature: me.answer(conn.challenge()),
                 key_packages,
                 last_resort_key_package: last_resort,
                 sealed_name,
@@ -296,11 +302,7 @@ impl Client {
         let reply = conn
             .request(Request::Authenticate(v1::Authenticate {
                 device_id: me.device.0,
-                challenge_signature: identity::answer_challenge(
-                    &me.device_key,
-                    conn.challenge(),
-                    me.device,
-                ),
+                challenge_signature: me.answer(conn.challenge()),
             }))
             .await?;
         let Reply::AuthOk(ok) = reply else {
@@ -549,14 +551,9 @@ impl Client {
             };
             l.insert_chat(
                 &Chat {
-                    group,
-                    kind: kind.into(),
                     name,
                     peer,
-                    position: 0,
-                    state: "active".into(),
-                    read_seq: 0,
-                    roster_seen: 0,
+                    ..Chat::new(group, kind, "active", 0)
                 },
                 now_ms(),
             )
@@ -890,14 +887,7 @@ impl Client {
             text: text.to_owned(),
             reply_to: reply_to.map(|r| r.as_bytes().to_vec()).unwrap_or_default(),
         });
-        let id = self.send_body(group, body).await?;
-        let label = self
-            .local
-            .chat(group)?
-            .map(|c| c.label())
-            .unwrap_or_default();
-        history::message(&self.local, &label, group, id)?
-            .ok_or_else(|| ClientError::Usage("sent message not found".into()))
+        self.send_and_show(group, body).await
     }
 
     /// Edits one of your messages.

@@ -166,6 +166,20 @@ pub struct Chat {
 }
 
 impl Chat {
+    /// A chat of `kind` in `state`, processed up to `position`, with no name or peer yet.
+    pub fn new(group: GroupId, kind: &str, state: &str, position: Seq) -> Self {
+        Self {
+            group,
+            kind: kind.to_owned(),
+            name: String::new(),
+            peer: None,
+            position,
+            state: state.to_owned(),
+            read_seq: 0,
+            roster_seen: 0,
+        }
+    }
+
     /// How this chat is named in commands and output: `@peer` or the group id.
     pub fn label(&self) -> String {
         match (&self.kind[..], &self.peer) {

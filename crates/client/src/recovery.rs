@@ -181,26 +181,12 @@ impl Client {
             device_key: SecretKey::generate(&mut rng),
         };
         let (one_time, last_resort) = make_key_packages(&self.local, &me, true)?;
-        let device_key = me.device_key.public().to_vec();
         let reply = conn
             .request(Request::RecoverDevice(v1::RecoverDevice {
                 username: username.to_string(),
                 recovery_signature,
-                device: Some(v1::DeviceCert {
-                    device_id: me.device.0,
-                    account_signature: identity::certify_device(
-                        &me.account_key,
-                        &username,
-                        me.device,
-                        &device_key,
-                    ),
-                    device_key,
-                }),
-                challenge_signature: identity::answer_challenge(
-                    &me.device_key,
-                    conn.challenge(),
-                    me.device,
-                ),
+                device: Some(me.certificate()),
+                challenge_signature: me.answer(conn.challenge()),
                 key_packages: one_time,
                 last_resort_key_package: last_resort,
                 sealed_name: keys.seal_device_name(&username, me.device, device_name),

@@ -126,19 +126,7 @@ impl Client {
         local.transaction(|l| {
             let provider = Provider::new(l.conn());
             mls::create_group(&provider, &signer, group)?;
-            l.insert_chat(
-                &Chat {
-                    group,
-                    kind: SELF_KIND.into(),
-                    name: String::new(),
-                    peer: None,
-                    position: 0,
-                    state: "active".into(),
-                    read_seq: 0,
-                    roster_seen: 0,
-                },
-                now_ms(),
-            )
+            l.insert_chat(&Chat::new(group, SELF_KIND, "active", 0), now_ms())
         })?;
         Ok(())
     }

@@ -61,16 +61,7 @@ pub(crate) async fn sync_welcomes(
                         }
                         Ok(_) => {
                             l.insert_chat(
-                                &Chat {
-                                    group,
-                                    kind: "group".into(),
-                                    name: String::new(),
-                                    peer: None,
-                                    position: welcome.seq,
-                                    state: "active".into(),
-                                    read_seq: 0,
-                                    roster_seen: 0,
-                                },
+                                &Chat::new(group, "group", "active", welcome.seq),
                                 now_ms(),
                             )?;
                             joined.push(group);

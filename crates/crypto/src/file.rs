@@ -14,12 +14,11 @@
 //! (the same key and nonce give the same ciphertext), which is what lets an upload resume at
 //! any byte the server acknowledged.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use rand_core::{CryptoRng, RngCore};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Nonce, Tag};
 
 use crate::CryptoError;
+use crate::seal::SymmetricKey;
 
 /// Plaintext bytes per chunk (1 MiB): large enough that the 16-byte tag costs nothing, small
 /// enough that a damaged chunk is found and refetched quickly.
@@ -28,41 +27,12 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub const TAG_BYTES: usize = 16;
 /// Ciphertext bytes of a full chunk.
 pub const SEALED_CHUNK_BYTES: usize = CHUNK_BYTES + TAG_BYTES;
-/// Length of a file key.
-pub const FILE_KEY_BYTES: usize = 32;
 
 /// Associated data of every chunk: what the bytes are.
 const CHUNK_AAD: &[u8] = b"chapar file chunk v1";
 
-/// A file's key. Zeroized on drop; no `Debug`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct FileKey([u8; FILE_KEY_BYTES]);
-
-impl FileKey {
-    /// A fresh random key, for one file.
-    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
-        let mut key = [0u8; FILE_KEY_BYTES];
-        rng.fill_bytes(&mut key);
-        Self(key)
-    }
-
-    /// A key from its bytes (as carried in the message that shares the file).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes
-            .try_into()
-            .map(Self)
-            .map_err(|_| CryptoError::MalformedKey)
-    }
-
-    /// The key's bytes, to put in the message that shares the file.
-    pub fn as_bytes(&self) -> &[u8; FILE_KEY_BYTES] {
-        &self.0
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new((&self.0).into())
-    }
-}
+/// A file's key: a fresh 256-bit key per file (zeroized on drop, no `Debug`).
+pub type FileKey = SymmetricKey;
 
 /// The shape of an encrypted file of a given plaintext size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +134,7 @@ pub fn open_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::RngCore as _;
 
     fn seal_all(key: &FileKey, plain: &[u8]) -> Vec<Vec<u8>> {
         let layout = Layout::new(plain.len() as u64);

@@ -59,7 +59,7 @@ impl SymmetricKey {
         derive_key(&self.0, label)
     }
 
-    fn cipher(&self) -> Aes256Gcm {
+    pub(crate) fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new((&self.0).into())
     }
 }

@@ -101,6 +101,34 @@ pub(crate) async fn hash_prefix(
     Ok(())
 }
 
+/// The message that carries an uploaded file (without caption or reply): key, digest, name,
+/// type, kind, and for pictures their size and thumbnail.
+fn file_message(path: &Path, uploaded: upload::Uploaded, kind: FileKind) -> content::File {
+    let picture = matches!(kind, FileKind::Photo | FileKind::Sticker)
+        .then(|| media::picture(path))
+        .flatten();
+    content::File {
+        blob_id: uploaded.blob_id,
+        key: uploaded.key.as_bytes().to_vec(),
+        sha256: uploaded.sha256.to_vec(),
+        size: uploaded.size,
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        mime_type: media::mime_type(path).to_owned(),
+        kind: kind as i32,
+        thumbnail: picture
+            .as_ref()
+            .map(|p| p.thumbnail.clone())
+            .unwrap_or_default(),
+        width: picture.as_ref().map_or(0, |p| p.width),
+        height: picture.as_ref().map_or(0, |p| p.height),
+        chunk_bytes: CHUNK_BYTES as u32,
+        ..Default::default()
+    }
+}
+
 /// A file name safe to write to: the last component of what the sender said, without path
 /// separators or a leading dot, and not empty.
 fn safe_name(name: &str) -> String {
@@ -154,34 +182,14 @@ impl Client {
             )));
         }
         let kind = options.kind.unwrap_or_else(|| media::guess_kind(path));
-        let picture = matches!(kind, FileKind::Photo | FileKind::Sticker)
-            .then(|| media::picture(path))
-            .flatten();
         let uploaded = self.upload_resuming(&key, path, &mut progress).await?;
         let file = content::File {
-            blob_id: uploaded.blob_id,
-            key: uploaded.key.as_bytes().to_vec(),
-            sha256: uploaded.sha256.to_vec(),
-            size: uploaded.size,
-            name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            mime_type: media::mime_type(path).to_owned(),
             caption: options.caption.unwrap_or_default(),
-            kind: kind as i32,
-            thumbnail: picture
-                .as_ref()
-                .map(|p| p.thumbnail.clone())
-                .unwrap_or_default(),
-            width: picture.as_ref().map_or(0, |p| p.width),
-            height: picture.as_ref().map_or(0, |p| p.height),
-            duration_ms: 0,
-            chunk_bytes: CHUNK_BYTES as u32,
             reply_to: options
                 .reply_to
                 .map(|r| r.as_bytes().to_vec())
                 .unwrap_or_default(),
+            ..file_message(path, uploaded, kind)
         };
         let message = self.send_and_show(group, Body::File(file)).await?;
         upload::forget(&self.local, &key)?;

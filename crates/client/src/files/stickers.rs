@@ -86,29 +86,9 @@ impl Client {
         for (path, emoji) in stickers {
             let key = upload::upload_key("sticker", path)?;
             let uploaded = self.upload_resuming(&key, path, &mut |_| {}).await?;
-            let picture = super::media::picture(path);
             pack.stickers.push(Sticker {
                 emoji: emoji.clone(),
-                file: Some(chapar_wire::content::File {
-                    blob_id: uploaded.blob_id,
-                    key: uploaded.key.as_bytes().to_vec(),
-                    sha256: uploaded.sha256.to_vec(),
-                    size: uploaded.size,
-                    name: path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    mime_type: super::media::mime_type(path).to_owned(),
-                    kind: FileKind::Sticker as i32,
-                    thumbnail: picture
-                        .as_ref()
-                        .map(|p| p.thumbnail.clone())
-                        .unwrap_or_default(),
-                    width: picture.as_ref().map_or(0, |p| p.width),
-                    height: picture.as_ref().map_or(0, |p| p.height),
-                    chunk_bytes: chapar_crypto::file::CHUNK_BYTES as u32,
-                    ..Default::default()
-                }),
+                file: Some(super::file_message(path, uploaded, FileKind::Sticker)),
             });
             upload::forget(&self.local, &key)?;
         }
