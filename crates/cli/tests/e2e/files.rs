@@ -313,6 +313,38 @@ fn sticker_packs_are_shared_installed_and_sent_without_uploading() {
 }
 
 #[test]
+fn files_at_chunk_and_request_boundaries_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "sizes");
+    const MIB: u64 = 1 << 20;
+    // Empty, one byte, around one chunk, and around one request of eight chunks.
+    for size in [0, 1, MIB - 1, MIB, MIB + 1, 8 * MIB, 8 * MIB + 1] {
+        let source = dir.path().join(format!("size-{size}.bin"));
+        let expected = make_file(&source, size);
+        let id = alice
+            .ok(&["send-file", "@bob", source.to_str().unwrap()])
+            .trim()
+            .to_owned();
+        bob.sync();
+        let out = dir.path().join(format!("got-{size}.bin"));
+        bob.ok(&["download", &id, "--out", out.to_str().unwrap()]);
+        assert_eq!(digest_of(&out), expected, "size {size}");
+        // A finished download asked again is simply finished again.
+        let part = chapar_client::files::part_path(&out);
+        std::fs::rename(&out, &part).unwrap();
+        bob.ok(&["download", &id, "--out", out.to_str().unwrap()]);
+        assert_eq!(
+            digest_of(&out),
+            expected,
+            "size {size}, from a complete part"
+        );
+    }
+}
+
+#[test]
 fn the_size_limit_and_the_quota_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
