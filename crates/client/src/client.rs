@@ -952,6 +952,18 @@ impl Client {
         group: GroupId,
         body: Body,
     ) -> Result<MessageId, ClientError> {
+        self.send_body_and(group, body, |_| Ok(())).await
+    }
+
+    /// Like [`Self::send_body`], running `also` in the transaction that queues the message
+    /// (what must change exactly when the message is on its way, such as forgetting the
+    /// upload it carries, so that running `send-file` again cannot send it twice).
+    pub(crate) async fn send_body_and(
+        &mut self,
+        group: GroupId,
+        body: Body,
+        also: impl FnOnce(&Local) -> Result<(), ClientError>,
+    ) -> Result<MessageId, ClientError> {
         let me = self.me()?;
         let id = MessageId(random16());
         let message = AppMessage {
@@ -965,7 +977,8 @@ impl Client {
         let (name, device) = (me.username.clone(), me.device);
         self.local.transaction(|l| {
             history::apply(l, group, name.as_str(), device, None, &message)?;
-            l.queue_outgoing(group, id, &bytes, now_ms())
+            l.queue_outgoing(group, id, &bytes, now_ms())?;
+            also(l)
         })?;
         self.deliver(group, id, &bytes, &references).await?;
         self.upload_archive(&HashMap::new(), false).await;

@@ -191,9 +191,10 @@ impl Client {
                 .unwrap_or_default(),
             ..file_message(path, uploaded, kind)
         };
-        let message = self.send_and_show(group, Body::File(file)).await?;
-        upload::forget(&self.local, &key)?;
-        Ok(message)
+        let id = self
+            .send_body_and(group, Body::File(file), |l| upload::forget(l, &key))
+            .await?;
+        self.show(group, id)
     }
 
     /// Uploads, asking for a new token once if the server says the old one is no good.
@@ -225,6 +226,15 @@ impl Client {
         body: Body,
     ) -> Result<ChatMessage, ClientError> {
         let id = self.send_body(group, body).await?;
+        self.show(group, id)
+    }
+
+    /// A message of this device's history as the user sees it.
+    fn show(
+        &self,
+        group: chapar_types::GroupId,
+        id: MessageId,
+    ) -> Result<ChatMessage, ClientError> {
         let label = self
             .local
             .chat(group)?
