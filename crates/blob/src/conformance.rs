@@ -15,6 +15,7 @@ pub async fn run_all<B: BlobStore + ?Sized>(store: &B) {
     uncommitted_bytes_are_discarded(store).await;
     partial_blobs_are_not_readable_and_offsets_are_checked(store).await;
     finalize_is_idempotent_and_zero_length_works(store).await;
+    concurrent_finalizes_all_succeed(store).await;
     deletes_and_listings(store).await;
 }
 
@@ -177,6 +178,25 @@ async fn finalize_is_idempotent_and_zero_length_works<B: BlobStore + ?Sized>(sto
         store.finalize(id, 4).await.is_err(),
         "finalizing with another length is refused"
     );
+}
+
+/// The last PATCH and a HEAD or GET may finish the same upload at the same moment: every one
+/// of them must succeed, and the blob must read back whole.
+async fn concurrent_finalizes_all_succeed<B: BlobStore + ?Sized>(store: &B) {
+    for round in 0..32u8 {
+        let id = fresh_id();
+        let data = pattern(1_000 + usize::from(round), round);
+        let len = data.len() as u64;
+        store.create(id).await.expect("create");
+        append_all(store, id, 0, &data, 4_096).await;
+        let results =
+            futures_util::future::join_all((0..4).map(|_| store.finalize(id, len))).await;
+        for result in results {
+            assert_eq!(result, Ok(()), "round {round}: a concurrent finalize failed");
+        }
+        assert_eq!(read_all(store, id, 0..len).await, data, "round {round}");
+        store.delete(id).await.expect("delete");
+    }
 }
 
 async fn deletes_and_listings<B: BlobStore + ?Sized>(store: &B) {

@@ -54,6 +54,15 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+fn partial_path(root: &Path, id: BlobId) -> PathBuf {
+    root.join(PARTIAL_DIR).join(id.to_string())
+}
+
+fn complete_path(root: &Path, id: BlobId) -> PathBuf {
+    let name = id.to_string();
+    root.join(COMPLETE_DIR).join(&name[..2]).join(name)
+}
+
 impl FsBlobStore {
     /// Uses (creating if needed) `root` and its `partial/` and `complete/` directories.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
@@ -66,13 +75,12 @@ impl FsBlobStore {
 
     /// Where partial blob `id` lives.
     pub fn partial_path(&self, id: BlobId) -> PathBuf {
-        self.root.join(PARTIAL_DIR).join(id.to_string())
+        partial_path(&self.root, id)
     }
 
     /// Where complete blob `id` lives.
     pub fn complete_path(&self, id: BlobId) -> PathBuf {
-        let name = id.to_string();
-        self.root.join(COMPLETE_DIR).join(&name[..2]).join(name)
+        complete_path(&self.root, id)
     }
 }
 
@@ -134,18 +142,34 @@ impl BlobStore for FsBlobStore {
         let partial_dir = self.root.join(PARTIAL_DIR);
         let complete_root = self.root.join(COMPLETE_DIR);
         Box::pin(blocking(move || {
-            match std::fs::metadata(&complete) {
-                Ok(meta) if meta.len() == length => return Ok(()),
-                Ok(meta) => {
-                    return Err(BlobError::Backend(format!(
-                        "complete blob has {} bytes, expected {length}",
-                        meta.len()
-                    )));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+            let dir = complete
+                .parent()
+                .ok_or_else(|| BlobError::Backend("complete path has no parent".into()))?;
+            // The rename is durable only once both directories are synced; whoever reports
+            // success syncs them, since the request that renamed may not have got that far
+            // (it crashed, or is still running).
+            let synced = || -> Result<(), BlobError> {
+                sync_dir(dir)?;
+                sync_dir(&partial_dir)?;
+                Ok(())
+            };
+            if already_complete(&complete, length)? {
+                return synced();
             }
-            let file = OpenOptions::new().write(true).open(&partial)?;
+            // Two requests may finish the same upload at once (the last PATCH and a HEAD or
+            // GET). The one that loses finds the partial file gone, renamed by the winner:
+            // that is success if the complete blob is there, with the right length.
+            let finished_elsewhere = |e: std::io::Error| -> Result<(), BlobError> {
+                if e.kind() == std::io::ErrorKind::NotFound && already_complete(&complete, length)?
+                {
+                    return synced();
+                }
+                Err(e.into())
+            };
+            let file = match OpenOptions::new().write(true).open(&partial) {
+                Ok(file) => file,
+                Err(e) => return finished_elsewhere(e),
+            };
             let stored = file.metadata()?.len();
             if stored < length {
                 return Err(BlobError::Backend(format!(
@@ -156,17 +180,14 @@ impl BlobStore for FsBlobStore {
                 file.set_len(length)?;
             }
             file.sync_all()?;
-            let dir = complete
-                .parent()
-                .ok_or_else(|| BlobError::Backend("complete path has no parent".into()))?;
             if !dir.exists() {
                 std::fs::create_dir_all(dir)?;
                 sync_dir(&complete_root)?;
             }
-            std::fs::rename(&partial, &complete)?;
-            sync_dir(dir)?;
-            sync_dir(&partial_dir)?;
-            Ok(())
+            if let Err(e) = std::fs::rename(&partial, &complete) {
+                return finished_elsewhere(e);
+            }
+            synced()
         }))
     }
 
@@ -250,11 +271,34 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+/// Whether complete blob `path` exists with `length` bytes; another length is an error (the
+/// caller's bookkeeping and the bytes disagree).
+fn already_complete(path: &Path, length: u64) -> Result<bool, BlobError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == length => Ok(true),
+        Ok(meta) => Err(BlobError::Backend(format!(
+            "complete blob has {} bytes, expected {length}",
+            meta.len()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sends every blob under `root` until done or the listing is dropped.
 fn walk(root: &Path, out: &mpsc::Sender<Result<ListedBlob, BlobError>>) {
     let mut dirs = vec![(root.join(PARTIAL_DIR), false)];
     match std::fs::read_dir(root.join(COMPLETE_DIR)) {
-        Ok(entries) => dirs.extend(entries.flatten().map(|e| (e.path(), true))),
+        // Only the two-hex-digit directories the layout makes: a stray file or directory
+        // (an editor's backup, a `lost+found`) is not ours, and reading it as a directory of
+        // blobs would fail and end the sweep.
+        Ok(entries) => dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| e.file_name().to_str().is_some_and(is_fan_out_name))
+                .map(|e| (e.path(), true)),
+        ),
         Err(e) => {
             let _ = out.blocking_send(Err(e.into()));
             return;
@@ -271,7 +315,8 @@ fn walk(root: &Path, out: &mpsc::Sender<Result<ListedBlob, BlobError>>) {
             }
         };
         for entry in entries.flatten() {
-            // Anything not named like a blob is not ours to list (or to delete).
+            // Anything not named like a blob, or not a plain file, is not ours to list (or to
+            // delete).
             let Some(id) = entry
                 .file_name()
                 .to_str()
@@ -279,6 +324,20 @@ fn walk(root: &Path, out: &mpsc::Sender<Result<ListedBlob, BlobError>>) {
             else {
                 continue;
             };
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            // Listed only where `delete` would look for it (lowercase name, right directory):
+            // an orphan listed elsewhere could never be deleted, and would be found again at
+            // every sweep.
+            let expected = if complete {
+                complete_path(root, id)
+            } else {
+                partial_path(root, id)
+            };
+            if entry.path() != expected {
+                continue;
+            }
             let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
             if out
                 .blocking_send(Ok(ListedBlob {
@@ -292,6 +351,14 @@ fn walk(root: &Path, out: &mpsc::Sender<Result<ListedBlob, BlobError>>) {
             }
         }
     }
+}
+
+/// A directory name of `complete/`: the first two lowercase hex digits of the ids it holds.
+fn is_fan_out_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// An open append: a file positioned at the end of what it wrote, and a bounded buffer.
@@ -465,6 +532,58 @@ mod tests {
                 length: 0,
                 write_error: Some(BlobError::Full)
             }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listing_skips_what_the_layout_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let (partial, complete) = (id(0xAB), id(0xCD));
+        store.create(partial).await.unwrap();
+        store.create(complete).await.unwrap();
+        store.finalize(complete, 0).await.unwrap();
+        let root = dir.path();
+        // A stray file directly in complete/ used to end the walk (read_dir on a file).
+        std::fs::write(root.join("complete/README"), b"notes").unwrap();
+        std::fs::create_dir_all(root.join("complete/lost+found")).unwrap();
+        std::fs::write(
+            root.join("complete/lost+found").join(id(0xEE).to_string()),
+            b"x",
+        )
+        .unwrap();
+        // Named like a blob but where `delete` would never look: listing it would make an
+        // orphan that is found again at every sweep.
+        std::fs::write(
+            root.join("complete/cd").join(id(0xAA).to_string()),
+            b"misplaced",
+        )
+        .unwrap();
+        let upper = id(0xCD).to_string().to_uppercase();
+        std::fs::write(root.join("complete/cd").join(upper), b"upper").unwrap();
+        std::fs::create_dir(root.join("partial").join(id(0x11).to_string())).unwrap();
+        std::fs::write(root.join("partial/notes.txt"), b"notes").unwrap();
+
+        let mut listing = store.list();
+        let mut listed = Vec::new();
+        while let Some(item) = listing.next().await {
+            listed.push(item.expect("no listing errors"));
+        }
+        listed.sort_by_key(|b| b.id);
+        assert_eq!(
+            listed,
+            vec![
+                ListedBlob {
+                    id: partial,
+                    complete: false,
+                    bytes: 0
+                },
+                ListedBlob {
+                    id: complete,
+                    complete: true,
+                    bytes: 0
+                },
+            ]
         );
     }
 

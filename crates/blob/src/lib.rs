@@ -107,7 +107,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Turns partial blob `id`, whose committed length is `length`, into a complete, readable
     /// blob (bytes past `length` are dropped). Finalizing a complete blob of that length again
-    /// succeeds, so a crash between finalizing and recording it is harmless.
+    /// succeeds, so a crash between finalizing and recording it is harmless, and so do
+    /// concurrent finalizes of the same blob (the last chunk's request and a HEAD or GET may
+    /// finish an upload at the same moment).
     fn finalize(&self, id: BlobId, length: u64) -> BoxFuture<'_, Result<(), BlobError>>;
 
     /// Reads `range` of complete blob `id`, in chunks of at most [`READ_CHUNK_BYTES_MAX`].
@@ -118,7 +120,9 @@ pub trait BlobStore: Send + Sync + 'static {
     fn delete(&self, id: BlobId) -> BoxFuture<'_, Result<(), BlobError>>;
 
     /// Every blob stored, partial and complete, in no particular order. Blobs created or
-    /// deleted during the listing may or may not appear.
+    /// deleted during the listing may or may not appear. Only what [`BlobStore::delete`] would
+    /// remove is listed: anything else found in the storage (stray files) is skipped, not an
+    /// error.
     fn list(&self) -> BlobListing;
 }
 
