@@ -2,7 +2,7 @@
 //! length, times) and the references messages hold on complete blobs. The bytes themselves live
 //! in a blob store (`chapar-blob`); the store is the truth about how many of them count.
 
-use chapar_types::{BlobId, DeviceId};
+use chapar_types::{BlobId, DeviceId, Seq};
 
 /// A new upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,9 +94,13 @@ pub enum UploadDeleted {
 pub struct BlobRefs {
     /// Complete blobs the message carries: referenced at the message's position.
     pub add: Vec<BlobId>,
-    /// Blobs whose references by the sender's account in this group are dropped (the message
-    /// deletes earlier messages for everyone).
+    /// Blobs whose references held by the entry at `deleted_seq` in this group are dropped
+    /// (the message deletes that entry for everyone), if the sender's account made them.
     pub drop: Vec<BlobId>,
+    /// The log position of the entry the message deletes. 0 (clients that predate the field)
+    /// drops nothing: without it the store cannot tell which of the account's messages
+    /// carrying a blob was deleted, and dropping them all would lose files still shown.
+    pub deleted_seq: Seq,
 }
 
 /// A blob or upload that [`crate::Store::collect_garbage`] forgot; its bytes go next.

@@ -233,8 +233,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::append`] for an application message that carries blobs, in one transaction:
     /// each of `refs.add` must be a complete blob (else `UnknownBlob` and nothing is stored);
-    /// they are referenced at the new entry, and the sender's account's references in this
-    /// group to `refs.drop` are dropped. A retried message (duplicate id) changes nothing.
+    /// they are referenced at the new entry. Of `refs.drop`, only the references held by the
+    /// entry at `refs.deleted_seq` in this group are dropped, and only those the sender's
+    /// account made; other entries carrying the same blob (in this group or another, by this
+    /// account or another) keep theirs. A `deleted_seq` of 0 drops nothing. Unknown ids are
+    /// ignored. A retried message (duplicate id) changes nothing.
     fn append_referencing(
         &self,
         append: Append,

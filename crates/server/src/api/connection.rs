@@ -587,7 +587,7 @@ async fn handle<S: Store>(
             if m.ciphertext.len() > MESSAGE_CIPHERTEXT_BYTES_MAX {
                 return Err(too_large("the message", MESSAGE_CIPHERTEXT_BYTES_MAX));
             }
-            let refs = convert::blob_refs(&m.blob_ids, &m.unreferenced_blob_ids)?;
+            let refs = convert::blob_refs(&m.blob_ids, &m.unreferenced_blob_ids, m.deleted_seq)?;
             let append = Append {
                 group: convert::group_id(&m.group_id)?,
                 sender: who.device,

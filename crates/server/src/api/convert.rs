@@ -17,7 +17,12 @@ pub fn message_id(bytes: &[u8]) -> Result<MessageId, ServiceError> {
 }
 
 /// The blob references a `SendMessage` carries, if it carries any. Ids must be 16 bytes.
-pub fn blob_refs(add: &[Vec<u8>], drop: &[Vec<u8>]) -> Result<Option<BlobRefs>, ServiceError> {
+/// `deleted_seq` is the entry whose references `drop` names (0: none, from older clients).
+pub fn blob_refs(
+    add: &[Vec<u8>],
+    drop: &[Vec<u8>],
+    deleted_seq: u64,
+) -> Result<Option<BlobRefs>, ServiceError> {
     if add.is_empty() && drop.is_empty() {
         return Ok(None);
     }
@@ -29,6 +34,7 @@ pub fn blob_refs(add: &[Vec<u8>], drop: &[Vec<u8>]) -> Result<Option<BlobRefs>, 
     Ok(Some(BlobRefs {
         add: ids(add)?,
         drop: ids(drop)?,
+        deleted_seq,
     }))
 }
 

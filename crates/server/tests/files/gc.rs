@@ -1,6 +1,7 @@
 //! Garbage collection on a server with short periods: referenced blobs stay, unreferenced ones
 //! go after the grace period, unfinished uploads after their expiry, orphaned bytes at the
-//! next sweep; only the sender's own account can drop its references.
+//! next sweep; a delete drops only the deleted message's references, and only its own
+//! account's.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-fn message(group: &[u8], epoch: u64, id: u8, add: Vec<Vec<u8>>, drop: Vec<Vec<u8>>) -> Request {
+fn message(group: &[u8], epoch: u64, id: u8, add: Vec<Vec<u8>>) -> Request {
     Request::SendMessage(v1::SendMessage {
         group_id: group.to_vec(),
         epoch,
@@ -34,8 +35,31 @@ fn message(group: &[u8], epoch: u64, id: u8, add: Vec<Vec<u8>>, drop: Vec<Vec<u8
         ciphertext: vec![0xCC; 40],
         roster_version: u64::MAX,
         blob_ids: add,
-        unreferenced_blob_ids: drop,
+        ..Default::default()
     })
+}
+
+/// A delete-for-everyone of the entry at `deleted_seq` (0: as a client that predates the
+/// field sends it) that carried `blob`.
+fn delete(group: &[u8], epoch: u64, id: u8, blob: Vec<u8>, deleted_seq: u64) -> Request {
+    Request::SendMessage(v1::SendMessage {
+        group_id: group.to_vec(),
+        epoch,
+        message_id: vec![id; 16],
+        ciphertext: vec![0xDD; 40],
+        roster_version: u64::MAX,
+        unreferenced_blob_ids: vec![blob],
+        deleted_seq,
+        ..Default::default()
+    })
+}
+
+/// Sends `request`; the log position it was appended at.
+async fn appended(device: &Device, request: Request) -> u64 {
+    match device.conn.request(request).await.unwrap() {
+        Reply::Appended(a) => a.seq,
+        other => panic!("expected Appended, got {other:?}"),
+    }
 }
 
 fn code(result: Result<Reply, ClientError>) -> ErrorCode {
@@ -92,7 +116,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         code(
             alice
                 .conn
-                .request(message(&group, 1, 1, vec![blob_bytes(&unfinished)], vec![]))
+                .request(message(&group, 1, 1, vec![blob_bytes(&unfinished)]))
                 .await
         ),
         ErrorCode::UnknownBlob,
@@ -102,7 +126,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         code(
             alice
                 .conn
-                .request(message(&group, 1, 1, vec![vec![7; 16]], vec![]))
+                .request(message(&group, 1, 1, vec![vec![7; 16]]))
                 .await
         ),
         ErrorCode::UnknownBlob
@@ -111,7 +135,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         code(
             alice
                 .conn
-                .request(message(&group, 1, 1, vec![vec![7; 3]], vec![]))
+                .request(message(&group, 1, 1, vec![vec![7; 3]]))
                 .await
         ),
         ErrorCode::BadRequest
@@ -120,17 +144,12 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         code(
             alice
                 .conn
-                .request(message(&group, 1, 1, vec![vec![7; 16]; 33], vec![]))
+                .request(message(&group, 1, 1, vec![vec![7; 16]; 33]))
                 .await
         ),
         ErrorCode::TooLarge
     );
-    let sent = alice
-        .conn
-        .request(message(&group, 1, 1, vec![blob_bytes(&kept)], vec![]))
-        .await
-        .unwrap();
-    assert!(matches!(sent, Reply::Appended(_)), "{sent:?}");
+    let sent = appended(&alice, message(&group, 1, 1, vec![blob_bytes(&kept)])).await;
     // Bytes with no record at all, as a crash between forgetting and deleting leaves them.
     let orphan = server
         .data
@@ -159,20 +178,18 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         "only the referenced blob's bytes are left"
     );
 
-    // Bob deleting "for everyone" cannot drop alice's reference.
-    bob.conn
-        .request(message(&group, 1, 2, vec![], vec![blob_bytes(&kept)]))
-        .await
-        .unwrap();
+    // Bob deleting alice's message "for everyone" cannot drop alice's reference.
+    appended(&bob, delete(&group, 1, 2, blob_bytes(&kept), sent)).await;
+    // The same file sent twice in the chat: deleting one message keeps it for the other.
+    let again = appended(&alice, message(&group, 1, 3, vec![blob_bytes(&kept)])).await;
+    appended(&alice, delete(&group, 1, 4, blob_bytes(&kept), sent)).await;
+    // A client that predates deleted_seq cannot say which message went: nothing is dropped.
+    appended(&alice, delete(&group, 1, 5, blob_bytes(&kept), 0)).await;
     tokio::time::sleep(GRACE + INTERVAL * 3).await;
     get(&server, &bob, &kept, &[]).await.expect(200);
-    // Alice's own delete does; the blob goes after the grace period.
-    alice
-        .conn
-        .request(message(&group, 1, 3, vec![], vec![blob_bytes(&kept)]))
-        .await
-        .unwrap();
-    eventually(GRACE * 6, "the blob whose message was deleted goes", || {
+    // Alice deleting the last message that carries it does; it goes after the grace period.
+    appended(&alice, delete(&group, 1, 6, blob_bytes(&kept), again)).await;
+    eventually(GRACE * 6, "the blob whose last message was deleted goes", || {
         gone(&server, &alice, &kept)
     })
     .await;

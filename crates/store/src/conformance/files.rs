@@ -10,7 +10,7 @@ use crate::*;
 pub async fn run_all<S: Store>(store: &S) {
     uploads_commit_only_forward_and_within_quota(store).await;
     messages_reference_only_complete_blobs(store).await;
-    only_the_same_account_in_the_same_group_drops_references(store).await;
+    a_delete_drops_only_the_deleted_entrys_own_references(store).await;
     garbage_is_unreferenced_too_long_or_expired(store).await;
     uploads_are_deleted_only_by_their_owner_and_unreferenced(store).await;
 }
@@ -176,7 +176,7 @@ async fn messages_reference_only_complete_blobs<S: Store>(store: &S) {
     let unknown = blob();
     let refs = |add: Vec<BlobId>| BlobRefs {
         add,
-        drop: Vec::new(),
+        ..BlobRefs::default()
     };
 
     assert_eq!(
@@ -225,7 +225,7 @@ async fn messages_reference_only_complete_blobs<S: Store>(store: &S) {
     assert_eq!(store.append(app(group, d, 0, 3)).await.unwrap().seq, 3);
 }
 
-async fn only_the_same_account_in_the_same_group_drops_references<S: Store>(store: &S) {
+async fn a_delete_drops_only_the_deleted_entrys_own_references<S: Store>(store: &S) {
     let (alice, bob) = (name("hana"), name("ivan"));
     let (a, b) = (unique(13), unique(14));
     seed_account(store, &alice, a).await;
@@ -237,47 +237,106 @@ async fn only_the_same_account_in_the_same_group_drops_references<S: Store>(stor
         .await
         .unwrap();
     let id = complete_blob(store, &alice, a, 100).await;
-    store
-        .append_referencing(
-            app(group, a, 1, 1),
-            BlobRefs {
-                add: vec![id],
-                drop: vec![],
-            },
-        )
-        .await
-        .unwrap();
-    let drop = || BlobRefs {
-        add: vec![],
-        drop: vec![id],
+    let carry = || BlobRefs {
+        add: vec![id],
+        ..BlobRefs::default()
     };
+    let delete = |deleted_seq| BlobRefs {
+        drop: vec![id],
+        deleted_seq,
+        ..BlobRefs::default()
+    };
+    // Alice sends the file twice in one chat and once in another; Bob forwards it.
+    let first = store
+        .append_referencing(app(group, a, 1, 1), carry())
+        .await
+        .unwrap()
+        .seq;
+    let second = store
+        .append_referencing(app(group, a, 1, 2), carry())
+        .await
+        .unwrap()
+        .seq;
+    let elsewhere = store
+        .append_referencing(app(other_group, a, 0, 3), carry())
+        .await
+        .unwrap()
+        .seq;
+    let forwarded = store
+        .append_referencing(app(group, b, 1, 4), carry())
+        .await
+        .unwrap()
+        .seq;
+    assert_ne!(first, elsewhere, "the check below needs distinct positions");
+    assert_eq!(record(store, id).await.references, 4);
 
+    let references = |id| async move { record(store, id).await.references };
     store
-        .append_referencing(app(group, b, 1, 2), drop())
+        .append_referencing(app(group, b, 1, 5), delete(first))
         .await
         .unwrap();
     assert_eq!(
-        record(store, id).await.references,
-        1,
+        references(id).await,
+        4,
         "another account cannot drop alice's reference"
     );
     store
-        .append_referencing(app(other_group, a, 0, 3), drop())
+        .append_referencing(app(group, a, 1, 6), delete(0))
         .await
         .unwrap();
     assert_eq!(
-        record(store, id).await.references,
-        1,
-        "a delete in another group does not drop it"
+        references(id).await,
+        4,
+        "without deleted_seq (an old client) nothing is dropped"
     );
-    let mut delete = app(group, a, 1, 4);
-    delete.now_ms = 777;
-    store.append_referencing(delete, drop()).await.unwrap();
+    store
+        .append_referencing(app(group, a, 1, 7), delete(forwarded))
+        .await
+        .unwrap();
+    assert_eq!(
+        references(id).await,
+        4,
+        "alice cannot drop the reference bob's forward made"
+    );
+    store
+        .append_referencing(app(other_group, a, 0, 8), delete(first))
+        .await
+        .unwrap();
+    assert_eq!(
+        references(id).await,
+        4,
+        "a position in one group means nothing in another"
+    );
+    store
+        .append_referencing(app(group, a, 1, 9), delete(first))
+        .await
+        .unwrap();
+    let after = record(store, id).await;
+    assert_eq!(
+        (after.references, after.unreferenced_ms),
+        (3, None),
+        "deleting one of two messages of a chat that carry a blob keeps it for the other"
+    );
+    store
+        .append_referencing(app(group, a, 1, 10), delete(second))
+        .await
+        .unwrap();
+    store
+        .append_referencing(app(other_group, a, 0, 11), delete(elsewhere))
+        .await
+        .unwrap();
+    assert_eq!(references(id).await, 1, "only bob's forward is left");
+    let mut last = app(group, b, 1, 12);
+    last.now_ms = 777;
+    store
+        .append_referencing(last, delete(forwarded))
+        .await
+        .unwrap();
     let dropped = record(store, id).await;
     assert_eq!(
         (dropped.references, dropped.unreferenced_ms),
         (0, Some(777)),
-        "the sender's own delete drops it, and the grace period starts"
+        "the last reference goes, and the grace period starts"
     );
 }
 
@@ -294,7 +353,7 @@ async fn garbage_is_unreferenced_too_long_or_expired<S: Store>(store: &S) {
             app(group, d, 0, 1),
             BlobRefs {
                 add: vec![referenced],
-                drop: vec![],
+                ..BlobRefs::default()
             },
         )
         .await
@@ -384,7 +443,7 @@ async fn uploads_are_deleted_only_by_their_owner_and_unreferenced<S: Store>(stor
             app(group, d, 0, 1),
             BlobRefs {
                 add: vec![sent],
-                drop: vec![],
+                ..BlobRefs::default()
             },
         )
         .await

@@ -220,13 +220,30 @@ fn record_references(
         .map_err(sql)?
         .query_row([dev(sender)], |r| r.get(0))
         .map_err(sql)?;
-    for id in &refs.drop {
-        c.prepare_cached(
-            "DELETE FROM blob_refs WHERE group_id = ?1 AND username = ?2 AND blob_id = ?3",
-        )
-        .map_err(sql)?
-        .execute(params![group.as_bytes(), username, id.as_bytes()])
-        .map_err(sql)?;
+    // Only the deleted entry's own reference, and only if the sender's account made it: the
+    // same blob in another message of this chat (sent twice, or forwarded by anyone) stays.
+    let drop: &[BlobId] = if refs.deleted_seq == 0 {
+        &[]
+    } else {
+        &refs.drop
+    };
+    for id in drop {
+        let dropped = c
+            .prepare_cached(
+                "DELETE FROM blob_refs
+                 WHERE blob_id = ?1 AND group_id = ?2 AND seq = ?3 AND username = ?4",
+            )
+            .map_err(sql)?
+            .execute(params![
+                id.as_bytes(),
+                group.as_bytes(),
+                num(refs.deleted_seq),
+                username
+            ])
+            .map_err(sql)?;
+        if dropped == 0 {
+            continue;
+        }
         c.prepare_cached(
             "UPDATE blobs SET unreferenced_ms = ?2
              WHERE blob_id = ?1 AND completed_ms IS NOT NULL AND unreferenced_ms IS NULL

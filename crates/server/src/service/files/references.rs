@@ -1,7 +1,8 @@
 //! Messages that carry files. The server cannot read a message, so its sender names the blobs
 //! it carries; the store records those references with the message, in one transaction, and a
-//! blob stays as long as one is left. A delete-for-everyone message may drop the references
-//! its own account made in the same group (never anyone else's: a forwarded copy stays).
+//! blob stays as long as one is left. A delete-for-everyone message names the entry it deletes
+//! (`deleted_seq`) and may drop that entry's references, if its own account made them: the
+//! same blob in another message (sent twice, or forwarded by anyone) stays.
 
 use std::sync::atomic::Ordering;
 
@@ -33,6 +34,11 @@ impl<S: Store> Service<S> {
         }
         append.sender = who.device;
         append.now_ms = now_ms();
+        if !refs.drop.is_empty() && refs.deleted_seq == 0 {
+            // A client from before `deleted_seq`: the store drops nothing (which of the
+            // account's messages was deleted is unknown); the blob stays until log retention.
+            tracing::debug!("a delete without deleted_seq drops no references");
+        }
         let (added, dropped) = (refs.add.len(), refs.drop.len());
         let appended = self.store.append_referencing(append, refs).await?;
         if !appended.duplicate {
