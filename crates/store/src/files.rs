@@ -60,10 +60,17 @@ impl UploadRecord {
 pub enum UploadCreated {
     /// Recorded.
     Created,
-    /// Refused: the account's usage plus the new length would pass the quota.
+    /// Refused: the account's usage plus the new upload's charge would pass the quota.
     QuotaExceeded {
         /// What the account uses now.
         used_bytes: u64,
+    },
+    /// Refused: the account has
+    /// [`FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX`](chapar_types::limits::FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX)
+    /// unfinished uploads already.
+    TooManyUnfinished {
+        /// How many it has.
+        unfinished: u64,
     },
 }
 

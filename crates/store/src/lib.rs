@@ -186,8 +186,11 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- Files (see docs/files.md) ----
 
-    /// Records a new upload, unless the account's usage (the declared lengths of all its blobs
-    /// and unfinished uploads) plus `upload.length` would pass `quota_bytes`.
+    /// Records a new upload, unless the account has
+    /// [`chapar_types::limits::FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX`] unfinished uploads
+    /// already, or its usage ([`Store::file_usage`]) plus the new upload's charge (its length,
+    /// at least [`chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES`]) would pass
+    /// `quota_bytes`. The checks and the insert are one transaction.
     fn create_upload(
         &self,
         upload: NewUpload,
@@ -228,7 +231,8 @@ pub trait Store: Send + Sync + 'static {
         username: &str,
     ) -> impl Future<Output = Result<UploadDeleted, StoreError>> + Send;
 
-    /// Bytes `username` uses: the declared lengths of its blobs and unfinished uploads.
+    /// Bytes `username` uses: the declared lengths of its blobs and unfinished uploads, each
+    /// counted as at least [`chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES`].
     fn file_usage(&self, username: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// [`Store::append`] for an application message that carries blobs, in one transaction:

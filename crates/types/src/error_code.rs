@@ -99,6 +99,9 @@ error_codes! {
     UploadBusy = 45, "upload_busy";
     /// Files: a message still references this blob, so it cannot be deleted.
     BlobReferenced = 46, "blob_referenced";
+    /// Files: the account has the most unfinished uploads it may have. Finish or terminate
+    /// one, or wait for one to expire.
+    TooManyUploads = 47, "too_many_uploads";
 }
 
 impl fmt::Display for ErrorCode {
@@ -138,6 +141,7 @@ mod file_code_tests {
             (ErrorCode::OffsetMismatch, 44, "offset_mismatch"),
             (ErrorCode::UploadBusy, 45, "upload_busy"),
             (ErrorCode::BlobReferenced, 46, "blob_referenced"),
+            (ErrorCode::TooManyUploads, 47, "too_many_uploads"),
         ];
         for (code, number, name) in codes {
             assert_eq!((code.as_u32(), code.as_str()), (number, name));

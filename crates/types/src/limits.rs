@@ -116,3 +116,13 @@ pub const FILE_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// Most blobs one message may reference (and most references one message may drop).
 pub const BLOBS_PER_MESSAGE_MAX: usize = 32;
+
+/// Least one blob or upload counts against its account's quota, whatever its length: an empty
+/// or tiny file still costs a row, a file on disk and its metadata, so it must not be free.
+/// An account holds at most its quota divided by this many blobs.
+pub const FILE_QUOTA_CHARGE_MIN_BYTES: u64 = 4 * 1024;
+
+/// Most unfinished uploads one account may have at once (each holds a row and a partial file
+/// until it completes, is terminated or expires). Uploads are sent one after another; this
+/// leaves room for many devices resuming at once, not for hoarding.
+pub const FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX: u64 = 64;

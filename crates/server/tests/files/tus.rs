@@ -392,34 +392,80 @@ async fn one_request_at_a_time_writes_to_an_upload() {
 #[tokio::test]
 async fn size_limit_and_quota_are_enforced_with_clear_codes() {
     let server = start_with(FilesConfig {
-        upload_bytes_max: 1_000,
-        quota_bytes_per_account: 2_500,
+        upload_bytes_max: 10_000,
+        quota_bytes_per_account: 25_000,
         ..FilesConfig::default()
     })
     .await;
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let mut too_big = tus(&alice);
-    too_big.push(("Upload-Length", "1001".into()));
+    too_big.push(("Upload-Length", "10001".into()));
     let r = request(&server, "POST", "/v1/files", &too_big, b"")
         .await
         .expect_error(413, "too_large");
     assert_eq!(r.header("Content-Type"), Some("application/json"));
 
-    let first = upload(&server, &alice, &pattern(1_000, 4)).await;
-    let _unfinished = create(&server, &alice, 1_000).await;
+    let first = upload(&server, &alice, &pattern(10_000, 4)).await;
+    let _unfinished = create(&server, &alice, 10_000).await;
     let mut over = tus(&alice);
-    over.push(("Upload-Length", "600".into()));
+    over.push(("Upload-Length", "6000".into()));
     request(&server, "POST", "/v1/files", &over, b"")
         .await
         .expect_error(403, "quota_exceeded");
     // Quotas are per account.
-    create(&server, &bob, 1_000).await;
+    create(&server, &bob, 10_000).await;
     // Deleting a blob gives its room back.
     request(&server, "DELETE", &first, &tus(&alice), b"")
         .await
         .expect(204);
     request(&server, "POST", "/v1/files", &over, b"")
+        .await
+        .expect(201);
+}
+
+#[tokio::test]
+async fn tiny_files_are_not_free_and_unfinished_uploads_are_capped() {
+    use chapar_types::limits::{
+        FILE_QUOTA_CHARGE_MIN_BYTES as MIN, FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX as CAP,
+    };
+    let server = start_with(FilesConfig {
+        quota_bytes_per_account: 3 * MIN,
+        ..FilesConfig::default()
+    })
+    .await;
+    let alice = register(&server, "alice").await;
+    // Empty and one-byte files each count as the minimum charge.
+    for data in [&b""[..], b"x", b"yz"] {
+        upload(&server, &alice, data).await;
+    }
+    let mut empty = tus(&alice);
+    empty.push(("Upload-Length", "0".into()));
+    let r = request(&server, "POST", "/v1/files", &empty, b"")
+        .await
+        .expect_error(403, "quota_exceeded");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains(&MIN.to_string()),
+        "the message names the minimum charge:\n{r:?}"
+    );
+
+    // On a server with room, the count of unfinished uploads is what stops a hoarder.
+    let server = start().await;
+    let bob = register(&server, "bob").await;
+    let mut paths = Vec::new();
+    for _ in 0..CAP {
+        paths.push(create(&server, &bob, 10).await);
+    }
+    let mut one_more = tus(&bob);
+    one_more.push(("Upload-Length", "10".into()));
+    request(&server, "POST", "/v1/files", &one_more, b"")
+        .await
+        .expect_error(403, "too_many_uploads");
+    // Finishing one makes room again.
+    patch(&server, &bob, &paths[0], 0, b"0123456789")
+        .await
+        .expect(204);
+    request(&server, "POST", "/v1/files", &one_more, b"")
         .await
         .expect(201);
 }

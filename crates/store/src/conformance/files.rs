@@ -1,5 +1,6 @@
-//! Conformance checks for files: upload bookkeeping, quotas, blob references kept with
-//! messages, and what garbage collection may and may not forget.
+//! Conformance checks for files: upload bookkeeping, quotas (with a minimum charge per blob
+//! and a cap on unfinished uploads), blob references kept with messages, and what garbage
+//! collection may and may not forget.
 
 use chapar_types::{BlobId, DeviceId};
 
@@ -9,6 +10,7 @@ use crate::*;
 /// Runs every file check.
 pub async fn run_all<S: Store>(store: &S) {
     uploads_commit_only_forward_and_within_quota(store).await;
+    tiny_uploads_cost_the_minimum_and_unfinished_ones_are_capped(store).await;
     messages_reference_only_complete_blobs(store).await;
     a_delete_drops_only_the_deleted_entrys_own_references(store).await;
     garbage_is_unreferenced_too_long_or_expired(store).await;
@@ -58,10 +60,10 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
     let owner = name("frank");
     let d = unique(11);
     seed_account(store, &owner, d).await;
-    let first = new_upload(&owner, d, 600, 100);
+    let first = new_upload(&owner, d, 6_000, 100);
     let id = first.id;
     assert_eq!(
-        store.create_upload(first.clone(), 1_000).await.unwrap(),
+        store.create_upload(first.clone(), 10_500).await.unwrap(),
         UploadCreated::Created
     );
     assert_eq!(
@@ -71,27 +73,27 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
     );
     assert_eq!(
         store
-            .create_upload(new_upload(&owner, d, 401, 100), 1_000)
+            .create_upload(new_upload(&owner, d, 4_501, 100), 10_500)
             .await
             .unwrap(),
-        UploadCreated::QuotaExceeded { used_bytes: 600 },
+        UploadCreated::QuotaExceeded { used_bytes: 6_000 },
         "an unfinished upload counts with its declared length"
     );
-    assert_eq!(store.file_usage(&owner).await.unwrap(), 600);
+    assert_eq!(store.file_usage(&owner).await.unwrap(), 6_000);
     assert_eq!(
         store
-            .create_upload(new_upload(&owner, d, 400, 100), 1_000)
+            .create_upload(new_upload(&owner, d, 4_500, 100), 10_500)
             .await
             .unwrap(),
         UploadCreated::Created,
         "up to the quota exactly"
     );
-    assert_eq!(store.file_usage(&owner).await.unwrap(), 1_000);
+    assert_eq!(store.file_usage(&owner).await.unwrap(), 10_500);
 
     let fresh = record(store, id).await;
     assert_eq!(
         (fresh.committed, fresh.length, fresh.username.as_str()),
-        (0, 600, owner.as_str())
+        (0, 6_000, owner.as_str())
     );
     assert_eq!(
         (fresh.device, fresh.created_ms, fresh.expires_ms),
@@ -103,23 +105,27 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
         "new uploads are neither complete nor referenced"
     );
 
-    let Ok(UploadCommitted::Committed(after)) = store.commit_upload(id, 0, 250, 200, 5_000).await
+    let Ok(UploadCommitted::Committed(after)) =
+        store.commit_upload(id, 0, 2_500, 200, 5_000).await
     else {
         panic!("commit from the current offset")
     };
     assert_eq!(
         (after.committed, after.updated_ms, after.expires_ms),
-        (250, 200, 5_000)
+        (2_500, 200, 5_000)
     );
     assert!(
         matches!(
-            store.commit_upload(id, 0, 300, 300, 5_000).await,
-            Ok(UploadCommitted::OffsetMoved(r)) if r.committed == 250
+            store.commit_upload(id, 0, 3_000, 300, 5_000).await,
+            Ok(UploadCommitted::OffsetMoved(r)) if r.committed == 2_500
         ),
         "a commit from an old offset changes nothing"
     );
     assert!(
-        store.commit_upload(id, 250, 601, 300, 5_000).await.is_err(),
+        store
+            .commit_upload(id, 2_500, 6_001, 300, 5_000)
+            .await
+            .is_err(),
         "no commit past the declared length"
     );
     assert_eq!(
@@ -137,7 +143,7 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
         "an upload completes only once every byte is committed"
     );
     assert!(matches!(
-        store.commit_upload(id, 250, 600, 400, 5_000).await,
+        store.commit_upload(id, 2_500, 6_000, 400, 5_000).await,
         Ok(UploadCommitted::Committed(_))
     ));
     let done = store.complete_upload(id, 450).await.unwrap().unwrap();
@@ -153,15 +159,89 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
     );
     assert!(
         matches!(
-            store.commit_upload(id, 600, 600, 500, 5_000).await,
+            store.commit_upload(id, 6_000, 6_000, 500, 5_000).await,
             Ok(UploadCommitted::OffsetMoved(_))
         ),
         "a complete blob takes no more commits"
     );
     assert_eq!(
         store.file_usage(&owner).await.unwrap(),
-        1_000,
+        10_500,
         "a complete blob counts too"
+    );
+}
+
+async fn tiny_uploads_cost_the_minimum_and_unfinished_ones_are_capped<S: Store>(store: &S) {
+    use chapar_types::limits::{
+        FILE_QUOTA_CHARGE_MIN_BYTES as MIN, FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX as CAP,
+    };
+    let owner = name("mona");
+    let d = unique(18);
+    seed_account(store, &owner, d).await;
+    for length in [0, 1, MIN] {
+        assert_eq!(
+            store
+                .create_upload(new_upload(&owner, d, length, 100), 3 * MIN)
+                .await
+                .unwrap(),
+            UploadCreated::Created
+        );
+    }
+    assert_eq!(store.file_usage(&owner).await.unwrap(), 3 * MIN);
+    assert_eq!(
+        store
+            .create_upload(new_upload(&owner, d, 0, 100), 3 * MIN)
+            .await
+            .unwrap(),
+        UploadCreated::QuotaExceeded {
+            used_bytes: 3 * MIN
+        },
+        "an empty upload is not free"
+    );
+
+    let hoarder = name("nils");
+    let h = unique(19);
+    seed_account(store, &hoarder, h).await;
+    let mut ids = Vec::new();
+    for _ in 0..CAP {
+        let upload = new_upload(&hoarder, h, 1, 100);
+        ids.push(upload.id);
+        assert_eq!(
+            store.create_upload(upload, u64::MAX).await.unwrap(),
+            UploadCreated::Created
+        );
+    }
+    assert_eq!(
+        store
+            .create_upload(new_upload(&hoarder, h, 1, 100), u64::MAX)
+            .await
+            .unwrap(),
+        UploadCreated::TooManyUnfinished { unfinished: CAP }
+    );
+    // Finishing one makes room (complete blobs count against the quota only).
+    assert!(matches!(
+        store.commit_upload(ids[0], 0, 1, 200, 5_000).await,
+        Ok(UploadCommitted::Committed(_))
+    ));
+    store.complete_upload(ids[0], 200).await.unwrap();
+    assert_eq!(
+        store
+            .create_upload(new_upload(&hoarder, h, 1, 100), u64::MAX)
+            .await
+            .unwrap(),
+        UploadCreated::Created
+    );
+    // So does terminating one.
+    assert_eq!(
+        store.delete_upload(ids[1], &hoarder).await.unwrap(),
+        UploadDeleted::Deleted
+    );
+    assert_eq!(
+        store
+            .create_upload(new_upload(&hoarder, h, 1, 100), u64::MAX)
+            .await
+            .unwrap(),
+        UploadCreated::Created
     );
 }
 
@@ -452,5 +532,9 @@ async fn uploads_are_deleted_only_by_their_owner_and_unreferenced<S: Store>(stor
         store.delete_upload(sent, &owner).await.unwrap(),
         UploadDeleted::Referenced
     );
-    assert_eq!(store.file_usage(&owner).await.unwrap(), 10);
+    assert_eq!(
+        store.file_usage(&owner).await.unwrap(),
+        chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES,
+        "a 10-byte blob counts as the minimum charge"
+    );
 }

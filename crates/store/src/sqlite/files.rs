@@ -4,6 +4,7 @@
 //! blobs by index instead of scanning every blob.
 
 use chapar_types::BlobId;
+use chapar_types::limits::{FILE_QUOTA_CHARGE_MIN_BYTES, FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::cache::GroupCache;
@@ -44,8 +45,18 @@ pub(super) fn create_upload(
     u: &NewUpload,
     quota_bytes: u64,
 ) -> Result<UploadCreated, StoreError> {
+    let unfinished = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM blobs WHERE username = ?1 AND completed_ms IS NULL",
+        )
+        .map_err(sql)?
+        .query_row([&u.username], |r| r.get::<_, i64>(0))
+        .map_err(sql)? as u64;
+    if unfinished >= FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX {
+        return Ok(UploadCreated::TooManyUnfinished { unfinished });
+    }
     let used = file_usage(c, &u.username)?;
-    if used.saturating_add(u.length) > quota_bytes {
+    if used.saturating_add(quota_charge(u.length)) > quota_bytes {
         return Ok(UploadCreated::QuotaExceeded { used_bytes: used });
     }
     c.prepare_cached(
@@ -167,10 +178,19 @@ pub(super) fn delete_upload(
     Ok(UploadDeleted::Deleted)
 }
 
+/// What a blob of `length` bytes counts against its account's quota.
+fn quota_charge(length: u64) -> u64 {
+    length.max(FILE_QUOTA_CHARGE_MIN_BYTES)
+}
+
 pub(super) fn file_usage(c: &Connection, username: &str) -> Result<u64, StoreError> {
-    c.prepare_cached("SELECT COALESCE(SUM(length), 0) FROM blobs WHERE username = ?1")
+    // The same charge as `quota_charge`, summed in SQL (two-argument MAX is SQLite's scalar
+    // maximum, not the aggregate).
+    c.prepare_cached("SELECT COALESCE(SUM(MAX(length, ?2)), 0) FROM blobs WHERE username = ?1")
         .map_err(sql)?
-        .query_row([username], |r| r.get::<_, i64>(0))
+        .query_row(params![username, num(FILE_QUOTA_CHARGE_MIN_BYTES)], |r| {
+            r.get::<_, i64>(0)
+        })
         .map(|n| n as u64)
         .map_err(sql)
 }

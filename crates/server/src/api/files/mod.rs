@@ -109,7 +109,9 @@ impl From<ServiceError> for HttpError {
             ErrorCode::Unauthenticated | ErrorCode::AuthenticationFailed => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::DeviceRevoked | ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
+            ErrorCode::DeviceRevoked | ErrorCode::QuotaExceeded | ErrorCode::TooManyUploads => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::UnknownBlob => StatusCode::NOT_FOUND,
             ErrorCode::UploadExpired => StatusCode::GONE,
             ErrorCode::OffsetMismatch | ErrorCode::BlobReferenced | ErrorCode::Conflict => {

@@ -1,5 +1,5 @@
-//! Uploads: create one (within the size limit and the account's quota), append chunks at its
-//! offset, finish it, or terminate it.
+//! Uploads: create one (within the size limit, the account's quota and its number of
+//! unfinished uploads), append chunks at its offset, finish it, or terminate it.
 //!
 //! An append streams the chunk into the blob store through a bounded buffer, then commits:
 //! the blob store makes the bytes durable, and only then does the store move the upload's
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chapar_store::{NewUpload, Store, UploadCommitted, UploadCreated, UploadDeleted, UploadRecord};
+use chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES;
 use chapar_types::{BlobId, ErrorCode};
 use futures_util::{Stream, StreamExt};
 use rand::RngCore;
@@ -165,16 +166,28 @@ impl<S: Store> Service<S> {
             expires_ms: now + duration_ms(config.upload_expiry),
         };
         let quota = config.quota_bytes_per_account;
-        if let UploadCreated::QuotaExceeded { used_bytes } =
-            self.store.create_upload(upload, quota).await?
-        {
-            return Err(ServiceError::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "{length} more bytes would pass the account's file quota of {quota} bytes \
-                     ({used_bytes} in use)"
-                ),
-            ));
+        match self.store.create_upload(upload, quota).await? {
+            UploadCreated::Created => {}
+            UploadCreated::QuotaExceeded { used_bytes } => {
+                let charge = length.max(FILE_QUOTA_CHARGE_MIN_BYTES);
+                return Err(ServiceError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "{charge} more bytes would pass the account's file quota of {quota} \
+                         bytes ({used_bytes} in use; each file counts at least \
+                         {FILE_QUOTA_CHARGE_MIN_BYTES})"
+                    ),
+                ));
+            }
+            UploadCreated::TooManyUnfinished { unfinished } => {
+                return Err(ServiceError::new(
+                    ErrorCode::TooManyUploads,
+                    format!(
+                        "the account has {unfinished} unfinished uploads, the most it may have; \
+                         finish or terminate one first"
+                    ),
+                ));
+            }
         }
         if let Err(e) = self.files.blobs.create(id).await {
             // A record without bytes would count against the quota for nothing.
