@@ -40,6 +40,9 @@ pub enum StickerCommand {
     Install {
         /// The id of the message that shared it.
         message_id: String,
+        /// The chat the message is in (only needed if its id is in several).
+        #[arg(long)]
+        chat: Option<String>,
     },
     /// Send a sticker from an installed pack.
     Send {
@@ -162,11 +165,12 @@ fn worth_retrying(e: &ClientError) -> bool {
 pub async fn download(
     client: &mut Client,
     id: chapar_types::MessageId,
+    chat: Option<&Target>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut meter = Meter::new("downloading");
     let saved = client
-        .download(id, out.as_deref(), |p| meter.update(p))
+        .download(id, chat, out.as_deref(), |p| meter.update(p))
         .await;
     meter.finish();
     if let Err(e) = &saved
@@ -193,7 +197,12 @@ pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Re
         }
         StickerCommand::List => {
             for pack in client.sticker_packs()? {
-                println!("{}\t{}\t{}", pack.id, pack.name, pack.stickers.join(" "));
+                println!(
+                    "{}\t{}\t{}",
+                    pack.id,
+                    output::printable(&pack.name, false),
+                    output::printable(&pack.stickers.join(" "), false)
+                );
             }
         }
         StickerCommand::Share { target, pack } => {
@@ -202,9 +211,10 @@ pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Re
                 .await?;
             println!("{}", sent.id);
         }
-        StickerCommand::Install { message_id } => {
+        StickerCommand::Install { message_id, chat } => {
             let id = crate::message_id(&message_id)?;
-            println!("{}", client.install_sticker_pack(id).await?);
+            let chat = chat.as_deref().map(Target::parse).transpose()?;
+            println!("{}", client.install_sticker_pack(id, chat.as_ref()).await?);
         }
         StickerCommand::Send {
             target,

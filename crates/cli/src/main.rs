@@ -107,9 +107,12 @@ enum Command {
     Download {
         /// The message's id, as `messages --json` shows it.
         message_id: String,
-        /// Where to put it (a file, or a directory) [default: its name, here]
+        /// Where to put it (a new file, or a directory) [default: its name, here]
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The chat the message is in (only needed if its id is in several).
+        #[arg(long)]
+        chat: Option<String>,
     },
     /// Send the file of a message to another chat, without uploading it again.
     Forward {
@@ -117,6 +120,9 @@ enum Command {
         message_id: String,
         /// @username or group id.
         target: String,
+        /// The chat the message is in (only needed if its id is in several).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Make, share, install and send sticker packs.
     #[command(subcommand)]
@@ -377,13 +383,19 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
         Command::Download {
             message_id: id,
             out,
-        } => files_cmd::download(client, message_id(&id)?, out).await?,
+            chat,
+        } => {
+            let chat = chat.as_deref().map(Target::parse).transpose()?;
+            files_cmd::download(client, message_id(&id)?, chat.as_ref(), out).await?
+        }
         Command::Forward {
             message_id: id,
             target,
+            from,
         } => {
+            let from = from.as_deref().map(Target::parse).transpose()?;
             let sent = client
-                .forward(message_id(&id)?, &Target::parse(&target)?)
+                .forward(message_id(&id)?, from.as_ref(), &Target::parse(&target)?)
                 .await?;
             println!("{}", sent.id);
         }
@@ -458,7 +470,7 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
                     chat.label(),
                     chat.kind,
                     chat.state,
-                    chat.name
+                    output::printable(&chat.name, false)
                 );
             }
         }

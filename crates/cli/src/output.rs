@@ -11,6 +11,14 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `text` without terminal control sequences (a sender could otherwise rewrite the user's
+/// screen); line breaks stay where `keep_lines`.
+pub fn printable(text: &str, keep_lines: bool) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || (keep_lines && matches!(c, '\n' | '\t')))
+        .collect()
+}
+
 /// Prints one message and flushes, so `listen` output reaches pipes at once.
 pub fn print_message(m: &ChatMessage, json: bool) {
     let line = if json {
@@ -49,12 +57,17 @@ pub fn print_message(m: &ChatMessage, json: bool) {
         let reactions: String = m
             .reactions
             .iter()
-            .map(|(e, by)| format!(" [{e} {by}]"))
+            .map(|(e, by)| format!(" [{} {by}]", printable(e, false)))
             .collect();
         if let Some(file) = &m.file {
             flags.insert_str(
                 0,
-                &format!(" [{}: {}, {} bytes]", file.kind, file.name, file.size),
+                &format!(
+                    " [{}: {}, {} bytes]",
+                    file.kind,
+                    printable(&file.name, false),
+                    file.size
+                ),
             );
         }
         if let Some(pack) = &m.sticker_pack {
@@ -62,7 +75,9 @@ pub fn print_message(m: &ChatMessage, json: bool) {
                 0,
                 &format!(
                     " [sticker pack {} ({}), {} stickers]",
-                    pack.name, pack.id, pack.stickers
+                    printable(&pack.name, false),
+                    pack.id,
+                    pack.stickers
                 ),
             );
         }
@@ -71,7 +86,7 @@ pub fn print_message(m: &ChatMessage, json: bool) {
             m.chat,
             rfc3339(m.sent_at_ms),
             m.sender,
-            m.text,
+            printable(&m.text, true),
             &m.id[..8]
         )
     };

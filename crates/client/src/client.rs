@@ -173,6 +173,20 @@ pub(crate) fn save_identity(
     l.pin_key(&me.username, &me.account_key.public(), now_ms())
 }
 
+/// Whether the server refused a message for a reason that sending it again cannot change.
+fn refused_for_good(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            ErrorCode::BadRequest
+                | ErrorCode::TooLarge
+                | ErrorCode::UnknownBlob
+                | ErrorCode::UnknownGroup
+                | ErrorCode::NotMember
+        )
+    )
+}
+
 /// What a command addresses: a person (their 1:1 chat) or a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -347,8 +361,19 @@ impl Client {
             }
             // A retried delete no longer knows the file it deleted (the local copy is gone):
             // the blob then stays referenced, which costs space, never data.
-            let references = crate::files::references(&self.local, &body);
-            self.deliver(group, id, &body, &references).await?;
+            let references = crate::files::references::of(&self.local, group, &body);
+            match self.deliver(group, id, &body, &references).await {
+                Ok(_) => {}
+                Err(e) if refused_for_good(&e) => {
+                    // Sending it again would be refused again: drop it rather than let it
+                    // block every later command.
+                    self.local.mark_sent(group, id, 0)?;
+                    self.warnings.push(format!(
+                        "a queued message to chat {group} was refused and dropped: {e}"
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -973,14 +998,22 @@ impl Client {
         };
         let bytes = message.encode_to_vec();
         // Before the message changes local history: a delete still finds its file here.
-        let references = crate::files::references(&self.local, &bytes);
+        let references = crate::files::references::of(&self.local, group, &bytes);
+        crate::files::references::check(&bytes, &references)?;
         let (name, device) = (me.username.clone(), me.device);
         self.local.transaction(|l| {
             history::apply(l, group, name.as_str(), device, None, &message)?;
             l.queue_outgoing(group, id, &bytes, now_ms())?;
             also(l)
         })?;
-        self.deliver(group, id, &bytes, &references).await?;
+        match self.deliver(group, id, &bytes, &references).await {
+            Ok(_) => {}
+            Err(ClientError::Connection(e)) => {
+                // It is in the outbox: the next connection sends it.
+                return Err(ClientError::Queued(e));
+            }
+            Err(e) => return Err(e),
+        }
         self.upload_archive(&HashMap::new(), false).await;
         Ok(id)
     }
@@ -992,7 +1025,7 @@ impl Client {
         group: GroupId,
         id: MessageId,
         body: &[u8],
-        (blob_ids, unreferenced_blob_ids): &(Vec<Vec<u8>>, Vec<Vec<u8>>),
+        references: &crate::files::references::References,
     ) -> Result<Seq, ClientError> {
         for _ in 0..STALE_RETRIES_MAX {
             let (local, conn, me) = self.parts()?;
@@ -1013,8 +1046,9 @@ impl Client {
                     message_id: id.as_bytes().to_vec(),
                     ciphertext,
                     roster_version: local.roster_checked(group)?,
-                    blob_ids: blob_ids.clone(),
-                    unreferenced_blob_ids: unreferenced_blob_ids.clone(),
+                    blob_ids: references.carried.clone(),
+                    unreferenced_blob_ids: references.dropped.clone(),
+                    deleted_seq: references.deleted_seq,
                 }))
                 .await;
             match reply {

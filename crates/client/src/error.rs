@@ -16,6 +16,10 @@ pub enum ClientError {
         /// `conflict`, the group's roster version for `stale_roster`; 0 otherwise.
         position: u64,
     },
+    /// The message is saved in the outbox, but the connection failed before the server took
+    /// it: the next connection (any command) sends it.
+    #[error("not sent yet ({0}); the message is saved and goes out the next time chapar connects")]
+    Queued(String),
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Connection(String),

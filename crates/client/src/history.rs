@@ -111,38 +111,94 @@ fn attachment_info(
     }
 }
 
-/// The file a message carries, with the chat it is in: what `download` and `forward` need.
-pub fn file_of(local: &Local, id: MessageId) -> Result<Option<(GroupId, File)>, ClientError> {
-    let row: Option<(Vec<u8>, Vec<u8>)> = local
-        .conn()
-        .query_row(
-            "SELECT group_id, attachment FROM messages
-             WHERE message_id = ?1 AND attachment_kind = ?2 AND deleted = 0",
-            params![id.as_bytes(), ATTACHMENT_FILE],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((group, bytes)) = row else {
-        return Ok(None);
-    };
-    let group = GroupId::from_slice(&group)
-        .map_err(|_| ClientError::Profile("the profile is damaged".into()))?;
-    let file = File::decode(bytes.as_slice())
-        .map_err(|_| ClientError::Profile("a stored file message is damaged".into()))?;
-    Ok(Some((group, file)))
+/// A stored attachment: its chat, its encoding, and its message's log position.
+type Attachment = (GroupId, Vec<u8>, Option<Seq>);
+
+/// The attachments stored under message id `id` of kind `kind`, in `chats` (every chat if
+/// empty).
+fn attachments(
+    local: &Local,
+    id: MessageId,
+    kind: &str,
+    chats: &[GroupId],
+) -> Result<Vec<Attachment>, ClientError> {
+    let mut stmt = local.conn().prepare_cached(
+        "SELECT group_id, attachment, seq FROM messages
+         WHERE message_id = ?1 AND attachment_kind = ?2 AND deleted = 0",
+    )?;
+    let rows = stmt.query_map(params![id.as_bytes(), kind], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (group, bytes, seq) = row?;
+        let Ok(group) = GroupId::from_slice(&group) else {
+            continue;
+        };
+        if chats.is_empty() || chats.contains(&group) {
+            out.push((group, bytes, seq.map(|s| s as u64)));
+        }
+    }
+    Ok(out)
 }
 
-/// The sticker pack a message shares.
-pub fn sticker_pack_of(local: &Local, id: MessageId) -> Result<Option<StickerPack>, ClientError> {
-    let bytes: Option<Vec<u8>> = local
-        .conn()
-        .query_row(
-            "SELECT attachment FROM messages WHERE message_id = ?1 AND attachment_kind = ?2",
-            params![id.as_bytes(), ATTACHMENT_STICKER_PACK],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(bytes.and_then(|b| StickerPack::decode(b.as_slice()).ok()))
+/// The one attachment a user means by message id `id` (in `chats`, or anywhere). Message ids
+/// are chosen by senders, so another chat may hold the same id: then the user must say which.
+fn one_attachment(
+    local: &Local,
+    id: MessageId,
+    kind: &str,
+    chats: &[GroupId],
+) -> Result<Option<(GroupId, Vec<u8>)>, ClientError> {
+    let mut found = attachments(local, id, kind, chats)?;
+    if found.len() > 1 {
+        return Err(ClientError::Usage(format!(
+            "message {id} is in more than one chat; name the chat with --chat"
+        )));
+    }
+    Ok(found.pop().map(|(group, bytes, _)| (group, bytes)))
+}
+
+/// The file of message `id` (in `chats`, or anywhere), with the chat it is in: what `download`
+/// and `forward` need.
+pub fn find_file(
+    local: &Local,
+    id: MessageId,
+    chats: &[GroupId],
+) -> Result<Option<(GroupId, File)>, ClientError> {
+    one_attachment(local, id, ATTACHMENT_FILE, chats)?
+        .map(|(group, bytes)| {
+            File::decode(bytes.as_slice())
+                .map(|file| (group, file))
+                .map_err(|_| ClientError::Profile("a stored file message is damaged".into()))
+        })
+        .transpose()
+}
+
+/// The file of message `id` in `group`, with the message's log position.
+pub fn file_in(
+    local: &Local,
+    group: GroupId,
+    id: MessageId,
+) -> Result<Option<(File, Option<Seq>)>, ClientError> {
+    Ok(attachments(local, id, ATTACHMENT_FILE, &[group])?
+        .into_iter()
+        .next()
+        .and_then(|(_, bytes, seq)| File::decode(bytes.as_slice()).ok().map(|f| (f, seq))))
+}
+
+/// The sticker pack message `id` shares (in `chats`, or anywhere).
+pub fn find_sticker_pack(
+    local: &Local,
+    id: MessageId,
+    chats: &[GroupId],
+) -> Result<Option<StickerPack>, ClientError> {
+    Ok(one_attachment(local, id, ATTACHMENT_STICKER_PACK, chats)?
+        .and_then(|(_, bytes)| StickerPack::decode(bytes.as_slice()).ok()))
 }
 
 /// Something new the user should see after a sync.

@@ -103,6 +103,16 @@ CREATE TABLE sticker_packs (
     installed_ms  INTEGER NOT NULL
 );
 "#,
+    // The SHA-256 of each chunk an upload sealed, recorded before it leaves, so a resume can
+    // prove the file did not change (the same key must never seal other bytes at a position).
+    r#"
+CREATE TABLE upload_chunks (
+    upload_key  TEXT NOT NULL,
+    chunk       INTEGER NOT NULL,
+    sha256      BLOB NOT NULL,
+    PRIMARY KEY (upload_key, chunk)
+);
+"#,
 ];
 
 fn migrate(conn: &Connection) -> Result<(), ClientError> {

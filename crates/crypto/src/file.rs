@@ -52,17 +52,20 @@ impl Layout {
         self.plain_bytes.div_ceil(CHUNK_BYTES as u64).max(1)
     }
 
-    /// Ciphertext bytes of the whole file.
+    /// Ciphertext bytes of the whole file (saturating: callers check sizes against
+    /// `FILE_PLAINTEXT_BYTES_MAX` first, far below where it would matter).
     pub fn sealed_bytes(&self) -> u64 {
-        self.plain_bytes + self.chunks() * TAG_BYTES as u64
+        self.plain_bytes
+            .saturating_add(self.chunks().saturating_mul(TAG_BYTES as u64))
     }
 
-    /// Plaintext bytes of chunk `index`.
+    /// Plaintext bytes of chunk `index` (0 past the last chunk).
     pub fn plain_len(&self, index: u64) -> usize {
         if index + 1 < self.chunks() {
             CHUNK_BYTES
         } else {
-            (self.plain_bytes - index * CHUNK_BYTES as u64) as usize
+            self.plain_bytes
+                .saturating_sub(index.saturating_mul(CHUNK_BYTES as u64)) as usize
         }
     }
 

@@ -126,3 +126,7 @@ pub const FILE_QUOTA_CHARGE_MIN_BYTES: u64 = 4 * 1024;
 /// until it completes, is terminated or expires). Uploads are sent one after another; this
 /// leaves room for many devices resuming at once, not for hoarding.
 pub const FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX: u64 = 64;
+
+/// Largest encoded message a client encrypts (text, file message with its thumbnail, sticker
+/// pack): room is left under [`MESSAGE_CIPHERTEXT_BYTES_MAX`] for MLS's own framing.
+pub const APP_MESSAGE_BYTES_MAX: usize = 192 * 1024;

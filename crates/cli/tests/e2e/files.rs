@@ -166,7 +166,12 @@ fn a_gibibyte_crosses_resuming_after_kills_and_keeps_its_digest() {
         expected,
         "the downloaded file is the sent one"
     );
-    assert!(!chapar_client::files::part_path(&out).exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
 }
 
 #[test]
@@ -332,16 +337,38 @@ fn files_at_chunk_and_request_boundaries_round_trip() {
         let out = dir.path().join(format!("got-{size}.bin"));
         bob.ok(&["download", &id, "--out", out.to_str().unwrap()]);
         assert_eq!(digest_of(&out), expected, "size {size}");
-        // A finished download asked again is simply finished again.
-        let part = chapar_client::files::part_path(&out);
-        std::fs::rename(&out, &part).unwrap();
-        bob.ok(&["download", &id, "--out", out.to_str().unwrap()]);
-        assert_eq!(
-            digest_of(&out),
-            expected,
-            "size {size}, from a complete part"
-        );
     }
+}
+
+#[test]
+fn downloads_never_overwrite_and_names_from_senders_stay_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "names");
+    let source = dir.path().join("notes.txt");
+    let expected = make_file(&source, 5_000);
+    let id = alice
+        .ok(&["send-file", "@bob", source.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    bob.sync();
+    // Into a directory: the sender's name, then the next free one; nothing is replaced.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let inbox_arg = inbox.to_str().unwrap();
+    let first = bob.ok(&["download", &id, "--out", inbox_arg]);
+    let second = bob.ok(&["download", &id, "--out", inbox_arg]);
+    assert_eq!(first.trim(), inbox.join("notes.txt").to_str().unwrap());
+    assert_eq!(second.trim(), inbox.join("notes (1).txt").to_str().unwrap());
+    assert_eq!(digest_of(&inbox.join("notes (1).txt")), expected);
+    // An existing file named explicitly is refused, and left as it was.
+    let mine = dir.path().join("mine.txt");
+    std::fs::write(&mine, b"my own file").unwrap();
+    let err = bob.fails(&["download", &id, "--out", mine.to_str().unwrap()]);
+    assert!(err.contains("exists already"), "{err}");
+    assert_eq!(std::fs::read(&mine).unwrap(), b"my own file");
 }
 
 #[test]
@@ -374,6 +401,102 @@ fn the_size_limit_and_the_quota_give_clear_errors() {
     make_file(&third, 1_000_000);
     let err = alice.fails(&["send-file", "@bob", third.to_str().unwrap()]);
     assert!(err.contains("quota_exceeded"), "{err}");
+}
+
+#[test]
+fn a_queued_message_the_server_refuses_for_good_does_not_block_the_device() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "before");
+    // A file message naming a blob the server never had sits in alice's outbox (as after a
+    // crash, or a forward of a file that is gone).
+    let db = rusqlite::Connection::open(alice.profile.join("profile.db")).unwrap();
+    let group: Vec<u8> = db
+        .query_row(
+            "SELECT group_id FROM chats WHERE kind = 'direct'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let body = chapar_wire::content::AppMessage {
+        message_id: vec![0x42; 16],
+        sent_at_ms: 1,
+        body: Some(chapar_wire::content::app_message::Body::File(
+            chapar_wire::content::File {
+                blob_id: vec![0x99; 16],
+                key: vec![1; 32],
+                chunk_bytes: 1 << 20,
+                ..Default::default()
+            },
+        )),
+    }
+    .encode_to_vec();
+    db.execute(
+        "INSERT INTO outbox (group_id, message_id, body, created_ms) VALUES (?1, ?2, ?3, 0)",
+        rusqlite::params![group, vec![0x42u8; 16], body],
+    )
+    .unwrap();
+    drop(db);
+    let out = alice.run(&["sync"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused and dropped"));
+    alice.send("@bob", "after");
+    bob.sync();
+    assert_eq!(bob.texts("@alice"), ["before", "after"]);
+}
+
+#[test]
+fn a_file_changed_between_attempts_is_uploaded_afresh_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "versions");
+    let path = dir.path().join("draft.bin");
+    make_file(&path, 256 << 20);
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let path_arg = path.to_str().unwrap();
+    let mut killed = false;
+    for attempt in 0..10 {
+        // Kill early enough that part of the file is on the server, not all of it.
+        let after = Duration::from_millis(150 + 100 * attempt);
+        killed = run_and_kill(&alice, &["send-file", "@bob", path_arg], after);
+        let partial = std::fs::read_dir(server.data.join("files").join("partial"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if killed && partial > 0 {
+            break;
+        }
+    }
+    assert!(
+        killed,
+        "the upload always finished before the kill; nothing was tested"
+    );
+    // Same size, same modification time, other bytes: what `cp -p` of another file does.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for byte in bytes.iter_mut().take(64 << 20) {
+        *byte = byte.wrapping_add(1);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let expected = digest_of(&path);
+    let id = alice.ok(&["send-file", "@bob", path_arg]).trim().to_owned();
+    bob.sync();
+    let out = dir.path().join("received.bin");
+    bob.ok(&["download", &id, "--out", out.to_str().unwrap()]);
+    assert_eq!(digest_of(&out), expected, "the new content arrived whole");
 }
 
 /// A valid 2x1 PNG: one red and one blue pixel.

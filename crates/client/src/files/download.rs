@@ -1,6 +1,8 @@
 //! Downloading a file: fetch the ciphertext from where a previous attempt stopped (an HTTP
-//! range), open each chunk as it completes, append its plaintext to `<out>.part`, and when the
-//! last chunk is in, check the whole file's SHA-256 and rename it into place.
+//! range), open each chunk as it completes, append its plaintext to a hidden partial file next
+//! to the destination (named after the blob, so two files of one name never mix), and when the
+//! last chunk is in, check the whole file's SHA-256 and move it into place, never over an
+//! existing file.
 //!
 //! Nothing unauthenticated is ever written: a chunk that fails to open stops the download with
 //! an error naming it, keeping the good chunks before it. Resuming trusts only whole chunks
@@ -23,10 +25,12 @@ fn io(what: &Path, e: std::io::Error) -> ClientError {
     ClientError::Usage(format!("{}: {e}", what.display()))
 }
 
-/// Where an unfinished download of `out` is kept.
-pub fn part_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
+/// Where an unfinished download of blob `blob` to `out` is kept: `.<name>.<blob>.part` beside
+/// it.
+pub fn part_path(out: &Path, blob: &[u8]) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(out.file_name().unwrap_or_default());
+    name.push(format!(".{}.part", hex::encode(blob)));
     out.with_file_name(name)
 }
 
@@ -43,9 +47,21 @@ pub(crate) async fn download(
             file.chunk_bytes
         )));
     }
+    if file.size > chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX {
+        return Err(ClientError::Protocol(format!(
+            "the message announces a file of {} bytes, more than any file can have",
+            file.size
+        )));
+    }
+    if out.exists() {
+        return Err(ClientError::Usage(format!(
+            "{} exists already; choose another --out or move it away",
+            out.display()
+        )));
+    }
     let key = FileKey::from_bytes(&file.key)?;
     let layout = Layout::new(file.size);
-    let part = part_path(out);
+    let part = part_path(out, &file.blob_id);
     let mut writer = tokio::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -76,7 +92,9 @@ pub(crate) async fn download(
     });
     if chunk < layout.chunks() {
         let blob = hex::encode(&file.blob_id);
-        let response = http.download(&blob, layout.sealed_offset(chunk)).await?;
+        let response = http
+            .download(&blob, layout.sealed_offset(chunk), layout.sealed_bytes())
+            .await?;
         let mut body = response.bytes_stream();
         let mut sealed = Vec::with_capacity(SEALED_CHUNK_BYTES);
         let mut done = kept;
@@ -134,8 +152,12 @@ pub(crate) async fn download(
             "the file's digest does not match what the sender announced".into(),
         ));
     }
-    tokio::fs::rename(&part, out)
+    // A hard link fails if `out` appeared meanwhile, where a rename would replace it.
+    tokio::fs::hard_link(&part, out)
         .await
         .map_err(|e| io(out, e))?;
+    tokio::fs::remove_file(&part)
+        .await
+        .map_err(|e| io(&part, e))?;
     Ok(())
 }

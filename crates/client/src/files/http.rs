@@ -14,6 +14,11 @@ use crate::ClientError;
 const TUS_VERSION: &str = "1.0.0";
 /// How long to wait for a server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a transfer may go without a single byte moving before it is given up (it can be
+/// resumed): generous, for heavily throttled links.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most bytes of an error body read (for its message); the rest is never read.
+const ERROR_BODY_BYTES_MAX: usize = 4096;
 /// Longest an error body is kept for the message shown to the user.
 const ERROR_BODY_CHARS_MAX: usize = 300;
 
@@ -32,7 +37,16 @@ fn transport(e: reqwest::Error) -> ClientError {
 /// `{"error": "<code>", "message": "..."}` body, else a code that fits the HTTP status.
 async fn refusal(response: reqwest::Response) -> ClientError {
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while body.len() < ERROR_BODY_BYTES_MAX {
+        match futures_util::StreamExt::next(&mut stream).await {
+            Some(Ok(bytes)) => body.extend_from_slice(&bytes),
+            _ => break,
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES_MAX);
+    let body = String::from_utf8_lossy(&body).into_owned();
     let parsed = serde_json::from_str::<serde_json::Value>(&body).ok();
     let field = |name: &str| {
         parsed
@@ -73,6 +87,7 @@ impl FileHttp {
     pub fn new(server: &str, token: String) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(IDLE_TIMEOUT)
             .build()
             .map_err(transport)?;
         Ok(Self {
@@ -161,8 +176,29 @@ impl FileHttp {
             .ok_or_else(|| ClientError::Protocol("no Upload-Offset in the answer".into()))
     }
 
-    /// Starts downloading blob `blob` (hex id) from byte `from`; the response streams the rest.
-    pub async fn download(&self, blob: &str, from: u64) -> Result<reqwest::Response, ClientError> {
+    /// Ends an upload the client will not finish (tus termination), so it stops counting
+    /// against the account's quota.
+    pub async fn terminate(&self, url: &str) -> Result<(), ClientError> {
+        let response = self
+            .request(reqwest::Method::DELETE, url)
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status().as_u16() {
+            204 | 404 | 410 => Ok(()),
+            _ => Err(refusal(response).await),
+        }
+    }
+
+    /// Starts downloading blob `blob` (hex id, `total` bytes long) from byte `from`; the
+    /// response streams the rest. The server must answer with exactly that range of a blob of
+    /// that length, or nothing is read.
+    pub async fn download(
+        &self,
+        blob: &str,
+        from: u64,
+        total: u64,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = self
             .request(
                 reqwest::Method::GET,
@@ -172,16 +208,29 @@ impl FileHttp {
             .send()
             .await
             .map_err(transport)?;
-        let expected = if from == 0 {
-            [
-                reqwest::StatusCode::OK,
-                reqwest::StatusCode::PARTIAL_CONTENT,
-            ]
-        } else {
-            [reqwest::StatusCode::PARTIAL_CONTENT; 2]
-        };
-        if !expected.contains(&response.status()) {
+        let status = response.status();
+        if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::PARTIAL_CONTENT {
             return Err(refusal(response).await);
+        }
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let range = header(reqwest::header::CONTENT_RANGE);
+        let length = header(reqwest::header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
+        let as_expected = match status {
+            // The whole blob: only right when that is what was asked for.
+            reqwest::StatusCode::OK => from == 0 && length.is_none_or(|l| l == total),
+            _ => range.as_deref() == Some(format!("bytes {from}-{}/{total}", total - 1).as_str()),
+        };
+        if !as_expected {
+            return Err(ClientError::Protocol(format!(
+                "the server answered a different range ({}) than the file's ({from}- of {total})",
+                range.unwrap_or_else(|| "none".into())
+            )));
         }
         Ok(response)
     }

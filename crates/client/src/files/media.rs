@@ -14,6 +14,10 @@ const THUMBNAIL_JPEG_QUALITY: u8 = 70;
 pub const THUMBNAIL_BYTES_MAX: usize = 64 * 1024;
 /// Largest picture decoded for a thumbnail, in bytes; bigger pictures go without one.
 const THUMBNAIL_SOURCE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Widest or tallest picture decoded for a thumbnail, in pixels.
+const THUMBNAIL_SOURCE_SIDE_PX_MAX: u32 = 16_384;
+/// Most memory decoding one picture may take.
+const THUMBNAIL_DECODE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// The extension of `path`, lowercase.
 fn extension(path: &Path) -> String {
@@ -99,12 +103,16 @@ pub fn picture(path: &Path) -> Option<Picture> {
     if size > THUMBNAIL_SOURCE_BYTES_MAX {
         return None;
     }
-    let image = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .ok()?
         .with_guessed_format()
-        .ok()?
-        .decode()
         .ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(THUMBNAIL_SOURCE_SIDE_PX_MAX);
+    limits.max_image_height = Some(THUMBNAIL_SOURCE_SIDE_PX_MAX);
+    limits.max_alloc = Some(THUMBNAIL_DECODE_BYTES_MAX);
+    reader.limits(limits);
+    let image = reader.decode().ok()?;
     let (width, height) = (image.width(), image.height());
     let small = image
         .thumbnail(THUMBNAIL_SIDE_PX, THUMBNAIL_SIDE_PX)

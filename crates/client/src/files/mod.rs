@@ -7,10 +7,12 @@
 //! - [`upload`] / [`download`]: the resumable transfers, memory-flat whatever the file's size.
 //! - [`media`]: kinds, MIME types, picture sizes and thumbnails.
 //! - `stickers`: sticker packs, made from uploaded pictures and shared as messages.
+//! - [`references`]: which blobs a message keeps alive on the server, checked before sending.
 
 mod download;
 mod http;
 pub(crate) mod media;
+pub(crate) mod references;
 mod stickers;
 mod upload;
 
@@ -23,15 +25,15 @@ use std::path::{Path, PathBuf};
 
 use chapar_crypto::file::CHUNK_BYTES;
 use chapar_types::{ErrorCode, MessageId};
-use chapar_wire::content::{self, AppMessage, app_message::Body};
+use chapar_wire::content::{self, app_message::Body};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
-use prost::Message as _;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::ClientError;
 use crate::client::{Client, Target};
 use crate::history::{self, ChatMessage};
+use chapar_types::GroupId;
 use http::FileHttp;
 
 /// How far a transfer is, in bytes.
@@ -54,34 +56,6 @@ pub struct FileOptions {
     pub reply_to: Option<MessageId>,
 }
 
-/// The blobs a message references (the server keeps them while it does), and the ones a
-/// delete-for-everyone message stops referencing.
-pub(crate) fn references(local: &crate::local::Local, body: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let Ok(message) = AppMessage::decode(body) else {
-        return (Vec::new(), Vec::new());
-    };
-    match message.body {
-        Some(Body::File(file)) => (vec![file.blob_id], Vec::new()),
-        Some(Body::StickerPack(pack)) => (
-            pack.stickers
-                .into_iter()
-                .filter_map(|s| s.file.map(|f| f.blob_id))
-                .collect(),
-            Vec::new(),
-        ),
-        Some(Body::Delete(delete)) => {
-            let file = MessageId::from_slice(&delete.target)
-                .ok()
-                .and_then(|id| history::file_of(local, id).ok().flatten());
-            (
-                Vec::new(),
-                file.map(|(_, f)| vec![f.blob_id]).unwrap_or_default(),
-            )
-        }
-        _ => (Vec::new(), Vec::new()),
-    }
-}
-
 /// Feeds the first `len` bytes of `file` to `digest` (resuming a transfer re-hashes what was
 /// done before), leaving the file positioned after them.
 pub(crate) async fn hash_prefix(
@@ -101,12 +75,27 @@ pub(crate) async fn hash_prefix(
     Ok(())
 }
 
+/// A picture's size and thumbnail, for the kinds that show one, made off the async threads
+/// (decoding a large picture takes a while).
+async fn picture_of(path: &Path, kind: FileKind) -> Option<media::Picture> {
+    if !matches!(kind, FileKind::Photo | FileKind::Sticker) {
+        return None;
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || media::picture(&path))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The message that carries an uploaded file (without caption or reply): key, digest, name,
 /// type, kind, and for pictures their size and thumbnail.
-fn file_message(path: &Path, uploaded: upload::Uploaded, kind: FileKind) -> content::File {
-    let picture = matches!(kind, FileKind::Photo | FileKind::Sticker)
-        .then(|| media::picture(path))
-        .flatten();
+fn file_message(
+    path: &Path,
+    uploaded: upload::Uploaded,
+    kind: FileKind,
+    picture: Option<media::Picture>,
+) -> content::File {
     content::File {
         blob_id: uploaded.blob_id,
         key: uploaded.key.as_bytes().to_vec(),
@@ -128,6 +117,26 @@ fn file_message(path: &Path, uploaded: upload::Uploaded, kind: FileKind) -> cont
         ..Default::default()
     }
 }
+
+/// `name` in `dir`, or the first of `stem (1).ext`, `stem (2).ext`... that does not exist yet
+/// (the same choice on every attempt, so an interrupted download resumes).
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let plain = dir.join(name);
+    if !plain.exists() {
+        return plain;
+    }
+    let (stem, extension) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+        _ => (name, String::new()),
+    };
+    (1..=DOWNLOAD_NAME_TRIES_MAX)
+        .map(|n| dir.join(format!("{stem} ({n}){extension}")))
+        .find(|candidate| !candidate.exists())
+        .unwrap_or(plain)
+}
+
+/// How many `name (n)` alternatives a download tries before giving up on a free name.
+const DOWNLOAD_NAME_TRIES_MAX: usize = 999;
 
 /// A file name safe to write to: the last component of what the sender said, without path
 /// separators or a leading dot, and not empty.
@@ -170,29 +179,35 @@ impl Client {
     ) -> Result<ChatMessage, ClientError> {
         self.connect().await?;
         let group = self.resolve(target).await?;
-        let key = upload::upload_key(&group.to_string(), path)?;
-        let size = std::fs::metadata(path)
-            .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?
-            .len();
-        if size > chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX {
+        let source = upload::Source::new(&group.to_string(), path)?;
+        if source.size > chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX {
             return Err(ClientError::Usage(format!(
-                "{} has {size} bytes; files have at most {} bytes",
+                "{} has {} bytes; files have at most {} bytes",
                 path.display(),
+                source.size,
                 chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX
             )));
         }
+        let caption = options.caption.unwrap_or_default();
+        if caption.len() > chapar_types::limits::MESSAGE_TEXT_BYTES_MAX {
+            return Err(ClientError::Usage(format!(
+                "a caption has at most {} bytes",
+                chapar_types::limits::MESSAGE_TEXT_BYTES_MAX
+            )));
+        }
         let kind = options.kind.unwrap_or_else(|| media::guess_kind(path));
-        let uploaded = self.upload_resuming(&key, path, &mut progress).await?;
+        let picture = picture_of(path, kind).await;
+        let uploaded = self.upload_resuming(&source, &mut progress).await?;
         let file = content::File {
-            caption: options.caption.unwrap_or_default(),
+            caption,
             reply_to: options
                 .reply_to
                 .map(|r| r.as_bytes().to_vec())
                 .unwrap_or_default(),
-            ..file_message(path, uploaded, kind)
+            ..file_message(path, uploaded, kind, picture)
         };
         let id = self
-            .send_body_and(group, Body::File(file), |l| upload::forget(l, &key))
+            .send_body_and(group, Body::File(file), |l| upload::forget(l, &source.key))
             .await?;
         self.show(group, id)
     }
@@ -200,20 +215,19 @@ impl Client {
     /// Uploads, asking for a new token once if the server says the old one is no good.
     pub(crate) async fn upload_resuming(
         &mut self,
-        key: &str,
-        path: &Path,
+        source: &upload::Source,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<upload::Uploaded, ClientError> {
         let http = self.file_http().await?;
         // A transfer changes no MLS state: let other commands (a `listen`) use the profile
         // meanwhile, however long it takes.
         self.local.unlock();
-        let mut uploaded = upload::upload(&self.local, &http, key, path, progress).await;
+        let mut uploaded = upload::upload(&self.local, &http, source, progress).await;
         if matches!(&uploaded, Err(e) if e.code() == Some(ErrorCode::Unauthenticated)) {
             self.local.relock().await?;
             let http = self.file_http().await?;
             self.local.unlock();
-            uploaded = upload::upload(&self.local, &http, key, path, progress).await;
+            uploaded = upload::upload(&self.local, &http, source, progress).await;
         }
         self.local.relock().await?;
         uploaded
@@ -244,23 +258,49 @@ impl Client {
             .ok_or_else(|| ClientError::Usage("sent message not found".into()))
     }
 
-    /// Downloads the file of message `id` to `out` (default: its name, in the current
-    /// directory), resuming an earlier attempt, and checks it. Returns where it went.
+    /// The chats `target` names on this device (every chat if none is named).
+    pub(crate) fn chats_named(&self, target: Option<&Target>) -> Result<Vec<GroupId>, ClientError> {
+        Ok(match target {
+            None => Vec::new(),
+            Some(Target::Group(group)) => vec![*group],
+            Some(Target::User(user)) => self
+                .local
+                .direct_chats(user)?
+                .into_iter()
+                .map(|c| c.group)
+                .collect(),
+        })
+    }
+
+    /// The file of message `id`, in the chat `chat` names if it names one.
+    fn file_named(
+        &self,
+        id: MessageId,
+        chat: Option<&Target>,
+    ) -> Result<(GroupId, content::File), ClientError> {
+        history::find_file(&self.local, id, &self.chats_named(chat)?)?.ok_or_else(|| {
+            ClientError::Usage(format!(
+                "no file message {id} on this device (run `chapar sync`?)"
+            ))
+        })
+    }
+
+    /// Downloads the file of message `id` (in `chat`, if the id is in several) to `out`
+    /// (default: its name in the current directory, or the first free `name (n)`), resuming an
+    /// earlier attempt, and checks it. Never writes over an existing file. Returns where it
+    /// went.
     pub async fn download(
         &mut self,
         id: MessageId,
+        chat: Option<&Target>,
         out: Option<&Path>,
         mut progress: impl FnMut(Progress),
     ) -> Result<PathBuf, ClientError> {
-        let Some((_, file)) = history::file_of(&self.local, id)? else {
-            return Err(ClientError::Usage(format!(
-                "no file message {id} on this device (run `chapar sync`?)"
-            )));
-        };
+        let (_, file) = self.file_named(id, chat)?;
         let out = match out {
-            Some(out) if out.is_dir() => out.join(safe_name(&file.name)),
+            Some(out) if out.is_dir() => free_name(out, &safe_name(&file.name)),
             Some(out) => out.to_path_buf(),
-            None => PathBuf::from(safe_name(&file.name)),
+            None => free_name(Path::new("."), &safe_name(&file.name)),
         };
         let http = self.file_http().await?;
         self.local.unlock();
@@ -269,17 +309,15 @@ impl Client {
         downloaded.map(|()| out)
     }
 
-    /// Sends the file of message `id` to `target` again: the same ciphertext, no upload.
+    /// Sends the file of message `id` (in `from`, if the id is in several chats) to `target`
+    /// again: the same ciphertext, no upload.
     pub async fn forward(
         &mut self,
         id: MessageId,
+        from: Option<&Target>,
         target: &Target,
     ) -> Result<ChatMessage, ClientError> {
-        let Some((_, mut file)) = history::file_of(&self.local, id)? else {
-            return Err(ClientError::Usage(format!(
-                "no file message {id} on this device"
-            )));
-        };
+        let (_, mut file) = self.file_named(id, from)?;
         self.connect().await?;
         let group = self.resolve(target).await?;
         file.reply_to.clear();

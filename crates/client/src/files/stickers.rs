@@ -18,8 +18,9 @@ use crate::ClientError;
 use crate::client::{Client, Target, now_ms, random16};
 use crate::history::{self, ChatMessage};
 
-/// Most stickers in one pack (the pack travels in one message).
-pub const STICKERS_PER_PACK_MAX: usize = 120;
+/// Most stickers in one pack: the pack travels in one message, which carries at most this many
+/// blobs.
+pub const STICKERS_PER_PACK_MAX: usize = chapar_types::limits::BLOBS_PER_MESSAGE_MAX;
 
 /// An installed pack, as `sticker list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,13 +85,28 @@ impl Client {
             stickers: Vec::new(),
         };
         for (path, emoji) in stickers {
-            let key = upload::upload_key("sticker", path)?;
-            let uploaded = self.upload_resuming(&key, path, &mut |_| {}).await?;
+            let source = upload::Source::new("sticker", path)?;
+            let picture = super::picture_of(path, FileKind::Sticker).await;
+            let uploaded = self.upload_resuming(&source, &mut |_| {}).await?;
             pack.stickers.push(Sticker {
                 emoji: emoji.clone(),
-                file: Some(super::file_message(path, uploaded, FileKind::Sticker)),
+                file: Some(super::file_message(
+                    path,
+                    uploaded,
+                    FileKind::Sticker,
+                    picture,
+                )),
             });
-            upload::forget(&self.local, &key)?;
+            upload::forget(&self.local, &source.key)?;
+        }
+        if pack.encoded_len() > chapar_types::limits::APP_MESSAGE_BYTES_MAX {
+            // The pictures' thumbnails do not fit beside each other: receivers show a sticker
+            // once they have downloaded it instead.
+            for sticker in &mut pack.stickers {
+                if let Some(file) = &mut sticker.file {
+                    file.thumbnail.clear();
+                }
+            }
         }
         store_pack(self, &pack)?;
         for group in self.self_groups()? {
@@ -112,12 +128,15 @@ impl Client {
         self.send_and_show(group, Body::StickerPack(pack)).await
     }
 
-    /// Installs the pack a message shared; returns its id.
+    /// Installs the pack a message shared (in `chat`, if the id is in several chats); returns
+    /// its id.
     pub async fn install_sticker_pack(
         &mut self,
         message: chapar_types::MessageId,
+        chat: Option<&Target>,
     ) -> Result<String, ClientError> {
-        let pack = history::sticker_pack_of(&self.local, message)?.ok_or_else(|| {
+        let chats = self.chats_named(chat)?;
+        let pack = history::find_sticker_pack(&self.local, message, &chats)?.ok_or_else(|| {
             ClientError::Usage(format!("message {message} does not share a sticker pack"))
         })?;
         if pack.pack_id.len() != 16 || pack.stickers.len() > STICKERS_PER_PACK_MAX {

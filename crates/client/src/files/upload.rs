@@ -2,17 +2,21 @@
 //! resuming wherever a previous attempt stopped.
 //!
 //! What an attempt needs to resume is kept in the profile under the file's identity (the chat,
-//! its path, size and modification time): the file key and the upload's URL. Because sealing is
-//! deterministic for a key and position, the resumed upload re-encrypts the chunk the server
-//! stopped in and sends exactly the bytes it lacks. Memory stays flat: one request body of
-//! [`REQUEST_CHUNKS`] chunks at a time, whatever the file's size.
+//! its path, size and modification time): the file key, the upload's URL, and the SHA-256 of
+//! every chunk sealed so far, recorded before the chunk leaves. Sealing is deterministic for a
+//! key and position, so the resumed upload re-encrypts the chunk the server stopped in and
+//! sends exactly the bytes it lacks, but only after checking that every chunk up to there still
+//! hashes as recorded: sealing different content under the same key and position would reuse
+//! an AES-GCM nonce. If the content changed, or the server dropped the upload, the upload
+//! starts over with a fresh key. Memory stays flat: one request body of [`REQUEST_CHUNKS`]
+//! chunks at a time, whatever the file's size.
 
 use std::path::Path;
 
-use chapar_crypto::file::{self, FileKey, Layout};
+use chapar_crypto::file::{self, CHUNK_BYTES, FileKey, Layout};
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::Progress;
 use super::http::FileHttp;
@@ -36,31 +40,51 @@ pub(crate) struct Uploaded {
     pub size: u64,
 }
 
-/// What identifies one upload of one file to one chat, for resuming it.
-pub(crate) fn upload_key(chat: &str, path: &Path) -> Result<String, ClientError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(ClientError::Usage(format!(
-            "{} is not a file",
-            path.display()
-        )));
-    }
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(format!(
-        "{chat}\0{}\0{}\0{modified}",
-        canonical.display(),
-        meta.len()
-    ))
+/// A file about to be sent: where it is, its size, and what identifies this upload of it.
+pub(crate) struct Source {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its size when the upload was looked up.
+    pub size: u64,
+    /// The chat and the file's path, size and modification time.
+    pub key: String,
+    /// The chat and the file's path: uploads of an earlier version share it.
+    prefix: String,
 }
 
-/// The key and upload URL kept for `key`, creating the key on first use.
-fn resume_state(local: &Local, key: &str) -> Result<(FileKey, Option<String>), ClientError> {
+impl Source {
+    /// Reads `path`'s metadata once, for an upload to `chat`.
+    pub fn new(chat: &str, path: &Path) -> Result<Self, ClientError> {
+        let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+        if !meta.is_file() {
+            return Err(ClientError::Usage(format!(
+                "{} is not a file",
+                path.display()
+            )));
+        }
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let prefix = format!("{chat}\0{}\0", canonical.display());
+        Ok(Self {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            key: format!("{prefix}{}\0{modified}", meta.len()),
+            prefix,
+        })
+    }
+}
+
+/// What is kept about one upload.
+struct Kept {
+    file_key: FileKey,
+    url: Option<String>,
+}
+
+fn kept(local: &Local, key: &str) -> Result<Option<Kept>, ClientError> {
     let row: Option<(Vec<u8>, Option<String>)> = local
         .conn()
         .query_row(
@@ -69,18 +93,30 @@ fn resume_state(local: &Local, key: &str) -> Result<(FileKey, Option<String>), C
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    if let Some((file_key, url)) = row {
-        return Ok((FileKey::from_bytes(&file_key)?, url));
-    }
-    let file_key = FileKey::generate(&mut rand::thread_rng());
-    local.conn().execute(
-        "INSERT INTO uploads (upload_key, file_key, created_ms) VALUES (?1, ?2, ?3)",
-        params![key, file_key.as_bytes().as_slice(), now_ms() as i64],
-    )?;
-    Ok((file_key, None))
+    row.map(|(file_key, url)| {
+        Ok(Kept {
+            file_key: FileKey::from_bytes(&file_key)?,
+            url,
+        })
+    })
+    .transpose()
 }
 
-fn set_url(local: &Local, key: &str, url: Option<&str>) -> Result<(), ClientError> {
+/// Starts an upload afresh under `key`: a new file key, no URL, no chunk hashes.
+fn start_over(local: &Local, key: &str) -> Result<FileKey, ClientError> {
+    let file_key = FileKey::generate(&mut rand::thread_rng());
+    local.transaction(|l| {
+        forget(l, key)?;
+        l.conn().execute(
+            "INSERT INTO uploads (upload_key, file_key, created_ms) VALUES (?1, ?2, ?3)",
+            params![key, file_key.as_bytes().as_slice(), now_ms() as i64],
+        )?;
+        Ok(())
+    })?;
+    Ok(file_key)
+}
+
+fn set_url(local: &Local, key: &str, url: &str) -> Result<(), ClientError> {
     local.conn().execute(
         "UPDATE uploads SET upload_url = ?2 WHERE upload_key = ?1",
         params![key, url],
@@ -88,71 +124,153 @@ fn set_url(local: &Local, key: &str, url: Option<&str>) -> Result<(), ClientErro
     Ok(())
 }
 
-/// Forgets an upload once its file was sent.
+/// Forgets an upload (its key, URL and chunk hashes), once its file was sent or given up.
 pub(crate) fn forget(local: &Local, key: &str) -> Result<(), ClientError> {
     local
         .conn()
         .execute("DELETE FROM uploads WHERE upload_key = ?1", [key])?;
+    local
+        .conn()
+        .execute("DELETE FROM upload_chunks WHERE upload_key = ?1", [key])?;
     Ok(())
+}
+
+/// Records the SHA-256 of chunks about to be sent, in one transaction.
+fn record_chunks(local: &Local, key: &str, hashes: &[(u64, [u8; 32])]) -> Result<(), ClientError> {
+    local.transaction(|l| {
+        let mut insert = l.conn().prepare_cached(
+            "INSERT OR REPLACE INTO upload_chunks (upload_key, chunk, sha256) VALUES (?1, ?2, ?3)",
+        )?;
+        for (chunk, hash) in hashes {
+            insert.execute(params![key, *chunk as i64, hash.as_slice()])?;
+        }
+        Ok(())
+    })
+}
+
+fn recorded_chunk(local: &Local, key: &str, chunk: u64) -> Result<Option<Vec<u8>>, ClientError> {
+    Ok(local
+        .conn()
+        .prepare_cached("SELECT sha256 FROM upload_chunks WHERE upload_key = ?1 AND chunk = ?2")?
+        .query_row(params![key, chunk as i64], |r| r.get(0))
+        .optional()?)
+}
+
+/// Uploads of earlier versions of the same file to the same chat: they hold quota for nothing.
+fn abandoned(local: &Local, source: &Source) -> Result<Vec<(String, Option<String>)>, ClientError> {
+    let mut stmt = local
+        .conn()
+        .prepare("SELECT upload_key, upload_url FROM uploads WHERE upload_key != ?1")?;
+    let rows = stmt.query_map([&source.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, url): (String, Option<String>) = row?;
+        if key.starts_with(&source.prefix) {
+            out.push((key, url));
+        }
+    }
+    Ok(out)
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> ClientError {
     ClientError::Usage(format!("cannot read {}: {e}", path.display()))
 }
 
-/// Uploads `path` (resuming the upload kept under `key`), reporting progress in ciphertext
-/// bytes.
+/// Checks, while hashing the plaintext before chunk `upto` (and chunk `upto` itself, which the
+/// server may hold part of), that every chunk hashes as it did when it was sealed. Leaves the
+/// file positioned at chunk `upto` and `digest` fed with what comes before it.
+async fn unchanged_before(
+    local: &Local,
+    key: &str,
+    file: &mut tokio::fs::File,
+    layout: &Layout,
+    upto: u64,
+    digest: &mut Sha256,
+) -> Result<bool, ClientError> {
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    for chunk in 0..=upto.min(layout.chunks() - 1) {
+        let len = layout.plain_len(chunk);
+        file.read_exact(&mut buffer[..len])
+            .await
+            .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+        let hash: [u8; 32] = Sha256::digest(&buffer[..len]).into();
+        if recorded_chunk(local, key, chunk)?.as_deref() != Some(hash.as_slice()) {
+            return Ok(false);
+        }
+        if chunk < upto {
+            digest.update(&buffer[..len]);
+        }
+    }
+    file.seek(std::io::SeekFrom::Start(layout.plain_offset(upto)))
+        .await
+        .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+    Ok(true)
+}
+
+/// Uploads `source` (resuming the upload kept for it), reporting progress in ciphertext bytes.
 pub(crate) async fn upload(
     local: &Local,
     http: &FileHttp,
-    key: &str,
-    path: &Path,
+    source: &Source,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Uploaded, ClientError> {
+    let path = &source.path;
+    for (key, url) in abandoned(local, source)? {
+        // Best effort: an upload the server still has would hold quota until it expires.
+        if let Some(url) = url {
+            let _ = http.terminate(&url).await;
+        }
+        forget(local, &key)?;
+    }
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| read_error(path, e))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| read_error(path, e))?
-        .len();
-    let layout = Layout::new(size);
+    let layout = Layout::new(source.size);
     let total = layout.sealed_bytes();
-    let (file_key, url) = resume_state(local, key)?;
-    let mut resumed = match &url {
-        Some(url) => http.offset(url).await?.map(|offset| (url.clone(), offset)),
-        None => None,
-    };
-    if resumed.is_none() {
-        // First attempt, or the server dropped the old upload (it expired): start afresh.
-        let url = http.create(total).await?;
-        set_url(local, key, Some(&url))?;
-        resumed = Some((url, 0));
+    let mut digest = Sha256::new();
+    let mut resumed = None;
+    if let Some(Kept {
+        file_key,
+        url: Some(url),
+    }) = kept(local, &source.key)?
+        && let Some(offset) = http.offset(&url).await?
+        && offset <= total
+    {
+        let chunk = layout.chunk_at_sealed(offset).min(layout.chunks() - 1);
+        if unchanged_before(local, &source.key, &mut file, &layout, chunk, &mut digest).await? {
+            resumed = Some((file_key, url, offset, chunk));
+        } else {
+            // The file changed under the same name, size and time: never seal other bytes
+            // under the same key and position.
+            let _ = http.terminate(&url).await;
+            digest = Sha256::new();
+        }
     }
-    let Some((url, mut offset)) = resumed else {
-        return Err(ClientError::Protocol("no upload to resume".into()));
+    let (file_key, url, mut offset, mut chunk) = match resumed {
+        Some(resumed) => resumed,
+        None => {
+            file.seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(|e| read_error(path, e))?;
+            let file_key = start_over(local, &source.key)?;
+            let url = http.create(total).await?;
+            set_url(local, &source.key, &url)?;
+            (file_key, url, 0, 0)
+        }
     };
-    if offset > total {
-        set_url(local, key, None)?;
-        return Err(ClientError::Protocol(
-            "the server holds more of this upload than the file has; run the command again".into(),
-        ));
-    }
     progress(Progress {
         done: offset,
         total,
     });
-    let mut digest = Sha256::new();
-    let mut chunk = layout.chunk_at_sealed(offset).min(layout.chunks() - 1);
-    // The plaintext before the first chunk to send is only hashed.
-    super::hash_prefix(&mut file, layout.plain_offset(chunk), &mut digest)
-        .await
-        .map_err(|e| read_error(path, e))?;
     let mut body = Vec::with_capacity(REQUEST_CHUNKS * file::SEALED_CHUNK_BYTES);
     let mut sealed = Vec::with_capacity(file::SEALED_CHUNK_BYTES);
+    let mut hashes = Vec::with_capacity(REQUEST_CHUNKS);
     while chunk < layout.chunks() {
         body.clear();
+        hashes.clear();
         let first = chunk;
         while chunk < layout.chunks() && chunk - first < REQUEST_CHUNKS as u64 {
             sealed.resize(layout.plain_len(chunk), 0);
@@ -160,16 +278,26 @@ pub(crate) async fn upload(
                 .await
                 .map_err(|e| read_error(path, e))?;
             digest.update(&sealed);
+            hashes.push((chunk, Sha256::digest(&sealed).into()));
             file::seal_chunk(&file_key, chunk, layout.is_last(chunk), &mut sealed);
             body.extend_from_slice(&sealed);
             chunk += 1;
         }
+        // Recorded before anything leaves: a resume must find what was sealed.
+        record_chunks(local, &source.key, &hashes)?;
         // The server may hold part of the first chunk already: send what it lacks.
         let skip = (offset - layout.sealed_offset(first)) as usize;
         if skip >= body.len() {
             continue;
         }
-        offset = http.append(&url, offset, body.split_off(skip)).await?;
+        let sent = (body.len() - skip) as u64;
+        let now = http.append(&url, offset, body.split_off(skip)).await?;
+        if now != offset + sent {
+            return Err(ClientError::Protocol(format!(
+                "the server says it holds {now} bytes after {sent} more were sent at {offset}"
+            )));
+        }
+        offset = now;
         progress(Progress {
             done: offset,
             total,
@@ -190,6 +318,6 @@ pub(crate) async fn upload(
         blob_id,
         key: file_key,
         sha256: digest.finalize().into(),
-        size,
+        size: source.size,
     })
 }
