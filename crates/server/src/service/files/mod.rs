@@ -138,7 +138,13 @@ pub(crate) fn blob_error(e: BlobError, id: BlobId) -> ServiceError {
                 "the server's file storage is full; what was stored is kept, retry later",
             )
         }
-        BlobError::NotFound | BlobError::Backend(_) => {
+        // The store said the blob was there, and its bytes went since: a DELETE or garbage
+        // collection got between the two (a GET racing them). To the client it is gone.
+        BlobError::NotFound => {
+            tracing::debug!(blob = %id, "blob bytes gone (deleted meanwhile)");
+            unknown_blob(id)
+        }
+        BlobError::Backend(_) => {
             tracing::error!(blob = %id, error = %e, "file storage failure");
             ServiceError::new(ErrorCode::Internal, "internal server error")
         }

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chapar_blob::BlobError;
 use chapar_store::{NewUpload, Store, UploadCommitted, UploadCreated, UploadDeleted, UploadRecord};
 use chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES;
 use chapar_types::{BlobId, ErrorCode};
@@ -209,7 +210,8 @@ impl<S: Store> Service<S> {
     }
 
     /// An upload as the caller may see it: any complete blob, or the account's own unfinished
-    /// upload while it has not expired.
+    /// upload while it has not expired. An upload whose every byte is committed is finished
+    /// first, whoever asks.
     pub async fn upload_status(
         &self,
         who: &Authenticated,
@@ -223,12 +225,15 @@ impl<S: Store> Service<S> {
         if record.is_complete() {
             return Ok(record);
         }
+        if record.committed == record.length {
+            // Every byte is committed, but the blob is not finished: the server stopped
+            // between the two, or the last PATCH is finishing it right now. Finishing is
+            // idempotent in both stores, so whoever asks first does it, without the upload's
+            // busy lock: a recipient's GET need not wait for the owner to come back.
+            return self.finish_upload(record).await;
+        }
         if record.username != who.username.as_str() {
             return Err(unknown_blob(id));
-        }
-        if record.committed == record.length {
-            // Every byte was committed but the server stopped before finishing the blob.
-            return self.finish_upload(record).await;
         }
         if record.expires_ms <= now_ms() {
             return Err(ServiceError::new(
@@ -447,17 +452,28 @@ impl<S: Store> Service<S> {
         }
     }
 
-    /// Makes a fully committed upload a complete, readable blob.
+    /// Makes a fully committed upload a complete, readable blob. Safe to run concurrently for
+    /// one upload (the last PATCH, a HEAD and a GET may all get here): every caller succeeds.
     pub(crate) async fn finish_upload(
         &self,
         record: UploadRecord,
     ) -> Result<UploadRecord, ServiceError> {
         let id = record.id;
-        self.files
-            .blobs
-            .finalize(id, record.length)
-            .await
-            .map_err(|e| blob_error(e, id))?;
+        if let Err(e) = self.files.blobs.finalize(id, record.length).await {
+            if e != BlobError::NotFound {
+                return Err(blob_error(e, id));
+            }
+            // The bytes are gone from where finishing looks: another request finished the
+            // blob first (a backend may report that as missing), or it was deleted meanwhile.
+            return match self.store.upload(id).await? {
+                Some(done) if done.is_complete() => Ok(done),
+                Some(_) => {
+                    tracing::warn!(blob = %id, "a fully committed upload's bytes are missing");
+                    Err(unknown_blob(id))
+                }
+                None => Err(unknown_blob(id)),
+            };
+        }
         let now = now_ms();
         let done = self
             .store
