@@ -156,6 +156,9 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
             .gc_at_startup
             .or(file.gc_at_startup)
             .unwrap_or(defaults.gc_at_startup),
+        // Fixed limits (chapar_types::limits), not settings: they bound memory.
+        transfers_in_flight_max: defaults.transfers_in_flight_max,
+        transfers_per_device_max: defaults.transfers_per_device_max,
     };
     if config.files.gc_interval.is_zero() {
         anyhow::bail!("gc_interval must be longer than zero");

@@ -126,3 +126,13 @@ pub const FILE_QUOTA_CHARGE_MIN_BYTES: u64 = 4 * 1024;
 /// until it completes, is terminated or expires). Uploads are sent one after another; this
 /// leaves room for many devices resuming at once, not for hoarding.
 pub const FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX: u64 = 64;
+
+/// Most file transfers the server runs at once, across all clients: PATCH bodies being
+/// written (each holds a write buffer and a body frame) and GET bodies being read (each holds
+/// a read chunk). Past it a transfer is refused with `unavailable` (HTTP 503, Retry-After), so
+/// memory stays bounded however many clients come.
+pub const FILE_TRANSFERS_IN_FLIGHT_MAX: usize = 256;
+
+/// Most file transfers one device runs at once (HTTP 429 `too_many_transfers` past it), so one
+/// device cannot take every server-wide slot. A client needs one or two.
+pub const FILE_TRANSFERS_PER_DEVICE_MAX: usize = 8;

@@ -29,6 +29,11 @@ use crate::service::{Authenticated, Service};
 /// The tus version this server speaks.
 const TUS_VERSION: &str = "1.0.0";
 
+/// Seconds a client refused for load (503) or for its device's running transfers (429) is
+/// asked to wait: transfer slots come back as soon as a transfer ends, so a short wait is
+/// usually enough.
+const RETRY_AFTER_SECS: u64 = 1;
+
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
@@ -120,6 +125,7 @@ impl From<ServiceError> for HttpError {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ChecksumMismatch => checksum_mismatch_status(),
             ErrorCode::UploadBusy => StatusCode::LOCKED,
+            ErrorCode::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::UnsupportedVersion => StatusCode::PRECONDITION_FAILED,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,6 +156,12 @@ impl IntoResponse for HttpError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if let Some(offset) = self.offset {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(offset));

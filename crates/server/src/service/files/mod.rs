@@ -7,6 +7,7 @@
 //! - [`download`]: ranged reads of complete blobs.
 //! - [`gc`]: forgetting unreferenced blobs, expired uploads and orphaned bytes.
 //! - [`references`]: messages that carry blobs, or drop them.
+//! - [`transfers`]: how many uploads and downloads run at once, in all and per device.
 //!
 //! Bookkeeping (owner, lengths, times, references) lives in the [`chapar_store::Store`]; bytes
 //! in a [`chapar_blob::BlobStore`]. The store is the truth: bytes count only once the store has
@@ -17,6 +18,7 @@ pub mod download;
 pub mod gc;
 pub mod references;
 pub mod token;
+pub mod transfers;
 pub mod upload;
 
 use std::collections::HashSet;
@@ -27,7 +29,8 @@ use std::time::Duration;
 use chapar_blob::{BlobError, BlobStore, fs::FsBlobStore};
 use chapar_types::limits::{
     FILE_CIPHERTEXT_BYTES_MAX_DEFAULT, FILE_GC_INTERVAL_SECS_DEFAULT,
-    FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT, FILE_UNREFERENCED_GRACE_SECS_DEFAULT,
+    FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT, FILE_TRANSFERS_IN_FLIGHT_MAX,
+    FILE_TRANSFERS_PER_DEVICE_MAX, FILE_UNREFERENCED_GRACE_SECS_DEFAULT,
     FILE_UPLOAD_EXPIRY_SECS_DEFAULT,
 };
 use chapar_types::{BlobId, ErrorCode};
@@ -50,6 +53,10 @@ pub struct FilesConfig {
     pub gc_interval: Duration,
     /// Also collect once right after start.
     pub gc_at_startup: bool,
+    /// Most transfers (PATCH and GET bodies) running at once, server-wide.
+    pub transfers_in_flight_max: usize,
+    /// Most transfers one device runs at once.
+    pub transfers_per_device_max: usize,
 }
 
 impl Default for FilesConfig {
@@ -61,17 +68,20 @@ impl Default for FilesConfig {
             unreferenced_grace: Duration::from_secs(FILE_UNREFERENCED_GRACE_SECS_DEFAULT),
             gc_interval: Duration::from_secs(FILE_GC_INTERVAL_SECS_DEFAULT),
             gc_at_startup: true,
+            transfers_in_flight_max: FILE_TRANSFERS_IN_FLIGHT_MAX,
+            transfers_per_device_max: FILE_TRANSFERS_PER_DEVICE_MAX,
         }
     }
 }
 
-/// The files part of the service: blob storage, token key, configuration, and which uploads
-/// a request is writing to right now.
+/// The files part of the service: blob storage, token key, configuration, which uploads a
+/// request is writing to right now, and the transfers running.
 pub struct Files {
     blobs: Arc<dyn BlobStore>,
     tokens: TokenKey,
     config: FilesConfig,
     busy: Mutex<HashSet<BlobId>>,
+    transfers: transfers::TransferSlots,
 }
 
 /// Marks an upload busy until dropped, so two requests never append to it at once.
@@ -94,6 +104,10 @@ impl Files {
         Self {
             blobs,
             tokens,
+            transfers: transfers::TransferSlots::new(
+                config.transfers_in_flight_max,
+                config.transfers_per_device_max,
+            ),
             config,
             busy: Mutex::new(HashSet::new()),
         }

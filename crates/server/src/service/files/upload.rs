@@ -256,6 +256,12 @@ impl<S: Store> Service<S> {
         E: std::fmt::Display,
     {
         let id = append.id;
+        // Taken before the busy lock and held until the body is consumed: the write buffer
+        // lives that long.
+        let _transfer = match self.files.transfers.try_acquire(who.device) {
+            Ok(permit) => permit,
+            Err(e) => return Appended::failed(None, e),
+        };
         let Some(_busy) = self.files.try_lock(id) else {
             return Appended::failed(
                 None,
