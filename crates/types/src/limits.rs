@@ -136,3 +136,23 @@ pub const FILE_TRANSFERS_IN_FLIGHT_MAX: usize = 256;
 /// Most file transfers one device runs at once (HTTP 429 `too_many_transfers` past it), so one
 /// device cannot take every server-wide slot. A client needs one or two.
 pub const FILE_TRANSFERS_PER_DEVICE_MAX: usize = 8;
+
+/// Shortest time a server may keep an unfinished upload after its last chunk, in seconds: less
+/// and a client on a slow or interrupted link could never resume.
+pub const FILE_UPLOAD_EXPIRY_SECS_MIN: u64 = 60;
+
+/// Longest time a server may keep an unfinished upload after its last chunk, in seconds. A
+/// bound keeps expiry times (now plus this) far from overflowing, from HTTP dates past year
+/// 9999 and from negative numbers in SQL.
+pub const FILE_UPLOAD_EXPIRY_SECS_MAX: u64 = 365 * 24 * 60 * 60;
+
+/// Shortest time a server may keep a complete blob that no message references, in seconds:
+/// less and an uploader could lose a file between uploading it and sending its message.
+pub const FILE_UNREFERENCED_GRACE_SECS_MIN: u64 = 60;
+
+/// Longest time a server may keep a complete blob that no message references, in seconds
+/// (bounded for the same reasons as [`FILE_UPLOAD_EXPIRY_SECS_MAX`]).
+pub const FILE_UNREFERENCED_GRACE_SECS_MAX: u64 = 365 * 24 * 60 * 60;
+
+/// Longest time between two garbage collections, in seconds.
+pub const FILE_GC_INTERVAL_SECS_MAX: u64 = 365 * 24 * 60 * 60;

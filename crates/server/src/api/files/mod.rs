@@ -231,9 +231,28 @@ fn header_u64(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Htt
         .transpose()
 }
 
-/// An HTTP date (IMF-fixdate), as `Upload-Expires` wants it.
+/// The last instant an HTTP date can say (9999-12-31T23:59:59Z), in ms since the Unix epoch:
+/// `httpdate` panics on later times.
+const HTTP_DATE_MS_MAX: u64 = 253_402_300_799_000;
+
+/// An HTTP date (IMF-fixdate), as `Upload-Expires` wants it. Times past what a date can say
+/// are clamped (configuration keeps expiries far below it; this keeps a panic out of reach).
 fn http_date(ms: u64) -> HeaderValue {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(HTTP_DATE_MS_MAX));
     HeaderValue::from_str(&httpdate::fmt_http_date(time))
         .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+    use super::*;
+
+    #[test]
+    fn http_dates_are_clamped_to_year_9999_instead_of_panicking() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(HTTP_DATE_MS_MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 }

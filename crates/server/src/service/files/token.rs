@@ -152,7 +152,7 @@ impl TokenKey {
 impl<S: Store> Service<S> {
     /// A file token for the caller's device, and when it expires (ms since the Unix epoch).
     pub fn file_token(&self, who: &Authenticated) -> (String, u64) {
-        let expires_ms = now_ms() + FILE_TOKEN_TTL_SECS * 1000;
+        let expires_ms = now_ms().saturating_add(FILE_TOKEN_TTL_SECS * 1000);
         (self.files.tokens.mint(who.device, expires_ms), expires_ms)
     }
 

@@ -164,7 +164,7 @@ impl<S: Store> Service<S> {
             device: who.device,
             length,
             now_ms: now,
-            expires_ms: now + duration_ms(config.upload_expiry),
+            expires_ms: now.saturating_add(duration_ms(config.upload_expiry)),
         };
         let quota = config.quota_bytes_per_account;
         match self.store.create_upload(upload, quota).await? {
@@ -313,7 +313,7 @@ impl<S: Store> Service<S> {
         let mut upload = record;
         if received.durable > upload.committed {
             let now = now_ms();
-            let expires = now + duration_ms(self.files.config.upload_expiry);
+            let expires = now.saturating_add(duration_ms(self.files.config.upload_expiry));
             match self
                 .store
                 .commit_upload(id, upload.committed, received.durable, now, expires)
