@@ -88,8 +88,9 @@ pub const PAGE_BYTES_MAX: usize = 768 * 1024;
 /// Largest plaintext file a client may send, before encryption.
 pub const FILE_PLAINTEXT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 
-/// What client-side encryption may add to a file at most (per-chunk tags and nonces, header).
-/// With 28 bytes of overhead per chunk, this fits every chunk size of 128 KiB or more.
+/// What client-side encryption may add to a file at most. The client's construction adds a
+/// 16-byte tag per 1 MiB chunk and nothing else (nonces are derived, there is no header), so
+/// 4 GiB grows by 64 KiB; this leaves room for any chunk size of 64 KiB or more.
 pub const FILE_ENCRYPTION_OVERHEAD_BYTES_MAX: u64 = 1024 * 1024;
 
 /// Default largest upload (ciphertext) a server accepts; a server may be configured otherwise

@@ -137,6 +137,15 @@ fn offset_mismatch(offset: u64) -> ServiceError {
     )
 }
 
+/// A chunk longer than what is left of the upload: refused up front when `Content-Length`
+/// says so, or when the body passes it.
+fn past_length(remaining: u64) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::TooLarge,
+        format!("the chunk goes past the upload's length ({remaining} bytes left)"),
+    )
+}
+
 impl<S: Store> Service<S> {
     /// Creates an upload of `length` bytes for the caller's account.
     pub async fn create_upload(
@@ -299,13 +308,7 @@ impl<S: Store> Service<S> {
         }
         let remaining = record.length - record.committed;
         if append.chunk_bytes.is_some_and(|n| n > remaining) {
-            return Appended::failed(
-                Some(record),
-                ServiceError::new(
-                    ErrorCode::TooLarge,
-                    format!("the chunk goes past the upload's length ({remaining} bytes left)"),
-                ),
-            );
+            return Appended::failed(Some(record), past_length(remaining));
         }
         let received = self
             .receive_chunk(&record, append.checksum.as_ref(), body)
@@ -385,12 +388,7 @@ impl<S: Store> Service<S> {
                 Ok(Some(Ok(chunk))) => {
                     if received + chunk.len() as u64 > remaining {
                         overflow = true;
-                        problem = Some(ServiceError::new(
-                            ErrorCode::TooLarge,
-                            format!(
-                                "the chunk goes past the upload's length ({remaining} bytes left)"
-                            ),
-                        ));
+                        problem = Some(past_length(remaining));
                         break;
                     }
                     received += chunk.len() as u64;
