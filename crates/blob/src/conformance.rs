@@ -189,10 +189,13 @@ async fn concurrent_finalizes_all_succeed<B: BlobStore + ?Sized>(store: &B) {
         let len = data.len() as u64;
         store.create(id).await.expect("create");
         append_all(store, id, 0, &data, 4_096).await;
-        let results =
-            futures_util::future::join_all((0..4).map(|_| store.finalize(id, len))).await;
+        let results = futures_util::future::join_all((0..4).map(|_| store.finalize(id, len))).await;
         for result in results {
-            assert_eq!(result, Ok(()), "round {round}: a concurrent finalize failed");
+            assert_eq!(
+                result,
+                Ok(()),
+                "round {round}: a concurrent finalize failed"
+            );
         }
         assert_eq!(read_all(store, id, 0..len).await, data, "round {round}");
         store.delete(id).await.expect("delete");

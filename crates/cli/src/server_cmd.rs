@@ -346,7 +346,10 @@ mod tests {
         // SQL stores sizes as signed 64-bit numbers.
         assert!(refused(&["--file-max-bytes", "9223372036854775808"]).contains("file_max_bytes"));
         let file: FileConfig = toml::from_str("upload_expiry = \"10s\"").unwrap();
-        assert!(resolve(&args(&[]), file).is_err(), "the file is checked too");
+        assert!(
+            resolve(&args(&[]), file).is_err(),
+            "the file is checked too"
+        );
     }
 
     #[test]
@@ -355,6 +358,9 @@ mod tests {
         let ciphertext = (4u64 << 30) + 4096 * 16;
         assert!(FilesConfig::default().upload_bytes_max >= ciphertext);
         assert!(parse_bytes("4097MiB").unwrap() >= ciphertext);
-        assert!(parse_bytes("4GiB").unwrap() < ciphertext, "why the help says 4097MiB");
+        assert!(
+            parse_bytes("4GiB").unwrap() < ciphertext,
+            "why the help says 4097MiB"
+        );
     }
 }

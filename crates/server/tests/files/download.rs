@@ -101,11 +101,7 @@ async fn a_get_whose_bytes_went_meanwhile_is_a_404() {
     // What a DELETE or garbage collection between the GET's check and its read leaves: a
     // record whose bytes are gone.
     let id = id_of(&path);
-    let bytes = server
-        .data
-        .join("files/complete")
-        .join(&id[..2])
-        .join(id);
+    let bytes = server.data.join("files/complete").join(&id[..2]).join(id);
     std::fs::remove_file(bytes).unwrap();
     get(&server, &alice, &path, &[])
         .await

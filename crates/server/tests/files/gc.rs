@@ -194,9 +194,11 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
     get(&server, &bob, &kept, &[]).await.expect(200);
     // Alice deleting the last message that carries it does; it goes after the grace period.
     appended(&alice, delete(&group, 1, 6, blob_bytes(&kept), again)).await;
-    eventually(GRACE * 6, "the blob whose last message was deleted goes", || {
-        gone(&server, &alice, &kept)
-    })
+    eventually(
+        GRACE * 6,
+        "the blob whose last message was deleted goes",
+        || gone(&server, &alice, &kept),
+    )
     .await;
     let metrics = request(&server, "GET", "/metrics", &[], b"")
         .await

@@ -81,7 +81,10 @@ async fn transfers_are_limited_per_device_and_server_wide() {
     drop(bob_slow);
     let r = get_until(&server, &carol, &blob, 200).await;
     assert_eq!(r.body, data);
-    assert_eq!(get(&server, &alice, &blob, &[]).await.expect(200).body, data);
+    assert_eq!(
+        get(&server, &alice, &blob, &[]).await.expect(200).body,
+        data
+    );
     patch(&server, &alice, &path, 0, b"0123456789")
         .await
         .expect(204);

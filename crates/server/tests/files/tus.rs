@@ -593,10 +593,7 @@ async fn an_upload_committed_but_not_finished_is_finished_on_the_next_request() 
         // A plain file where the blob's directory should be: finishing fails after every byte
         // is committed, as a crash between the two would leave it. (Nothing is complete on
         // this server yet, so the directory does not exist.)
-        let blocker = server
-            .data
-            .join("files/complete")
-            .join(&id_of(&path)[..2]);
+        let blocker = server.data.join("files/complete").join(&id_of(&path)[..2]);
         std::fs::write(&blocker, b"in the way").unwrap();
         patch(&server, &alice, &path, 0, &data)
             .await
@@ -611,7 +608,10 @@ async fn an_upload_committed_but_not_finished_is_finished_on_the_next_request() 
         (64, 64)
     );
     assert_eq!(
-        get(&server, &alice, &by_owner.0, &[]).await.expect(200).body,
+        get(&server, &alice, &by_owner.0, &[])
+            .await
+            .expect(200)
+            .body,
         by_owner.1
     );
     // A recipient's GET finishes it too: it need not wait for the owner to come back.

@@ -105,8 +105,7 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
         "new uploads are neither complete nor referenced"
     );
 
-    let Ok(UploadCommitted::Committed(after)) =
-        store.commit_upload(id, 0, 2_500, 200, 5_000).await
+    let Ok(UploadCommitted::Committed(after)) = store.commit_upload(id, 0, 2_500, 200, 5_000).await
     else {
         panic!("commit from the current offset")
     };

@@ -46,9 +46,7 @@ pub(super) fn create_upload(
     quota_bytes: u64,
 ) -> Result<UploadCreated, StoreError> {
     let unfinished = c
-        .prepare_cached(
-            "SELECT COUNT(*) FROM blobs WHERE username = ?1 AND completed_ms IS NULL",
-        )
+        .prepare_cached("SELECT COUNT(*) FROM blobs WHERE username = ?1 AND completed_ms IS NULL")
         .map_err(sql)?
         .query_row([&u.username], |r| r.get::<_, i64>(0))
         .map_err(sql)? as u64;

@@ -31,8 +31,7 @@ use chapar_types::limits::{
     FILE_CIPHERTEXT_BYTES_MAX_DEFAULT, FILE_GC_INTERVAL_SECS_DEFAULT, FILE_GC_INTERVAL_SECS_MAX,
     FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT, FILE_TRANSFERS_IN_FLIGHT_MAX,
     FILE_TRANSFERS_PER_DEVICE_MAX, FILE_UNREFERENCED_GRACE_SECS_DEFAULT,
-    FILE_UNREFERENCED_GRACE_SECS_MAX, FILE_UPLOAD_EXPIRY_SECS_DEFAULT,
-    FILE_UPLOAD_EXPIRY_SECS_MAX,
+    FILE_UNREFERENCED_GRACE_SECS_MAX, FILE_UPLOAD_EXPIRY_SECS_DEFAULT, FILE_UPLOAD_EXPIRY_SECS_MAX,
 };
 use chapar_types::{BlobId, ErrorCode};
 
@@ -306,7 +305,9 @@ mod tests {
             "gc_grace"
         );
         assert_eq!(
-            refused(config(|c| c.unreferenced_grace = Duration::from_secs(u64::MAX))),
+            refused(config(
+                |c| c.unreferenced_grace = Duration::from_secs(u64::MAX)
+            )),
             "gc_grace"
         );
         assert_eq!(

@@ -73,7 +73,10 @@ impl TransferSlots {
             ));
         }
         let Ok(all) = self.all.clone().try_acquire_owned() else {
-            tracing::warn!(max = self.all_max, "file transfers at the server-wide limit");
+            tracing::warn!(
+                max = self.all_max,
+                "file transfers at the server-wide limit"
+            );
             return Err(ServiceError::new(
                 ErrorCode::Unavailable,
                 "the server is running as many file transfers as it may; retry shortly",
