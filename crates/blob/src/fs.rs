@@ -5,8 +5,9 @@
 //! blobs. Durability follows the usual POSIX rules: a commit is `fdatasync`, a new file's or a
 //! rename's directory is synced too, so what a commit reported survives a crash or power loss.
 //!
-//! Every file operation blocks, so each runs on Tokio's blocking pool; an upload or download
-//! holds one buffer of [`WRITE_BUFFER_BYTES`] or [`READ_CHUNK_BYTES`] at a time, never the file.
+//! Every file operation blocks, so each runs on Tokio's blocking pool. An upload holds at most
+//! [`WRITE_BUFFER_BYTES`] plus one body frame (a frame that finds the buffer partly full is
+//! copied in before the write), a download one chunk of [`READ_CHUNK_BYTES`]; never the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

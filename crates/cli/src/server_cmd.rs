@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chapar_server::{FilesConfig, ServerConfig};
+use chapar_types::limits::{FILE_UNREFERENCED_GRACE_SECS_MIN, FILE_UPLOAD_EXPIRY_SECS_MIN};
 use clap::Args;
 
 /// Server options. Each can also come from the config file.
@@ -26,19 +27,21 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAPAR_LOG_JSON")]
     log_json: bool,
-    /// Largest file upload (ciphertext), e.g. 4GiB or 4296015872 [default: 4 GiB + 1 MiB]
+    /// Largest file upload, in bytes of ciphertext: a file plus 16 bytes per MiB, so 4 GiB
+    /// files need 4 GiB + 64 KiB; e.g. 4097MiB or 4296015872 [default: 4 GiB + 1 MiB]
     #[arg(long, env = "CHAPAR_FILE_MAX_BYTES", value_parser = parse_bytes)]
     file_max_bytes: Option<u64>,
     /// Storage per account for files, e.g. 20GiB [default: 20GiB]
     #[arg(long, env = "CHAPAR_FILE_QUOTA_BYTES", value_parser = parse_bytes)]
     file_quota_bytes: Option<u64>,
-    /// How long an unfinished upload is kept after its last chunk, e.g. 24h [default: 24h]
+    /// How long an unfinished upload is kept after its last chunk, 1m to 365days, e.g. 24h
+    /// [default: 24h]
     #[arg(long, env = "CHAPAR_UPLOAD_EXPIRY", value_parser = humantime::parse_duration)]
     upload_expiry: Option<Duration>,
-    /// Time between file garbage collections, e.g. 10m [default: 10m]
+    /// Time between file garbage collections, up to 365days, e.g. 10m [default: 10m]
     #[arg(long, env = "CHAPAR_GC_INTERVAL", value_parser = humantime::parse_duration)]
     gc_interval: Option<Duration>,
-    /// How long a file no message references is kept, e.g. 24h [default: 24h]
+    /// How long a file no message references is kept, 1m to 365days, e.g. 24h [default: 24h]
     #[arg(long, env = "CHAPAR_GC_GRACE", value_parser = humantime::parse_duration)]
     gc_grace: Option<Duration>,
     /// Collect file garbage once at start too [default: true]
@@ -156,9 +159,34 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
             .gc_at_startup
             .or(file.gc_at_startup)
             .unwrap_or(defaults.gc_at_startup),
+        // Fixed limits (chapar_types::limits), not settings: they bound memory.
+        transfers_in_flight_max: defaults.transfers_in_flight_max,
+        transfers_per_device_max: defaults.transfers_per_device_max,
     };
-    if config.files.gc_interval.is_zero() {
-        anyhow::bail!("gc_interval must be longer than zero");
+    // The server refuses what it cannot run with (zero, past a year, sizes past i64::MAX);
+    // an operator also gets a floor of a minute, below which clients could not resume an
+    // upload or send the message for a file they just uploaded.
+    config.files.validate()?;
+    for (setting, value, min_secs) in [
+        (
+            "upload_expiry (--upload-expiry, CHAPAR_UPLOAD_EXPIRY)",
+            config.files.upload_expiry,
+            FILE_UPLOAD_EXPIRY_SECS_MIN,
+        ),
+        (
+            "gc_grace (--gc-grace, CHAPAR_GC_GRACE)",
+            config.files.unreferenced_grace,
+            FILE_UNREFERENCED_GRACE_SECS_MIN,
+        ),
+    ] {
+        let min = Duration::from_secs(min_secs);
+        if value < min {
+            anyhow::bail!(
+                "{setting} must be at least {}, not {}",
+                humantime::format_duration(min),
+                humantime::format_duration(value)
+            );
+        }
     }
     Ok(config)
 }
@@ -292,5 +320,47 @@ mod tests {
         );
         let bad: FileConfig = toml::from_str("gc_grace = \"soon\"").unwrap();
         assert!(resolve(&args(&[]), bad).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_outside_sane_ranges_are_refused_at_startup() {
+        let refused = |flags: &[&str]| match resolve(&args(flags), FileConfig::default()) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        for flag in ["--upload-expiry", "--gc-grace"] {
+            let zero = refused(&[flag, "0s"]);
+            assert!(zero.contains("not 0s"), "{zero}");
+            let short = refused(&[flag, "59s"]);
+            assert!(short.contains("at least 1m"), "{short}");
+            // Would overflow now + expiry, or pass year 9999 in Upload-Expires.
+            let long = refused(&[flag, "366days"]);
+            assert!(long.contains("at most 365 days"), "{long}");
+            let absurd = refused(&[flag, "500000000years"]);
+            assert!(absurd.contains("at most 365 days"), "{absurd}");
+            for fine in ["1m", "365days"] {
+                assert!(resolve(&args(&[flag, fine]), FileConfig::default()).is_ok());
+            }
+        }
+        assert!(refused(&["--gc-interval", "400days"]).contains("gc_interval"));
+        // SQL stores sizes as signed 64-bit numbers.
+        assert!(refused(&["--file-max-bytes", "9223372036854775808"]).contains("file_max_bytes"));
+        let file: FileConfig = toml::from_str("upload_expiry = \"10s\"").unwrap();
+        assert!(
+            resolve(&args(&[]), file).is_err(),
+            "the file is checked too"
+        );
+    }
+
+    #[test]
+    fn the_default_upload_limit_fits_a_4_gib_file() {
+        // A 4 GiB file is 4096 chunks of 1 MiB, each with a 16-byte tag.
+        let ciphertext = (4u64 << 30) + 4096 * 16;
+        assert!(FilesConfig::default().upload_bytes_max >= ciphertext);
+        assert!(parse_bytes("4097MiB").unwrap() >= ciphertext);
+        assert!(
+            parse_bytes("4GiB").unwrap() < ciphertext,
+            "why the help says 4097MiB"
+        );
     }
 }

@@ -51,6 +51,9 @@ pub enum ServerError {
     /// The listen address could not be bound, or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting the server cannot run with.
+    #[error("configuration: {0}")]
+    Config(#[from] service::files::FilesConfigError),
 }
 
 /// Opens storage, binds the listener and serves until `shutdown` resolves. `on_ready` is called
@@ -60,6 +63,8 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    // Before touching the data directory: a bad setting must not leave anything behind.
+    config.files.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
         path: config.data_dir.clone(),
         detail: e.to_string(),

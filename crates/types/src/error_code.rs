@@ -102,6 +102,9 @@ error_codes! {
     /// Files: the account has the most unfinished uploads it may have. Finish or terminate
     /// one, or wait for one to expire.
     TooManyUploads = 47, "too_many_uploads";
+    /// Files: this device runs the most transfers (uploads and downloads) it may run at once;
+    /// retry when one has ended.
+    TooManyTransfers = 48, "too_many_transfers";
 }
 
 impl fmt::Display for ErrorCode {
@@ -142,6 +145,7 @@ mod file_code_tests {
             (ErrorCode::UploadBusy, 45, "upload_busy"),
             (ErrorCode::BlobReferenced, 46, "blob_referenced"),
             (ErrorCode::TooManyUploads, 47, "too_many_uploads"),
+            (ErrorCode::TooManyTransfers, 48, "too_many_transfers"),
         ];
         for (code, number, name) in codes {
             assert_eq!((code.as_u32(), code.as_str()), (number, name));

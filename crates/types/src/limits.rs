@@ -88,8 +88,9 @@ pub const PAGE_BYTES_MAX: usize = 768 * 1024;
 /// Largest plaintext file a client may send, before encryption.
 pub const FILE_PLAINTEXT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 
-/// What client-side encryption may add to a file at most (per-chunk tags and nonces, header).
-/// With 28 bytes of overhead per chunk, this fits every chunk size of 128 KiB or more.
+/// What client-side encryption may add to a file at most. The client's construction adds a
+/// 16-byte tag per 1 MiB chunk and nothing else (nonces are derived, there is no header), so
+/// 4 GiB grows by 64 KiB; this leaves room for any chunk size of 64 KiB or more.
 pub const FILE_ENCRYPTION_OVERHEAD_BYTES_MAX: u64 = 1024 * 1024;
 
 /// Default largest upload (ciphertext) a server accepts; a server may be configured otherwise
@@ -130,3 +131,33 @@ pub const FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX: u64 = 64;
 /// Largest encoded message a client encrypts (text, file message with its thumbnail, sticker
 /// pack): room is left under [`MESSAGE_CIPHERTEXT_BYTES_MAX`] for MLS's own framing.
 pub const APP_MESSAGE_BYTES_MAX: usize = 192 * 1024;
+
+/// Most file transfers the server runs at once, across all clients: PATCH bodies being
+/// written (each holds a write buffer and a body frame) and GET bodies being read (each holds
+/// a read chunk). Past it a transfer is refused with `unavailable` (HTTP 503, Retry-After), so
+/// memory stays bounded however many clients come.
+pub const FILE_TRANSFERS_IN_FLIGHT_MAX: usize = 256;
+
+/// Most file transfers one device runs at once (HTTP 429 `too_many_transfers` past it), so one
+/// device cannot take every server-wide slot. A client needs one or two.
+pub const FILE_TRANSFERS_PER_DEVICE_MAX: usize = 8;
+
+/// Shortest time a server may keep an unfinished upload after its last chunk, in seconds: less
+/// and a client on a slow or interrupted link could never resume.
+pub const FILE_UPLOAD_EXPIRY_SECS_MIN: u64 = 60;
+
+/// Longest time a server may keep an unfinished upload after its last chunk, in seconds. A
+/// bound keeps expiry times (now plus this) far from overflowing, from HTTP dates past year
+/// 9999 and from negative numbers in SQL.
+pub const FILE_UPLOAD_EXPIRY_SECS_MAX: u64 = 365 * 24 * 60 * 60;
+
+/// Shortest time a server may keep a complete blob that no message references, in seconds:
+/// less and an uploader could lose a file between uploading it and sending its message.
+pub const FILE_UNREFERENCED_GRACE_SECS_MIN: u64 = 60;
+
+/// Longest time a server may keep a complete blob that no message references, in seconds
+/// (bounded for the same reasons as [`FILE_UPLOAD_EXPIRY_SECS_MAX`]).
+pub const FILE_UNREFERENCED_GRACE_SECS_MAX: u64 = 365 * 24 * 60 * 60;
+
+/// Longest time between two garbage collections, in seconds.
+pub const FILE_GC_INTERVAL_SECS_MAX: u64 = 365 * 24 * 60 * 60;

@@ -92,3 +92,18 @@ async fn a_flipped_byte_on_disk_is_served_as_stored() {
     );
     assert_ne!(served, data);
 }
+
+#[tokio::test]
+async fn a_get_whose_bytes_went_meanwhile_is_a_404() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let path = upload(&server, &alice, &pattern(100, 9)).await;
+    // What a DELETE or garbage collection between the GET's check and its read leaves: a
+    // record whose bytes are gone.
+    let id = id_of(&path);
+    let bytes = server.data.join("files/complete").join(&id[..2]).join(id);
+    std::fs::remove_file(bytes).unwrap();
+    get(&server, &alice, &path, &[])
+        .await
+        .expect_error(404, "unknown_blob");
+}

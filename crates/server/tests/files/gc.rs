@@ -156,6 +156,9 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         .join("files/complete/ab/ab00000000000000000000000000000f");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"orphan").unwrap();
+    // A stray file where only directories belong: not ours to delete, and no reason to stop.
+    let stray = server.data.join("files/complete/README");
+    std::fs::write(&stray, b"not a blob").unwrap();
 
     eventually(GRACE * 6, "the unreferenced blob goes", || {
         gone(&server, &alice, &dropped)
@@ -168,14 +171,16 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
     eventually(GRACE * 6, "the orphan goes", || async { !orphan.exists() }).await;
     let r = get(&server, &bob, &kept, &[]).await.expect(200);
     assert_eq!(r.body, b"sent in a message");
-    let remaining: Vec<String> = files_under(&server.data.join("files"))
+    let mut remaining: Vec<String> = files_under(&server.data.join("files"))
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
+    remaining.sort();
+    let mut expected = vec!["README".to_owned(), id_of(&kept).to_owned()];
+    expected.sort();
     assert_eq!(
-        remaining,
-        vec![id_of(&kept).to_owned()],
-        "only the referenced blob's bytes are left"
+        remaining, expected,
+        "only the referenced blob's bytes (and the stray file) are left"
     );
 
     // Bob deleting alice's message "for everyone" cannot drop alice's reference.

@@ -344,10 +344,12 @@ async fn one_request_at_a_time_writes_to_an_upload() {
         &data[..100],
     )
     .await;
-    // Until the first request has begun, a second one may still get through first.
+    // Give the first request time to begin. A probe at the wrong offset changes nothing if it
+    // gets in first anyway (409), so it cannot take the upload from the first request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut busy = false;
     for _ in 0..100 {
-        let r = patch(&server, &alice, &path, 0, &data).await;
+        let r = patch(&server, &alice, &path, 1, &data[1..]).await;
         if r.status == 423 {
             assert_eq!(r.error_code(), "upload_busy", "{r:?}");
             busy = true;
@@ -355,9 +357,9 @@ async fn one_request_at_a_time_writes_to_an_upload() {
         }
         assert_eq!(
             r.status, 409,
-            "only busy or, once 0 moved, a mismatch:\n{r:?}"
+            "only busy or, before the first request began, a mismatch:\n{r:?}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
         busy,
@@ -581,24 +583,75 @@ async fn bytes_past_the_committed_offset_are_cut_back_on_the_next_append() {
 async fn an_upload_committed_but_not_finished_is_finished_on_the_next_request() {
     let server = start().await;
     let alice = register(&server, "alice").await;
-    let data = pattern(64, 13);
-    let path = create(&server, &alice, 64).await;
-    let id = id_of(&path);
-    // A plain file where the blob's directory should be: finishing fails after every byte is
-    // committed, as a crash between the two would leave it.
-    let blocker = server.data.join("files/complete").join(&id[..2]);
-    std::fs::write(&blocker, b"in the way").unwrap();
-    patch(&server, &alice, &path, 0, &data)
-        .await
-        .expect_error(500, "internal");
-    std::fs::remove_file(&blocker).unwrap();
-    let r = head(&server, &alice, &path).await.expect(200);
+    let bob = register(&server, "bob").await;
+    // Two uploads whose every byte is committed but that were never finished: one for the
+    // owner's HEAD to find, one for a recipient's GET.
+    let mut stuck = Vec::new();
+    for seed in [13, 14] {
+        let data = pattern(64, seed);
+        let path = create(&server, &alice, 64).await;
+        // A plain file where the blob's directory should be: finishing fails after every byte
+        // is committed, as a crash between the two would leave it. (Nothing is complete on
+        // this server yet, so the directory does not exist.)
+        let blocker = server.data.join("files/complete").join(&id_of(&path)[..2]);
+        std::fs::write(&blocker, b"in the way").unwrap();
+        patch(&server, &alice, &path, 0, &data)
+            .await
+            .expect_error(500, "internal");
+        std::fs::remove_file(&blocker).unwrap();
+        stuck.push((path, data));
+    }
+    let (by_owner, by_recipient) = (&stuck[0], &stuck[1]);
+    let r = head(&server, &alice, &by_owner.0).await.expect(200);
     assert_eq!(
         (r.number("Upload-Offset"), r.number("Upload-Length")),
         (64, 64)
     );
     assert_eq!(
-        get(&server, &alice, &path, &[]).await.expect(200).body,
-        data
+        get(&server, &alice, &by_owner.0, &[])
+            .await
+            .expect(200)
+            .body,
+        by_owner.1
     );
+    // A recipient's GET finishes it too: it need not wait for the owner to come back.
+    assert_eq!(
+        get(&server, &bob, &by_recipient.0, &[])
+            .await
+            .expect(200)
+            .body,
+        by_recipient.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_patch_racing_heads_and_gets_fails_none_of_them() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    for round in 0..16u8 {
+        let data = pattern(2_000, round);
+        let path = create(&server, &alice, 2_000).await;
+        patch(&server, &alice, &path, 0, &data[..1_999])
+            .await
+            .expect(204);
+        let (last, owner_head, owner_get, bob_head, bob_get) = tokio::join!(
+            patch(&server, &alice, &path, 1_999, &data[1_999..]),
+            head(&server, &alice, &path),
+            get(&server, &alice, &path, &[]),
+            head(&server, &bob, &path),
+            get(&server, &bob, &path, &[]),
+        );
+        last.expect(204);
+        owner_head.expect(200);
+        for r in [owner_get, bob_head, bob_get] {
+            // Before the last chunk is committed the blob is not there yet (404); after, it
+            // is whole. Never a 500.
+            assert!(
+                r.status == 404 || (r.status == 200 && (r.body.is_empty() || r.body == data)),
+                "round {round}:\n{r:?}"
+            );
+        }
+        assert_eq!(get(&server, &bob, &path, &[]).await.expect(200).body, data);
+    }
 }

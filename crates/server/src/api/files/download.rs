@@ -66,6 +66,6 @@ pub(super) async fn download<S: Store>(
             response_headers.insert(header::CONTENT_RANGE, value);
         }
     }
-    let stream = service.read_blob(id, range).await?;
+    let stream = service.read_blob(&who, id, range).await?;
     Ok((status, response_headers, Body::from_stream(stream)).into_response())
 }

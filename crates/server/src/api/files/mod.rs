@@ -29,6 +29,11 @@ use crate::service::{Authenticated, Service};
 /// The tus version this server speaks.
 const TUS_VERSION: &str = "1.0.0";
 
+/// Seconds a client refused for load (503) or for its device's running transfers (429) is
+/// asked to wait: transfer slots come back as soon as a transfer ends, so a short wait is
+/// usually enough.
+const RETRY_AFTER_SECS: u64 = 1;
+
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
@@ -120,6 +125,7 @@ impl From<ServiceError> for HttpError {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ChecksumMismatch => checksum_mismatch_status(),
             ErrorCode::UploadBusy => StatusCode::LOCKED,
+            ErrorCode::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::UnsupportedVersion => StatusCode::PRECONDITION_FAILED,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,6 +156,12 @@ impl IntoResponse for HttpError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if let Some(offset) = self.offset {
             headers.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
@@ -219,9 +231,28 @@ fn header_u64(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Htt
         .transpose()
 }
 
-/// An HTTP date (IMF-fixdate), as `Upload-Expires` wants it.
+/// The last instant an HTTP date can say (9999-12-31T23:59:59Z), in ms since the Unix epoch:
+/// `httpdate` panics on later times.
+const HTTP_DATE_MS_MAX: u64 = 253_402_300_799_000;
+
+/// An HTTP date (IMF-fixdate), as `Upload-Expires` wants it. Times past what a date can say
+/// are clamped (configuration keeps expiries far below it; this keeps a panic out of reach).
 fn http_date(ms: u64) -> HeaderValue {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(HTTP_DATE_MS_MAX));
     HeaderValue::from_str(&httpdate::fmt_http_date(time))
         .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+    use super::*;
+
+    #[test]
+    fn http_dates_are_clamped_to_year_9999_instead_of_panicking() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(HTTP_DATE_MS_MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 }

@@ -99,9 +99,11 @@ impl<S: Store> Service<S> {
                     batch.push(blob.id);
                     false
                 }
+                // One unreadable part of the storage must not spare the rest from the sweep;
+                // the listing goes on past it, and ends on its own.
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot list file storage; orphan sweep stops");
-                    true
+                    tracing::warn!(error = %e, "cannot list part of the file storage");
+                    false
                 }
                 None => true,
             };

@@ -3,8 +3,9 @@
 //! A device asks for a token over its authenticated WebSocket (`FileToken`) and sends it as
 //! `Authorization: Bearer <token>` on HTTP requests, which carry no login of their own. The
 //! token is stateless: the device id and expiry, authenticated by HMAC-SHA256 under a server
-//! secret (`<data_dir>/token.key`, created with mode 0600 on first start). Every request still
-//! reads the device, so a revoked device's tokens stop working at once.
+//! secret (`<data_dir>/token.key`, created with mode 0600 on first start, written whole
+//! through a temporary file and a rename). Every request still reads the device, so a revoked
+//! device's tokens stop working at once.
 //!
 //! Layout (66 characters of unpadded base64url): version `1` (1 byte), device id (8, big
 //! endian), expiry in ms since the Unix epoch (8, big endian), HMAC-SHA256 over a domain label
@@ -65,26 +66,13 @@ impl TokenKey {
     }
 
     /// Reads the key at `path`, or creates it (mode 0600) if there is none.
+    ///
+    /// A new key is written whole to a temporary file beside `path`, synced, and renamed into
+    /// place (then the directory is synced), so a crash leaves either no key (a new one is
+    /// made at the next start) or a whole one, never a short file the server refuses.
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let key = Self::generate();
-                file.write_all(&key.0)?;
-                file.sync_all()?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                tracing::info!(path = %path.display(), "created the file token key");
-                Ok(key)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut bytes = std::fs::read(path)?;
+        match std::fs::read(path) {
+            Ok(mut bytes) => {
                 let key = <[u8; TOKEN_KEY_BYTES]>::try_from(bytes.as_slice()).map_err(|_| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -97,6 +85,12 @@ impl TokenKey {
                 });
                 bytes.zeroize();
                 Ok(Self(key?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate();
+                write_new_key(path, &key)?;
+                tracing::info!(path = %path.display(), "created the file token key");
+                Ok(key)
             }
             Err(e) => Err(e),
         }
@@ -149,10 +143,39 @@ impl TokenKey {
     }
 }
 
+/// Writes `key` to `path` through a synced temporary file and a rename.
+fn write_new_key(path: &Path, key: &TokenKey) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    // A leftover of a crash may hold part of an older attempt, and its mode is whatever it
+    // was made with: start from nothing, so the new file gets 0600.
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(&key.0)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, path)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl<S: Store> Service<S> {
     /// A file token for the caller's device, and when it expires (ms since the Unix epoch).
     pub fn file_token(&self, who: &Authenticated) -> (String, u64) {
-        let expires_ms = now_ms() + FILE_TOKEN_TTL_SECS * 1000;
+        let expires_ms = now_ms().saturating_add(FILE_TOKEN_TTL_SECS * 1000);
         (self.files.tokens.mint(who.device, expires_ms), expires_ms)
     }
 
@@ -219,5 +242,25 @@ mod tests {
         assert_eq!(again.verify(&token, 0), Ok(DeviceId(1)));
         std::fs::write(&path, b"short").unwrap();
         assert!(TokenKey::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn a_crash_while_creating_the_key_leaves_no_short_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.key");
+        // What a crash between creating and writing the temporary file leaves behind, with
+        // a mode too open: never read as the key, and replaced.
+        let temporary = dir.path().join("token.key.tmp");
+        std::fs::write(&temporary, b"short").unwrap();
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let key = TokenKey::load_or_create(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), TOKEN_KEY_BYTES);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!temporary.exists(), "the temporary file became the key");
+        let token = key.mint(DeviceId(3), u64::MAX);
+        let again = TokenKey::load_or_create(&path).unwrap();
+        assert_eq!(again.verify(&token, 0), Ok(DeviceId(3)));
     }
 }

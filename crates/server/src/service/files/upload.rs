@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chapar_blob::BlobError;
 use chapar_store::{NewUpload, Store, UploadCommitted, UploadCreated, UploadDeleted, UploadRecord};
 use chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES;
 use chapar_types::{BlobId, ErrorCode};
@@ -136,6 +137,15 @@ fn offset_mismatch(offset: u64) -> ServiceError {
     )
 }
 
+/// A chunk longer than what is left of the upload: refused up front when `Content-Length`
+/// says so, or when the body passes it.
+fn past_length(remaining: u64) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::TooLarge,
+        format!("the chunk goes past the upload's length ({remaining} bytes left)"),
+    )
+}
+
 impl<S: Store> Service<S> {
     /// Creates an upload of `length` bytes for the caller's account.
     pub async fn create_upload(
@@ -163,7 +173,7 @@ impl<S: Store> Service<S> {
             device: who.device,
             length,
             now_ms: now,
-            expires_ms: now + duration_ms(config.upload_expiry),
+            expires_ms: now.saturating_add(duration_ms(config.upload_expiry)),
         };
         let quota = config.quota_bytes_per_account;
         match self.store.create_upload(upload, quota).await? {
@@ -209,7 +219,8 @@ impl<S: Store> Service<S> {
     }
 
     /// An upload as the caller may see it: any complete blob, or the account's own unfinished
-    /// upload while it has not expired.
+    /// upload while it has not expired. An upload whose every byte is committed is finished
+    /// first, whoever asks.
     pub async fn upload_status(
         &self,
         who: &Authenticated,
@@ -223,12 +234,15 @@ impl<S: Store> Service<S> {
         if record.is_complete() {
             return Ok(record);
         }
+        if record.committed == record.length {
+            // Every byte is committed, but the blob is not finished: the server stopped
+            // between the two, or the last PATCH is finishing it right now. Finishing is
+            // idempotent in both stores, so whoever asks first does it, without the upload's
+            // busy lock: a recipient's GET need not wait for the owner to come back.
+            return self.finish_upload(record).await;
+        }
         if record.username != who.username.as_str() {
             return Err(unknown_blob(id));
-        }
-        if record.committed == record.length {
-            // Every byte was committed but the server stopped before finishing the blob.
-            return self.finish_upload(record).await;
         }
         if record.expires_ms <= now_ms() {
             return Err(ServiceError::new(
@@ -251,6 +265,12 @@ impl<S: Store> Service<S> {
         E: std::fmt::Display,
     {
         let id = append.id;
+        // Taken before the busy lock and held until the body is consumed: the write buffer
+        // lives that long.
+        let _transfer = match self.files.transfers.try_acquire(who.device) {
+            Ok(permit) => permit,
+            Err(e) => return Appended::failed(None, e),
+        };
         let Some(_busy) = self.files.try_lock(id) else {
             return Appended::failed(
                 None,
@@ -288,13 +308,7 @@ impl<S: Store> Service<S> {
         }
         let remaining = record.length - record.committed;
         if append.chunk_bytes.is_some_and(|n| n > remaining) {
-            return Appended::failed(
-                Some(record),
-                ServiceError::new(
-                    ErrorCode::TooLarge,
-                    format!("the chunk goes past the upload's length ({remaining} bytes left)"),
-                ),
-            );
+            return Appended::failed(Some(record), past_length(remaining));
         }
         let received = self
             .receive_chunk(&record, append.checksum.as_ref(), body)
@@ -302,7 +316,7 @@ impl<S: Store> Service<S> {
         let mut upload = record;
         if received.durable > upload.committed {
             let now = now_ms();
-            let expires = now + duration_ms(self.files.config.upload_expiry);
+            let expires = now.saturating_add(duration_ms(self.files.config.upload_expiry));
             match self
                 .store
                 .commit_upload(id, upload.committed, received.durable, now, expires)
@@ -374,12 +388,7 @@ impl<S: Store> Service<S> {
                 Ok(Some(Ok(chunk))) => {
                     if received + chunk.len() as u64 > remaining {
                         overflow = true;
-                        problem = Some(ServiceError::new(
-                            ErrorCode::TooLarge,
-                            format!(
-                                "the chunk goes past the upload's length ({remaining} bytes left)"
-                            ),
-                        ));
+                        problem = Some(past_length(remaining));
                         break;
                     }
                     received += chunk.len() as u64;
@@ -447,17 +456,28 @@ impl<S: Store> Service<S> {
         }
     }
 
-    /// Makes a fully committed upload a complete, readable blob.
+    /// Makes a fully committed upload a complete, readable blob. Safe to run concurrently for
+    /// one upload (the last PATCH, a HEAD and a GET may all get here): every caller succeeds.
     pub(crate) async fn finish_upload(
         &self,
         record: UploadRecord,
     ) -> Result<UploadRecord, ServiceError> {
         let id = record.id;
-        self.files
-            .blobs
-            .finalize(id, record.length)
-            .await
-            .map_err(|e| blob_error(e, id))?;
+        if let Err(e) = self.files.blobs.finalize(id, record.length).await {
+            if e != BlobError::NotFound {
+                return Err(blob_error(e, id));
+            }
+            // The bytes are gone from where finishing looks: another request finished the
+            // blob first (a backend may report that as missing), or it was deleted meanwhile.
+            return match self.store.upload(id).await? {
+                Some(done) if done.is_complete() => Ok(done),
+                Some(_) => {
+                    tracing::warn!(blob = %id, "a fully committed upload's bytes are missing");
+                    Err(unknown_blob(id))
+                }
+                None => Err(unknown_blob(id)),
+            };
+        }
         let now = now_ms();
         let done = self
             .store
