@@ -337,12 +337,7 @@ async fn handshake<S: Store>(
                     },
                 )
                 .await?;
-            let reply = v1::AuthOk {
-                username: who.username.to_string(),
-                key_packages_remaining: 0,
-            };
-            session.who = Some(Arc::new(who));
-            Ok(Reply::AuthOk(reply))
+            Ok(log_in(session, who, 0))
         }
         Request::Register(r) => {
             let device = r
@@ -364,12 +359,7 @@ async fn handshake<S: Store>(
                     },
                 )
                 .await?;
-            let reply = v1::AuthOk {
-                username: who.username.to_string(),
-                key_packages_remaining: 0,
-            };
-            session.who = Some(Arc::new(who));
-            Ok(Reply::AuthOk(reply))
+            Ok(log_in(session, who, 0))
         }
         Request::Authenticate(a) => {
             let (who, remaining) = service
@@ -379,15 +369,20 @@ async fn handshake<S: Store>(
                     &a.challenge_signature,
                 )
                 .await?;
-            let reply = v1::AuthOk {
-                username: who.username.to_string(),
-                key_packages_remaining: remaining,
-            };
-            session.who = Some(Arc::new(who));
-            Ok(Reply::AuthOk(reply))
+            Ok(log_in(session, who, remaining))
         }
         _ => Err(ServiceError::bad_request("not a handshake request")),
     }
+}
+
+/// Logs the connection in as `who` and makes the reply that says so.
+fn log_in(session: &mut Session, who: Authenticated, key_packages_remaining: u32) -> Reply {
+    let reply = v1::AuthOk {
+        username: who.username.to_string(),
+        key_packages_remaining,
+    };
+    session.who = Some(Arc::new(who));
+    Reply::AuthOk(reply)
 }
 
 fn too_large(what: &str, limit: usize) -> ServiceError {
