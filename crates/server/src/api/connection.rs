@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::convert;
 use crate::ServiceError;
 use crate::hub::PushTarget;
-use crate::service::devices::{NewDeviceRequest, Recovery};
+use crate::service::devices::Recovery;
 use crate::service::{Authenticated, Registration, Service};
 
 /// Most frames written to the socket before one flush.
@@ -315,9 +315,12 @@ async fn handshake<S: Store>(
             "this connection is already logged in",
         )),
         Request::RecoverDevice(r) => {
-            let device = r
-                .device
-                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+            let device = convert::new_device(
+                r.device,
+                r.key_packages,
+                r.last_resort_key_package,
+                r.sealed_name,
+            )?;
             let who = service
                 .recover_device(
                     &session.challenge,
@@ -325,14 +328,7 @@ async fn handshake<S: Store>(
                         username: r.username,
                         recovery_signature: r.recovery_signature,
                         challenge_signature: r.challenge_signature,
-                        device: NewDeviceRequest {
-                            device: DeviceId(device.device_id),
-                            device_key: device.device_key,
-                            account_signature: device.account_signature,
-                            key_packages: r.key_packages,
-                            last_resort_key_package: r.last_resort_key_package,
-                            sealed_name: r.sealed_name,
-                        },
+                        device,
                         revoke_others: r.revoke_others,
                     },
                 )
@@ -340,22 +336,20 @@ async fn handshake<S: Store>(
             Ok(log_in(session, who, 0))
         }
         Request::Register(r) => {
-            let device = r
-                .device
-                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+            let device = convert::new_device(
+                r.device,
+                r.key_packages,
+                r.last_resort_key_package,
+                r.sealed_name,
+            )?;
             let who = service
                 .register(
                     &session.challenge,
                     Registration {
                         username: r.username,
                         account_key: r.account_key,
-                        device: DeviceId(device.device_id),
-                        device_key: device.device_key,
-                        account_signature: device.account_signature,
+                        device,
                         challenge_signature: r.challenge_signature,
-                        key_packages: r.key_packages,
-                        last_resort_key_package: r.last_resort_key_package,
-                        sealed_name: r.sealed_name,
                     },
                 )
                 .await?;
@@ -500,22 +494,13 @@ async fn handle<S: Store>(
             return Ok(Reply::Ok(v1::Empty {}));
         }
         Request::AddDevice(a) => {
-            let device = a
-                .device
-                .ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
-            service
-                .add_device(
-                    who,
-                    NewDeviceRequest {
-                        device: DeviceId(device.device_id),
-                        device_key: device.device_key,
-                        account_signature: device.account_signature,
-                        key_packages: a.key_packages,
-                        last_resort_key_package: a.last_resort_key_package,
-                        sealed_name: a.sealed_name,
-                    },
-                )
-                .await?;
+            let device = convert::new_device(
+                a.device,
+                a.key_packages,
+                a.last_resort_key_package,
+                a.sealed_name,
+            )?;
+            service.add_device(who, device).await?;
             return Ok(Reply::Ok(v1::Empty {}));
         }
         Request::ListDevices(_) => {

@@ -1,10 +1,11 @@
 //! Conversions between wire messages and domain types, with the field checks that go with them.
 
 use chapar_store::{BlobRefs, DeviceRecord, EntryKind, LogEntry};
-use chapar_types::{BlobId, GroupId, MessageId};
+use chapar_types::{BlobId, DeviceId, GroupId, MessageId};
 use chapar_wire::v1;
 
 use crate::ServiceError;
+use crate::service::devices::NewDeviceRequest;
 
 /// Reads a 16-byte group id field.
 pub fn group_id(bytes: &[u8]) -> Result<GroupId, ServiceError> {
@@ -45,6 +46,24 @@ pub fn device_cert(d: &DeviceRecord) -> v1::DeviceCert {
         device_key: d.device_key.clone(),
         account_signature: d.account_signature.clone(),
     }
+}
+
+/// A new device's certificate and key material as a request (registration, recovery, link).
+pub fn new_device(
+    cert: Option<v1::DeviceCert>,
+    key_packages: Vec<Vec<u8>>,
+    last_resort_key_package: Vec<u8>,
+    sealed_name: Vec<u8>,
+) -> Result<NewDeviceRequest, ServiceError> {
+    let cert = cert.ok_or_else(|| ServiceError::bad_request("missing device certificate"))?;
+    Ok(NewDeviceRequest {
+        device: DeviceId(cert.device_id),
+        device_key: cert.device_key,
+        account_signature: cert.account_signature,
+        key_packages,
+        last_resort_key_package,
+        sealed_name,
+    })
 }
 
 /// A device as its own account sees it (name sealed, times, revocation).

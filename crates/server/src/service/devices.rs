@@ -7,15 +7,15 @@
 //! new device only from a logged-in, active device of the same account ([`Service::add_device`])
 //! or with a signature by the recovery key, which no device stores ([`Service::recover_device`]).
 
-use chapar_store::{DeviceRecord, NewDevice, RecoveryRecord, Store};
+use chapar_store::{AccountRecord, DeviceRecord, NewDevice, RecoveryRecord, Store};
 use chapar_types::limits::{
     DEVICE_NAME_SEALED_BYTES_MAX, DEVICES_LISTED_MAX, LINK_REQUEST_BYTES_MAX,
     LINK_SEALED_BYTES_MAX, LINK_TTL_SECS, RECOVERY_BUNDLE_BYTES_MAX,
 };
-use chapar_types::signed::{challenge_payload, device_cert_payload, recovery_challenge_payload};
+use chapar_types::signed::{device_cert_payload, recovery_challenge_payload};
 use chapar_types::{DeviceId, ErrorCode, Username};
 
-use super::{Authenticated, Service, check_key_packages, now_ms, verify};
+use super::{Authenticated, Service, check_challenge, check_key_packages, now_ms, verify};
 use crate::error::ServiceError;
 
 /// Length of a link rendezvous id.
@@ -53,6 +53,54 @@ pub struct Recovery {
     pub revoke_others: bool,
 }
 
+/// Checks a certificate for a new device of `username` under `account_key`, and the key
+/// material it brings. A device that `logs_in_now` (registered or recovered: it knows its name
+/// and makes its key packages up front) must carry a last-resort key package; a linked device
+/// uploads its own once approved, and is listed to others only once it has logged in.
+pub(super) fn certify_device(
+    username: &Username,
+    account_key: &[u8],
+    request: NewDeviceRequest,
+    logs_in_now: bool,
+) -> Result<NewDevice, ServiceError> {
+    if request.device_key.len() != PUBLIC_KEY_BYTES {
+        return Err(ServiceError::bad_request("a device key has 32 bytes"));
+    }
+    if !verify(
+        account_key,
+        &device_cert_payload(username, request.device, &request.device_key),
+        &request.account_signature,
+    ) {
+        return Err(ServiceError::new(
+            ErrorCode::AuthenticationFailed,
+            "the device certificate does not verify under the account key",
+        ));
+    }
+    if logs_in_now && request.last_resort_key_package.is_empty() {
+        return Err(ServiceError::bad_request(
+            "a last-resort key package is required",
+        ));
+    }
+    check_key_packages(&request.key_packages, &request.last_resort_key_package)?;
+    check_sealed_name(&request.sealed_name)?;
+    Ok(NewDevice {
+        device: DeviceRecord {
+            device: request.device,
+            username: username.as_str().to_owned(),
+            device_key: request.device_key,
+            account_signature: request.account_signature,
+            created_ms: now_ms(),
+            revoked_ms: None,
+            sealed_name: request.sealed_name,
+            last_seen_ms: logs_in_now.then(now_ms),
+        },
+        key_packages: request.key_packages,
+        last_resort_key_package: request.last_resort_key_package,
+        revoke_others: false,
+    })
+}
+
+/// Checks a sealed device name's size.
 pub(crate) fn check_sealed_name(sealed_name: &[u8]) -> Result<(), ServiceError> {
     if sealed_name.len() > DEVICE_NAME_SEALED_BYTES_MAX {
         return Err(ServiceError::new(
@@ -150,63 +198,6 @@ impl<S: Store> Service<S> {
         Ok(())
     }
 
-    /// Checks a certificate for a new device of `username` against the stored account key.
-    /// With `key_packages_required`, the request must carry a last-resort key package (a
-    /// recovered device knows its name and makes them up front; a linked device uploads its own
-    /// once approved).
-    async fn certified_device(
-        &self,
-        username: &Username,
-        request: NewDeviceRequest,
-        revoke_others: bool,
-        key_packages_required: bool,
-    ) -> Result<NewDevice, ServiceError> {
-        if request.device_key.len() != PUBLIC_KEY_BYTES {
-            return Err(ServiceError::bad_request("a device key has 32 bytes"));
-        }
-        let account = self
-            .store
-            .account(username.as_str())
-            .await?
-            .ok_or_else(|| {
-                ServiceError::new(ErrorCode::UnknownUser, format!("no user @{username}"))
-            })?;
-        if !verify(
-            &account.account_key,
-            &device_cert_payload(username, request.device, &request.device_key),
-            &request.account_signature,
-        ) {
-            return Err(ServiceError::new(
-                ErrorCode::AuthenticationFailed,
-                "the device certificate does not verify under the account key",
-            ));
-        }
-        if key_packages_required && request.last_resort_key_package.is_empty() {
-            return Err(ServiceError::bad_request(
-                "a last-resort key package is required",
-            ));
-        }
-        check_key_packages(&request.key_packages, &request.last_resort_key_package)?;
-        check_sealed_name(&request.sealed_name)?;
-        Ok(NewDevice {
-            device: DeviceRecord {
-                device: request.device,
-                username: username.as_str().to_owned(),
-                device_key: request.device_key,
-                account_signature: request.account_signature,
-                created_ms: now_ms(),
-                revoked_ms: None,
-                sealed_name: request.sealed_name,
-                // A recovered device is logged in by the same request; a linked one is listed
-                // to others only once it has logged in (and has key packages to be added with).
-                last_seen_ms: key_packages_required.then(now_ms),
-            },
-            key_packages: request.key_packages,
-            last_resort_key_package: request.last_resort_key_package,
-            revoke_others,
-        })
-    }
-
     /// Adds a device to the caller's account (the caller approved a link).
     pub async fn add_device(
         &self,
@@ -215,9 +206,8 @@ impl<S: Store> Service<S> {
     ) -> Result<(), ServiceError> {
         self.require_active(who).await?;
         let device = request.device;
-        let new = self
-            .certified_device(&who.username, request, false, false)
-            .await?;
+        let account = self.account_of(&who.username).await?;
+        let new = certify_device(&who.username, &account.account_key, request, false)?;
         self.store.add_device(new).await?;
         tracing::info!(user = %who.username, by = %who.device, %device, "device added");
         Ok(())
@@ -231,7 +221,7 @@ impl<S: Store> Service<S> {
         who: &Authenticated,
     ) -> Result<(Vec<(DeviceRecord, u32)>, Vec<u8>), ServiceError> {
         self.require_active(who).await?;
-        let mut devices = self.list_devices_of(&who.username).await?;
+        let mut devices = self.account_of(&who.username).await?.devices;
         // Active first (oldest first), then revoked, newest revocation first.
         devices.sort_by_key(|d| (d.revoked_ms.is_some(), std::cmp::Reverse(d.revoked_ms)));
         devices.truncate(DEVICES_LISTED_MAX);
@@ -368,24 +358,21 @@ impl<S: Store> Service<S> {
         let username = parse_username(&r.username)?;
         self.proven_recovery(challenge, &username, &r.recovery_signature)
             .await?;
-        if !verify(
+        check_challenge(
+            challenge,
+            r.device.device,
             &r.device.device_key,
-            &challenge_payload(challenge, r.device.device),
             &r.challenge_signature,
-        ) {
-            return Err(ServiceError::new(
-                ErrorCode::AuthenticationFailed,
-                "the challenge signature does not verify",
-            ));
-        }
+        )?;
         let device = r.device.device;
-        let before = self.list_devices_of(&username).await?;
-        let new = self
-            .certified_device(&username, r.device, r.revoke_others, true)
-            .await?;
+        let account = self.account_of(&username).await?;
+        let new = NewDevice {
+            revoke_others: r.revoke_others,
+            ..certify_device(&username, &account.account_key, r.device, true)?
+        };
         self.store.add_device(new).await?;
         if r.revoke_others {
-            for old in before.iter().filter(|d| d.revoked_ms.is_none()) {
+            for old in account.devices.iter().filter(|d| d.revoked_ms.is_none()) {
                 self.hub.kick(old.device);
             }
         }
@@ -393,15 +380,10 @@ impl<S: Store> Service<S> {
         Ok(Authenticated { device, username })
     }
 
-    async fn list_devices_of(
-        &self,
-        username: &Username,
-    ) -> Result<Vec<DeviceRecord>, ServiceError> {
-        Ok(self
-            .store
-            .account(username.as_str())
-            .await?
-            .map(|a| a.devices)
-            .unwrap_or_default())
+    /// The account with its devices, or `UnknownUser`.
+    async fn account_of(&self, username: &Username) -> Result<AccountRecord, ServiceError> {
+        self.store.account(username.as_str()).await?.ok_or_else(|| {
+            ServiceError::new(ErrorCode::UnknownUser, format!("no user @{username}"))
+        })
     }
 }

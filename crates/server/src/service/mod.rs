@@ -13,13 +13,13 @@ pub mod devices;
 pub mod files;
 
 use chapar_store::{
-    AccountRecord, Append, Appended, ClaimedKeyPackage, DeviceRecord, GroupHead, LogPage,
-    NewAccount, Store, WelcomeRecord,
+    AccountRecord, Append, Appended, ClaimedKeyPackage, GroupHead, LogPage, NewAccount, Store,
+    WelcomeRecord,
 };
 use chapar_types::limits::{
     KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_PER_UPLOAD_MAX, SYNC_PAGE_ENTRIES_MAX,
 };
-use chapar_types::signed::{challenge_payload, device_cert_payload};
+use chapar_types::signed::challenge_payload;
 use chapar_types::{DeviceId, ErrorCode, GroupId, Seq, Username};
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -42,20 +42,10 @@ pub struct Registration {
     pub username: String,
     /// Ed25519 public account key.
     pub account_key: Vec<u8>,
-    /// The first device's id.
-    pub device: DeviceId,
-    /// The first device's Ed25519 public key.
-    pub device_key: Vec<u8>,
-    /// The account key's signature over the device certificate.
-    pub account_signature: Vec<u8>,
+    /// The first device, certified by the account key, with its key material.
+    pub device: devices::NewDeviceRequest,
     /// The device key's signature over the login challenge.
     pub challenge_signature: Vec<u8>,
-    /// One-time key packages.
-    pub key_packages: Vec<Vec<u8>>,
-    /// The last-resort key package.
-    pub last_resort_key_package: Vec<u8>,
-    /// The device's name, sealed by the account.
-    pub sealed_name: Vec<u8>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -81,6 +71,23 @@ pub(crate) fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
         return false;
     };
     key.verify_strict(message, &signature).is_ok()
+}
+
+/// Checks that a new device's key answered this connection's challenge.
+pub(crate) fn check_challenge(
+    challenge: &[u8],
+    device: DeviceId,
+    device_key: &[u8],
+    signature: &[u8],
+) -> Result<(), ServiceError> {
+    if verify(device_key, &challenge_payload(challenge, device), signature) {
+        Ok(())
+    } else {
+        Err(ServiceError::new(
+            ErrorCode::AuthenticationFailed,
+            "the challenge signature does not verify",
+        ))
+    }
 }
 
 pub(crate) fn check_key_packages(
@@ -149,56 +156,25 @@ impl<S: Store> Service<S> {
     ) -> Result<Authenticated, ServiceError> {
         let username = Username::parse(&r.username)
             .map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))?;
-        if !verify(
-            &r.account_key,
-            &device_cert_payload(&username, r.device, &r.device_key),
-            &r.account_signature,
-        ) {
-            return Err(ServiceError::new(
-                ErrorCode::AuthenticationFailed,
-                "the device certificate does not verify",
-            ));
-        }
-        if !verify(
-            &r.device_key,
-            &challenge_payload(challenge, r.device),
+        let device = r.device.device;
+        let first = devices::certify_device(&username, &r.account_key, r.device, true)?;
+        check_challenge(
+            challenge,
+            device,
+            &first.device.device_key,
             &r.challenge_signature,
-        ) {
-            return Err(ServiceError::new(
-                ErrorCode::AuthenticationFailed,
-                "the challenge signature does not verify",
-            ));
-        }
-        if r.last_resort_key_package.is_empty() {
-            return Err(ServiceError::bad_request(
-                "a last-resort key package is required",
-            ));
-        }
-        check_key_packages(&r.key_packages, &r.last_resort_key_package)?;
-        devices::check_sealed_name(&r.sealed_name)?;
+        )?;
         self.store
             .create_account(NewAccount {
                 username: username.as_str().to_owned(),
                 account_key: r.account_key,
-                device: DeviceRecord {
-                    device: r.device,
-                    username: username.as_str().to_owned(),
-                    device_key: r.device_key,
-                    account_signature: r.account_signature,
-                    created_ms: now_ms(),
-                    revoked_ms: None,
-                    sealed_name: r.sealed_name,
-                    last_seen_ms: Some(now_ms()),
-                },
-                key_packages: r.key_packages,
-                last_resort_key_package: r.last_resort_key_package,
+                device: first.device,
+                key_packages: first.key_packages,
+                last_resort_key_package: first.last_resort_key_package,
             })
             .await?;
-        tracing::info!(user = %username, device = %r.device, "registered");
-        Ok(Authenticated {
-            device: r.device,
-            username,
-        })
+        tracing::info!(user = %username, %device, "registered");
+        Ok(Authenticated { device, username })
     }
 
     /// Logs a device in by its signature over this connection's challenge. Returns how many
