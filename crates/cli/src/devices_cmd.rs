@@ -103,16 +103,10 @@ fn confirm_account(preview: &ApprovalPreview) -> bool {
     if !std::io::stdin().is_terminal() {
         return true;
     }
-    eprint!(
-        "Join @{}'s account on this device? [y/N] ",
+    ask_yes_no(&format!(
+        "Join @{}'s account on this device?",
         preview.username
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().lock().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim(), "y" | "Y" | "yes")
+    ))
 }
 
 fn confirm_on_terminal(preview: &LinkPreview) -> bool {
@@ -125,7 +119,12 @@ fn confirm_on_terminal(preview: &LinkPreview) -> bool {
         eprintln!("Not a terminal: pass --yes to approve from a script.");
         return false;
     }
-    eprint!("Approve it? It will see all your chats and their history. [y/N] ");
+    ask_yes_no("Approve it? It will see all your chats and their history.")
+}
+
+/// Asks `question` on the terminal; anything but yes (or no answer) is no.
+fn ask_yes_no(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {

@@ -35,6 +35,10 @@ use crate::provider::Provider;
 
 /// Bytes of the AEAD's nonce and tag around a segment.
 const SEGMENT_OVERHEAD_BYTES: usize = seal::NONCE_BYTES + seal::TAG_BYTES;
+/// Key label of the archive segments' key, derived from the account's archive key.
+const SEGMENT_KEY_LABEL: &str = "chapar archive segments v1";
+/// Field number of `ArchiveBody.events`, for counting a segment's size as it grows.
+const ARCHIVE_EVENTS_FIELD: u32 = 1;
 /// Pending events read from the profile at once while uploading.
 const UPLOAD_BATCH_EVENTS: usize = 2_000;
 /// How long a device that is not the group's archive leader waits before uploading events the
@@ -181,6 +185,9 @@ fn is_leader(local: &Local, me: &Identity, group: GroupId) -> Result<bool, Clien
 /// The events of one segment, starting at the first pending one, within the size limit.
 fn segment_of(events: &[(Seq, Vec<u8>, u64)], group: GroupId) -> (ArchiveBody, Seq) {
     let mut body = ArchiveBody::default();
+    // The body's encoded length, kept as events are added (encoding it anew each time would
+    // make a batch quadratic).
+    let mut body_bytes = 0;
     let mut last = 0;
     for (seq, bytes, _) in events {
         last = *seq;
@@ -188,8 +195,9 @@ fn segment_of(events: &[(Seq, Vec<u8>, u64)], group: GroupId) -> (ArchiveBody, S
             tracing::warn!(%group, seq, "dropping an undecodable archive event");
             continue;
         };
+        body_bytes += prost::encoding::message::encoded_len(ARCHIVE_EVENTS_FIELD, &event);
         body.events.push(event);
-        if body.encoded_len() + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX {
+        if body_bytes + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX {
             // Keep at least one event; a single event is far below the limit.
             if body.events.len() > 1 {
                 body.events.pop();
@@ -244,7 +252,7 @@ pub(crate) async fn upload(
             let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
             let (generation, key) = keys.latest();
             let ciphertext = seal::encrypt(
-                &key.derive("chapar archive segments v1"),
+                &key.derive(SEGMENT_KEY_LABEL),
                 &segment_aad(&me.username, group, from, through, generation),
                 &body.encode_to_vec(),
                 &mut rand::thread_rng(),
@@ -358,7 +366,7 @@ fn replay_segment(
         return Ok(0);
     };
     let plaintext = match seal::decrypt(
-        &key.derive("chapar archive segments v1"),
+        &key.derive(SEGMENT_KEY_LABEL),
         &segment_aad(
             &me.username,
             group,
@@ -418,4 +426,41 @@ fn replay_segment(
     }
     local.set_archived_seq(group, segment.through_seq)?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+    use super::*;
+
+    #[test]
+    fn a_segment_fills_up_to_the_size_limit_and_no_further() {
+        let group = GroupId::from_slice(&[7; 16]).unwrap();
+        let events: Vec<(Seq, Vec<u8>, u64)> = (1..=200)
+            .map(|seq| {
+                let event = ArchiveEvent {
+                    seq,
+                    sender: "alice".into(),
+                    sender_device: 3,
+                    server_time_ms: 1_700_000_000_000 + seq,
+                    kind: Some(archive_event::Kind::AppMessage(vec![
+                        seq as u8;
+                        5_000 + seq as usize
+                    ])),
+                };
+                (seq, event.encode_to_vec(), 0)
+            })
+            .collect();
+        let (body, through) = segment_of(&events, group);
+        let taken = body.events.len();
+        assert!(taken > 1 && taken < events.len());
+        assert_eq!(through, body.events[taken - 1].seq);
+        assert!(body.encoded_len() + SEGMENT_OVERHEAD_BYTES <= ARCHIVE_SEGMENT_BYTES_MAX);
+        let mut one_more = body.clone();
+        one_more
+            .events
+            .push(ArchiveEvent::decode(events[taken].1.as_slice()).unwrap());
+        assert!(one_more.encoded_len() + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX);
+    }
 }

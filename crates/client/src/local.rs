@@ -169,8 +169,6 @@ pub struct Chat {
     /// `active`, `left`, `removed`, or `restored` (history from the archive; this device is
     /// not a member).
     pub state: String,
-    /// The user read the chat up to this log position.
-    pub read_seq: Seq,
     /// The roster version this device last checked the group's devices at.
     pub roster_seen: u64,
 }
@@ -185,7 +183,6 @@ impl Chat {
             peer: None,
             position,
             state: state.to_owned(),
-            read_seq: 0,
             roster_seen: 0,
         }
     }
@@ -228,12 +225,11 @@ fn chat_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chat> {
         peer: r.get(3)?,
         position: r.get::<_, i64>(4)? as u64,
         state: r.get(5)?,
-        read_seq: r.get::<_, i64>(6)? as u64,
-        roster_seen: r.get::<_, i64>(7)? as u64,
+        roster_seen: r.get::<_, i64>(6)? as u64,
     })
 }
 
-const CHAT_COLUMNS: &str = "group_id, kind, name, peer, position, state, read_seq, roster_seen";
+const CHAT_COLUMNS: &str = "group_id, kind, name, peer, position, state, roster_seen";
 
 impl Local {
     /// Opens (creating) the profile database in `dir`.
@@ -391,10 +387,15 @@ impl Local {
 
     /// The log position after which this device has recorded the chat's history itself.
     pub fn recorded_from(&self, group: GroupId) -> Result<Seq, ClientError> {
+        self.chat_number(group, "recorded_from")
+    }
+
+    /// A numeric column (or expression over columns) of a chat; 0 for a chat not recorded.
+    fn chat_number(&self, group: GroupId, expression: &str) -> Result<u64, ClientError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT recorded_from FROM chats WHERE group_id = ?1",
+                &format!("SELECT {expression} FROM chats WHERE group_id = ?1"),
                 [group.as_bytes()],
                 |r| r.get::<_, i64>(0),
             )
@@ -514,28 +515,12 @@ impl Local {
 
     /// The roster version a message to this chat may claim to have checked.
     pub fn roster_checked(&self, group: GroupId) -> Result<u64, ClientError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT MAX(roster_seen, roster_checked) FROM chats WHERE group_id = ?1",
-                [group.as_bytes()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, |n| n as u64))
+        self.chat_number(group, "MAX(roster_seen, roster_checked)")
     }
 
     /// What this device believes the account archive holds of a chat.
     pub fn archived_seq(&self, group: GroupId) -> Result<Seq, ClientError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT archived_seq FROM chats WHERE group_id = ?1",
-                [group.as_bytes()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, |n| n as u64))
+        self.chat_number(group, "archived_seq")
     }
 
     /// Records how far the account archive reaches for a chat (never back).

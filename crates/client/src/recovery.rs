@@ -55,16 +55,28 @@ impl Client {
             );
             return Ok(());
         }
+        let expected = recovery.auth_public_key.clone();
+        self.store_recovery_bundle(&keys, &recovery, expected).await
+    }
+
+    /// Seals `keys` to the recovery key `publics` and stores the bundle, if the server's
+    /// recovery key is still `expected`.
+    async fn store_recovery_bundle(
+        &self,
+        keys: &AccountKeys,
+        publics: &RecoveryPublic,
+        expected: Vec<u8>,
+    ) -> Result<(), ClientError> {
         let (_, conn, me) = self.parts()?;
         let bundle = keys.seal_recovery_bundle(
             &me.username,
             &me.account_key.to_bytes(),
-            &recovery.seal_public_key,
+            &publics.seal_public_key,
         )?;
         conn.request(Request::SetRecovery(v1::SetRecovery {
-            auth_key: recovery.auth_public_key.clone(),
+            auth_key: publics.auth_public_key.clone(),
             sealed_bundle: bundle,
-            expected_auth_key: recovery.auth_public_key,
+            expected_auth_key: expected,
         }))
         .await?;
         Ok(())
@@ -82,20 +94,7 @@ impl Client {
         let (_, expected) = self.device_list().await?;
         let mut keys = self.account_keys()?.clone();
         keys.recovery = Some(publics.clone());
-        let (_, conn, me) = self.parts()?;
-        let bundle = keys.seal_recovery_bundle(
-            &me.username,
-            &me.account_key.to_bytes(),
-            &publics.seal_public_key,
-        )?;
-        let stored = conn
-            .request(Request::SetRecovery(v1::SetRecovery {
-                auth_key: publics.auth_public_key.clone(),
-                sealed_bundle: bundle,
-                expected_auth_key: expected,
-            }))
-            .await;
-        match stored {
+        match self.store_recovery_bundle(&keys, &publics, expected).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(ErrorCode::Conflict) => {
                 return Err(ClientError::Usage(
@@ -104,7 +103,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        let device = me.device;
+        let device = self.me()?.device;
         self.local.transaction(|l| {
             keys.save(l)?;
             l.set_u64(RECOVERY_SET_BY, device.0)

@@ -11,7 +11,7 @@
 //! - link code → the rendezvous id the server files the request under, and the key the request
 //!   is encrypted with.
 
-use data_encoding::BASE32_NOPAD;
+use data_encoding::{BASE32_NOPAD, HEXLOWER};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -145,11 +145,7 @@ pub fn device_fingerprint(device_key: &[u8]) -> String {
         .chain_update(b"chapar device fingerprint v1\0")
         .chain_update(device_key)
         .finalize();
-    in_fours(&hex_lower(&digest[..8]), " ")
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    in_fours(&HEXLOWER.encode(&digest[..8]), " ")
 }
 
 #[cfg(test)]

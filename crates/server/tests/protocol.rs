@@ -5,7 +5,6 @@
 use chapar_client::ClientError;
 use chapar_client::connection::Connection;
 use chapar_crypto::identity::{self, SecretKey};
-use chapar_server::ServerConfig;
 use chapar_types::limits::{FRAME_BYTES_MAX, MESSAGE_CIPHERTEXT_BYTES_MAX};
 use chapar_types::{DeviceId, ErrorCode, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
@@ -13,66 +12,11 @@ use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio_tungstenite::tungstenite::Message;
 
-struct TestServer {
-    url: String,
-    _dir: tempfile::TempDir,
-}
+/// Shares the files tests' server and login harness.
+#[path = "files/harness.rs"]
+mod harness;
 
-async fn start() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
-    tokio::spawn(chapar_server::run(
-        config,
-        move |addr| {
-            let _ = tx.send(addr);
-        },
-        std::future::pending(),
-    ));
-    let addr = rx.await.expect("server started");
-    TestServer {
-        url: format!("http://{addr}"),
-        _dir: dir,
-    }
-}
-
-struct Device {
-    conn: Connection,
-}
-
-async fn register(server: &TestServer, name: &str) -> Device {
-    let mut rng = rand::thread_rng();
-    let (account, device_key, id) = (
-        SecretKey::generate(&mut rng),
-        SecretKey::generate(&mut rng),
-        DeviceId(rng.next_u64()),
-    );
-    let username = Username::parse(name).unwrap();
-    let conn = Connection::open(&server.url).await.unwrap();
-    let reply = conn
-        .request(Request::Register(v1::Register {
-            username: name.into(),
-            account_key: account.public().to_vec(),
-            device: Some(v1::DeviceCert {
-                device_id: id.0,
-                device_key: device_key.public().to_vec(),
-                account_signature: identity::certify_device(
-                    &account,
-                    &username,
-                    id,
-                    &device_key.public(),
-                ),
-            }),
-            challenge_signature: identity::answer_challenge(&device_key, conn.challenge(), id),
-            key_packages: vec![vec![1, 2, 3]],
-            last_resort_key_package: vec![9],
-            sealed_name: Vec::new(),
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(reply, Reply::AuthOk(_)));
-    Device { conn }
-}
+use harness::{Device, TestServer, register, start};
 
 fn code(result: Result<Reply, ClientError>) -> ErrorCode {
     match result {

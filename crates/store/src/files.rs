@@ -21,6 +21,25 @@ pub struct NewUpload {
     pub expires_ms: u64,
 }
 
+impl NewUpload {
+    /// The record [`crate::Store::create_upload`] stores for it: nothing committed yet.
+    pub fn record(&self) -> UploadRecord {
+        UploadRecord {
+            id: self.id,
+            username: self.username.clone(),
+            device: self.device,
+            length: self.length,
+            committed: 0,
+            created_ms: self.now_ms,
+            updated_ms: self.now_ms,
+            expires_ms: self.expires_ms,
+            completed_ms: None,
+            unreferenced_ms: None,
+            references: 0,
+        }
+    }
+}
+
 /// An upload, finished (a complete blob) or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {

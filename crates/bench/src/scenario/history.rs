@@ -21,9 +21,9 @@ pub struct Args {
     /// History sizes to measure, in messages (a fresh account for each).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     pub messages: Vec<usize>,
-    /// Direct chats the history is spread over.
-    #[arg(long, default_value_t = 20)]
-    pub chats: usize,
+    /// Direct chats the history is spread over (at least one).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub chats: u16,
     /// Plaintext bytes per message.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -35,7 +35,7 @@ pub struct Row {
     /// Messages in the history.
     pub messages: usize,
     /// Chats they are spread over.
-    pub chats: usize,
+    pub chats: u16,
     /// Seconds to write the history (not part of the cost of linking).
     pub fill_secs: f64,
     /// Seconds from the approving device's first request to the new device showing everything.
@@ -82,7 +82,7 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Vec<Row>> {
         for i in 0..args.chats {
             peers.push(registered(dir.path(), &url, &format!("{tag}p{i}")).await?);
         }
-        let per_chat = messages / args.chats;
+        let per_chat = messages / usize::from(args.chats);
         let fill = Instant::now();
         // Half of each chat is the account's own messages, sent one by one...
         let mut n = 0;

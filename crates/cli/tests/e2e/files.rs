@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{BIN, Server, User};
+use crate::harness::{BIN, Server, User, files_under};
 
 /// Writes a file of `size` bytes in which every MiB differs (so a chunk in the wrong place
 /// shows), and returns its SHA-256.
@@ -43,22 +43,7 @@ fn digest_of(path: &Path) -> Vec<u8> {
 
 /// Every blob file the server holds (completed ones).
 fn blobs(server: &Server) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&server.data.join("files").join("complete"), &mut out);
-    out
+    files_under(&server.data.join("files").join("complete"))
 }
 
 /// Runs `chapar` as `user` in the background and kills it once `after` has passed, or once it

@@ -333,3 +333,21 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
         body.to_owned(),
     )
 }
+
+/// Every file under `dir`, recursively (none if `dir` does not exist yet).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        entries => entries.unwrap(),
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -4,20 +4,7 @@
 //! server: a linked device with a marker name, the history archive, a read marker, the
 //! recovery bundle (and the recovery key itself must not be there).
 
-use std::path::Path;
-
-use crate::harness::Server;
-
-fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
+use crate::harness::{Server, files_under};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -112,8 +99,7 @@ fn server_data_and_logs_never_contain_plaintext() {
     secrets.extend([file_marker, file_name, caption].map(str::to_owned));
     secrets.push(recovery_key.clone());
     secrets.push(recovery_key.replace('-', ""));
-    let mut files = Vec::new();
-    files_under(&server.data, &mut files);
+    let mut files = files_under(&server.data);
     files.push(server.log.clone());
     assert!(
         files.len() >= 2,
@@ -130,8 +116,7 @@ fn server_data_and_logs_never_contain_plaintext() {
         }
     }
     // And the markers are on the clients, so the search would have found them there.
-    let mut client_files = Vec::new();
-    files_under(&alice.profile, &mut client_files);
+    let client_files = files_under(&alice.profile);
     let found = client_files
         .iter()
         .any(|f| contains(&std::fs::read(f).unwrap(), markers[3].as_bytes()));

@@ -143,13 +143,7 @@ impl FileHttp {
             200 | 204 => {}
             _ => return Err(refusal(response).await),
         }
-        let offset = response
-            .headers()
-            .get("Upload-Offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| ClientError::Protocol("no Upload-Offset in the answer".into()))?;
-        Ok(Some(offset))
+        upload_offset(&response).map(Some)
     }
 
     /// Appends `body` at `offset`, with its SHA-1 for the server to check; returns the new
@@ -168,12 +162,7 @@ impl FileHttp {
         if response.status() != reqwest::StatusCode::NO_CONTENT {
             return Err(refusal(response).await);
         }
-        response
-            .headers()
-            .get("Upload-Offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| ClientError::Protocol("no Upload-Offset in the answer".into()))
+        upload_offset(&response)
     }
 
     /// Ends an upload the client will not finish (tus termination), so it stops counting
@@ -234,4 +223,14 @@ impl FileHttp {
         }
         Ok(response)
     }
+}
+
+/// The `Upload-Offset` a tus answer carries.
+fn upload_offset(response: &reqwest::Response) -> Result<u64, ClientError> {
+    response
+        .headers()
+        .get("Upload-Offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ClientError::Protocol("no Upload-Offset in the answer".into()))
 }

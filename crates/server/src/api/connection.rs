@@ -656,10 +656,7 @@ async fn append_and_push<S: Store>(
     // Keep the payload for the push without copying it for the common case of no listeners:
     // the store takes ownership, so clone only the bytes we will push.
     let payload = append.payload.clone();
-    let appended = match refs {
-        Some(refs) => service.append_referencing(who, append, refs).await?,
-        None => service.append(who, append).await?,
-    };
+    let appended = service.append(who, append, refs).await?;
     if !appended.duplicate {
         let entry = chapar_store::LogEntry {
             group,

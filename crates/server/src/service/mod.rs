@@ -13,8 +13,8 @@ pub mod devices;
 pub mod files;
 
 use chapar_store::{
-    AccountRecord, Append, Appended, ClaimedKeyPackage, GroupHead, LogPage, NewAccount, Store,
-    WelcomeRecord,
+    AccountRecord, Append, Appended, BlobRefs, ClaimedKeyPackage, GroupHead, LogPage, NewAccount,
+    Store, WelcomeRecord,
 };
 use chapar_types::limits::{
     KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_PER_UPLOAD_MAX, SYNC_PAGE_ENTRIES_MAX,
@@ -273,11 +273,15 @@ impl<S: Store> Service<S> {
         &self,
         who: &Authenticated,
         mut append: Append,
+        refs: Option<BlobRefs>,
     ) -> Result<Appended, ServiceError> {
         append.sender = who.device;
         append.now_ms = now_ms();
         let is_message = matches!(append.kind, chapar_store::AppendKind::Application { .. });
-        let appended = self.store.append(append).await?;
+        let appended = match refs {
+            Some(refs) => self.append_referencing(append, refs).await?,
+            None => self.store.append(append).await?,
+        };
         if !appended.duplicate {
             let counter = if is_message {
                 &self.metrics.messages_total

@@ -304,11 +304,7 @@ pub async fn request_cut(
     announced: usize,
     sent: &[u8],
 ) {
-    let head = request_head(server.addr, method, path, headers, Some(announced));
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(sent).await.unwrap();
-    stream.flush().await.unwrap();
+    let stream = request_open(server, method, path, headers, announced, sent).await;
     // Let the server read what was sent before the connection goes.
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(stream);

@@ -67,6 +67,11 @@ async fn uploads_commit_only_forward_and_within_quota<S: Store>(store: &S) {
         UploadCreated::Created
     );
     assert_eq!(
+        record(store, id).await,
+        first.record(),
+        "a new upload is stored as NewUpload::record says"
+    );
+    assert_eq!(
         store.create_upload(first, u64::MAX).await,
         Err(StoreError::Conflict { position: 0 }),
         "an id is used once"

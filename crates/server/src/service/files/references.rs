@@ -4,21 +4,19 @@
 //! (`deleted_seq`) and may drop that entry's references, if its own account made them: the
 //! same blob in another message (sent twice, or forwarded by anyone) stays.
 
-use std::sync::atomic::Ordering;
-
 use chapar_store::{Append, AppendKind, Appended, BlobRefs, Store};
 use chapar_types::ErrorCode;
 use chapar_types::limits::BLOBS_PER_MESSAGE_MAX;
 
 use crate::error::ServiceError;
-use crate::service::{Authenticated, Service, now_ms};
+use crate::service::Service;
 
 impl<S: Store> Service<S> {
-    /// Appends an application message that references blobs (or drops references), durably.
-    pub async fn append_referencing(
+    /// Appends an application message that references blobs (or drops references), durably,
+    /// once [`Service::append`] has stamped it.
+    pub(crate) async fn append_referencing(
         &self,
-        who: &Authenticated,
-        mut append: Append,
+        append: Append,
         refs: BlobRefs,
     ) -> Result<Appended, ServiceError> {
         if !matches!(append.kind, AppendKind::Application { .. }) {
@@ -32,8 +30,6 @@ impl<S: Store> Service<S> {
                 format!("a message references at most {BLOBS_PER_MESSAGE_MAX} blobs"),
             ));
         }
-        append.sender = who.device;
-        append.now_ms = now_ms();
         if !refs.drop.is_empty() && refs.deleted_seq == 0 {
             // A client from before `deleted_seq`: the store drops nothing (which of the
             // account's messages was deleted is unknown); the blob stays until log retention.
@@ -42,7 +38,6 @@ impl<S: Store> Service<S> {
         let (added, dropped) = (refs.add.len(), refs.drop.len());
         let appended = self.store.append_referencing(append, refs).await?;
         if !appended.duplicate {
-            self.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 seq = appended.seq,
                 added,

@@ -20,7 +20,7 @@ use chapar_types::{DeviceId, ErrorCode, Username};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::ServiceError;
 use crate::service::{Authenticated, Service, now_ms};
@@ -35,13 +35,8 @@ const TOKEN_BYTES: usize = 1 + 8 + 8 + 32;
 const TOKEN_DOMAIN: &[u8] = b"chapar-file-token\0";
 
 /// The server's token secret. Zeroized on drop and without `Debug`, so it cannot be logged.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TokenKey([u8; TOKEN_KEY_BYTES]);
-
-impl Drop for TokenKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

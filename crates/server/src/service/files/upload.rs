@@ -175,6 +175,7 @@ impl<S: Store> Service<S> {
             now_ms: now,
             expires_ms: now.saturating_add(duration_ms(config.upload_expiry)),
         };
+        let record = upload.record();
         let quota = config.quota_bytes_per_account;
         match self.store.create_upload(upload, quota).await? {
             UploadCreated::Created => {}
@@ -207,11 +208,6 @@ impl<S: Store> Service<S> {
             return Err(blob_error(e, id));
         }
         tracing::info!(blob = %id, bytes = length, device = %who.device, "upload created");
-        let record = self
-            .store
-            .upload(id)
-            .await?
-            .ok_or_else(|| unknown_blob(id))?;
         if length == 0 {
             return self.finish_upload(record).await;
         }
@@ -306,7 +302,8 @@ impl<S: Store> Service<S> {
                 result,
             };
         }
-        let remaining = record.length - record.committed;
+        // `committed <= length` is the store's invariant; a damaged row must not wrap around.
+        let remaining = record.length.saturating_sub(record.committed);
         if append.chunk_bytes.is_some_and(|n| n > remaining) {
             return Appended::failed(Some(record), past_length(remaining));
         }
@@ -372,7 +369,7 @@ impl<S: Store> Service<S> {
             Ok(appender) => appender,
             Err(e) => return nothing(blob_error(e, id)),
         };
-        let remaining = record.length - offset;
+        let remaining = record.length.saturating_sub(offset);
         let mut hasher = checksum.map(|c| Hasher::new(c.algorithm));
         let mut received = 0u64;
         let mut problem = None;
