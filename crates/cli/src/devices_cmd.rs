@@ -5,7 +5,7 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
-use chapar_client::{ApprovalPreview, Client, LINK_PEER_WAIT, LinkPreview};
+use chapar_client::{ApprovalPreview, Client, LINK_PEER_WAIT_MS, LinkPreview};
 use chapar_types::DeviceId;
 use clap::Subcommand;
 use qrcode::QrCode;
@@ -58,25 +58,26 @@ fn print_qr(code: &str) {
 
 /// `chapar link`: prints the code on stdout's first line, waits for approval, then catches up.
 pub async fn link(client: &mut Client, server: &str, name: &str) -> anyhow::Result<()> {
-    let pending = client.start_link(server, name).await?;
-    let code = pending.code();
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{code}")?;
-        stdout.flush()?;
-    }
-    print_qr(&code);
-    eprintln!(
-        "On a device already signed in, run:\n\n    chapar device approve {code}\n\n\
-         and check that it shows this device's fingerprint: {}\n\
-         Waiting for approval (up to {} minutes)...",
-        pending.fingerprint(),
-        chapar_types::limits::LINK_TTL_SECS / 60
-    );
+    let show_code = |code: &str, fingerprint: &str| {
+        {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{code}");
+            let _ = stdout.flush();
+        }
+        print_qr(code);
+        eprintln!(
+            "On a device already signed in, run:\n\n    chapar device approve {code}\n\n\
+             and check that it shows this device's fingerprint: {fingerprint}\n\
+             Waiting for approval (up to {} minutes)...",
+            chapar_types::limits::LINK_TTL_SECS / 60
+        );
+    };
     let linked = client
-        .finish_link(
-            pending,
-            std::time::Duration::from_secs(chapar_types::limits::LINK_TTL_SECS),
+        .link(
+            server,
+            name,
+            chapar_types::limits::LINK_TTL_SECS * 1000,
+            show_code,
             confirm_account,
         )
         .await?;
@@ -160,7 +161,7 @@ pub async fn device(client: &mut Client, command: DeviceCommand) -> anyhow::Resu
                     "approved device {}, but it did not come online within {} seconds; your \
                      devices add it to your chats when it does",
                     approved.device,
-                    LINK_PEER_WAIT.as_secs()
+                    LINK_PEER_WAIT_MS / 1000
                 );
             }
         }
@@ -196,7 +197,7 @@ pub async fn devices(client: &mut Client, json: bool) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "id": d.id,
+                    "id": d.id.to_string(),
                     "name": d.name,
                     "current": d.current,
                     "added": rfc3339(d.added_ms as i64),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chapar_client::files::{FileOptions, Progress, parse_kind};
-use chapar_client::{Client, ClientError, Target};
+use chapar_client::{Client, CoreError as ClientError, Target};
 use chapar_types::ErrorCode;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -182,6 +182,14 @@ pub async fn download(
     Ok(())
 }
 
+/// A sticker pack id as typed: 32 hex digits.
+fn pack_id(text: &str) -> anyhow::Result<[u8; 16]> {
+    hex::decode(text)
+        .ok()
+        .and_then(|id| <[u8; 16]>::try_from(id.as_slice()).ok())
+        .ok_or_else(|| anyhow::anyhow!("{text:?} is not a sticker pack id"))
+}
+
 /// `chapar sticker ...`
 pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Result<()> {
     match command {
@@ -193,13 +201,16 @@ pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Re
                     None => (PathBuf::from(s), String::new()),
                 })
                 .collect();
-            println!("{}", client.create_sticker_pack(&name, &stickers).await?);
+            println!(
+                "{}",
+                hex::encode(client.create_sticker_pack(&name, &stickers).await?)
+            );
         }
         StickerCommand::List => {
             for pack in client.sticker_packs()? {
                 println!(
                     "{}\t{}\t{}",
-                    pack.id,
+                    hex::encode(pack.id),
                     output::printable(&pack.name, false),
                     output::printable(&pack.stickers.join(" "), false)
                 );
@@ -207,14 +218,17 @@ pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Re
         }
         StickerCommand::Share { target, pack } => {
             let sent = client
-                .share_sticker_pack(&Target::parse(&target)?, &pack)
+                .share_sticker_pack(&Target::parse(&target)?, pack_id(&pack)?)
                 .await?;
             println!("{}", sent.id);
         }
         StickerCommand::Install { message_id, chat } => {
             let id = crate::message_id(&message_id)?;
             let chat = chat.as_deref().map(Target::parse).transpose()?;
-            println!("{}", client.install_sticker_pack(id, chat.as_ref()).await?);
+            println!(
+                "{}",
+                hex::encode(client.install_sticker_pack(id, chat.as_ref())?)
+            );
         }
         StickerCommand::Send {
             target,
@@ -222,9 +236,9 @@ pub async fn sticker(client: &mut Client, command: StickerCommand) -> anyhow::Re
             index,
         } => {
             let sent = client
-                .send_sticker(&Target::parse(&target)?, &pack, index)
+                .send_sticker(&Target::parse(&target)?, pack_id(&pack)?, index)
                 .await?;
-            output::print_message(&sent, false);
+            output::print_message(client.engine(), &sent, false);
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod devices_cmd;
 mod files_cmd;
 mod output;
 mod server_cmd;
+mod words;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -289,7 +290,7 @@ fn main() -> ExitCode {
             if is_server {
                 tracing::error!("{e:#}");
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", words::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -308,12 +309,10 @@ async fn client_command(profile: PathBuf, command: Command) -> anyhow::Result<()
     let mut client =
         Client::open(&profile).with_context(|| format!("opening profile {}", profile.display()))?;
     let result = run_client(&mut client, command).await;
-    for warning in client.take_warnings() {
-        eprintln!("{warning}");
-    }
+    print_warnings(&client.take_warnings());
     result.map_err(|e| {
         let revoked = e
-            .downcast_ref::<chapar_client::ClientError>()
+            .downcast_ref::<chapar_client::CoreError>()
             .and_then(|c| c.code())
             == Some(chapar_types::ErrorCode::DeviceRevoked);
         if revoked {
@@ -326,6 +325,13 @@ async fn client_command(profile: PathBuf, command: Command) -> anyhow::Result<()
             e
         }
     })
+}
+
+/// Prints warnings on stderr, one per line.
+pub(crate) fn print_warnings(warnings: &[chapar_client::Warning]) {
+    for line in warnings.iter().filter_map(words::warning) {
+        eprintln!("{line}");
+    }
 }
 
 async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()> {
@@ -450,37 +456,37 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
         Command::Group(GroupCommand::Leave { group: g }) => client.leave(group(&g)?).await?,
         Command::Group(GroupCommand::Members { target }) => {
             for (user, device) in client.members(&Target::parse(&target)?)? {
-                println!("{user}\t{device}");
+                println!("@{user}\t{device}");
             }
         }
         Command::Sync { json } => {
             for message in client.sync().await? {
-                output::print_message(&message, json);
+                output::print_message(client.engine(), &message, json);
             }
         }
         Command::Messages { target, json } => {
             for message in client.messages(&Target::parse(&target)?)? {
-                output::print_message(&message, json);
+                output::print_message(client.engine(), &message, json);
             }
         }
         Command::Chats => {
-            for (chat, unread) in client.chats()? {
+            for summary in client.chats()? {
+                let chat = &summary.chat;
                 println!(
-                    "{}\t{}\t{}\t{}\t{unread} unread",
-                    chat.label(),
-                    chat.kind,
-                    chat.state,
-                    output::printable(&chat.name, false)
+                    "{}\t{}\t{}\t{}\t{} unread",
+                    output::label(chat),
+                    chat.kind.as_str(),
+                    chat.state.as_str(),
+                    output::printable(&chat.name, false),
+                    summary.unread
                 );
             }
         }
         Command::Listen { json } => {
             client
-                .listen(|message, warnings| {
-                    for warning in warnings {
-                        eprintln!("{warning}");
-                    }
-                    output::print_message(message, json);
+                .listen(|engine, message, warnings| {
+                    print_warnings(warnings);
+                    output::print_message(engine, message, json);
                 })
                 .await?;
         }

@@ -3,7 +3,9 @@
 use std::io::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use chapar_client::ChatMessage;
+use chapar_client::files::media::kind_name;
+use chapar_client::{ChatKind, ChatMessage, Engine};
+use chapar_types::GroupId;
 
 /// RFC 3339 (UTC, seconds) of a Unix time in milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -19,31 +21,71 @@ pub fn printable(text: &str, keep_lines: bool) -> String {
         .collect()
 }
 
+/// How a chat is named in commands and output: `@peer` for a direct chat, else its id.
+pub fn label(chat: &chapar_client::Chat) -> String {
+    match (&chat.kind, &chat.peer) {
+        (ChatKind::Direct, Some(peer)) => format!("@{peer}"),
+        _ => chat.group.to_string(),
+    }
+}
+
+/// The label of chat `group` on this device.
+pub fn chat_label(engine: &Engine, group: GroupId) -> String {
+    match engine.chat(group) {
+        Ok(Some(chat)) => label(&chat),
+        _ => group.to_string(),
+    }
+}
+
 /// Prints one message and flushes, so `listen` output reaches pipes at once.
-pub fn print_message(m: &ChatMessage, json: bool) {
+pub fn print_message(engine: &Engine, m: &ChatMessage, json: bool) {
+    let chat = chat_label(engine, m.chat);
+    let id = m.id.to_string();
     let line = if json {
         let reactions: Vec<_> = m
             .reactions
             .iter()
-            .map(|(emoji, by)| serde_json::json!({"emoji": emoji, "by": by}))
+            .map(|(emoji, by)| serde_json::json!({"emoji": emoji, "by": format!("@{by}")}))
             .collect();
         let mut line = serde_json::json!({
-            "chat": m.chat,
-            "id": m.id,
-            "sender": m.sender,
+            "chat": chat,
+            "id": id,
+            "sender": format!("@{}", m.sender),
             "text": m.text,
             "sent_at": rfc3339(m.sent_at_ms),
-            "reply_to": m.reply_to,
+            "reply_to": m.reply_to.map(|r| r.to_string()),
             "edited": m.edited,
             "deleted": m.deleted,
             "reactions": reactions,
         });
         if let Some(object) = line.as_object_mut() {
             if let Some(file) = &m.file {
-                object.insert("file".into(), serde_json::json!(file));
+                let mut value = serde_json::json!({
+                    "name": file.name,
+                    "size": file.size,
+                    "kind": kind_name(file.kind as i32),
+                    "mime_type": file.mime_type,
+                    "thumbnail": file.thumbnail,
+                });
+                if let Some(fields) = value.as_object_mut() {
+                    if let Some(width) = file.width {
+                        fields.insert("width".into(), width.into());
+                    }
+                    if let Some(height) = file.height {
+                        fields.insert("height".into(), height.into());
+                    }
+                }
+                object.insert("file".into(), value);
             }
             if let Some(pack) = &m.sticker_pack {
-                object.insert("sticker_pack".into(), serde_json::json!(pack));
+                object.insert(
+                    "sticker_pack".into(),
+                    serde_json::json!({
+                        "id": hex::encode(pack.id),
+                        "name": pack.name,
+                        "stickers": pack.stickers,
+                    }),
+                );
             }
         }
         line.to_string()
@@ -57,14 +99,14 @@ pub fn print_message(m: &ChatMessage, json: bool) {
         let reactions: String = m
             .reactions
             .iter()
-            .map(|(e, by)| format!(" [{} {by}]", printable(e, false)))
+            .map(|(e, by)| format!(" [{} @{by}]", printable(e, false)))
             .collect();
         if let Some(file) = &m.file {
             flags.insert_str(
                 0,
                 &format!(
                     " [{}: {}, {} bytes]",
-                    file.kind,
+                    kind_name(file.kind as i32),
                     printable(&file.name, false),
                     file.size
                 ),
@@ -76,18 +118,17 @@ pub fn print_message(m: &ChatMessage, json: bool) {
                 &format!(
                     " [sticker pack {} ({}), {} stickers]",
                     printable(&pack.name, false),
-                    pack.id,
+                    hex::encode(pack.id),
                     pack.stickers
                 ),
             );
         }
         format!(
-            "[{}] {} {}: {}{flags}{reactions}  ({})",
-            m.chat,
+            "[{chat}] {} @{}: {}{flags}{reactions}  ({})",
             rfc3339(m.sent_at_ms),
             m.sender,
             printable(&m.text, true),
-            &m.id[..8]
+            &id[..8]
         )
     };
     let mut stdout = std::io::stdout().lock();

@@ -1,5 +1,6 @@
-//! One WebSocket connection to the server: the handshake, requests matched to their responses
-//! by id, and a queue of server pushes.
+//! A raw protocol connection over any [`Transport`]: the handshake, requests matched to
+//! their responses by id, and a queue of server pushes. For tests and tools that speak the
+//! protocol directly (the server's protocol tests); devices use `chapar_core::Engine`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,14 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chapar_types::ErrorCode;
-use chapar_types::limits::{FRAME_BYTES_MAX, PUSH_QUEUE_DEPTH_MAX};
+use chapar_types::limits::PUSH_QUEUE_DEPTH_MAX;
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::ClientError;
+use crate::transport::{Transport, WebSocket};
+use chapar_core::CoreError as ClientError;
 
 /// How long a request may wait for its response before the client gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +31,30 @@ pub struct Traffic {
     pub received: AtomicU64,
 }
 
+/// Hands a frame from the server to the request waiting for it, or queues it as a push.
+fn deliver(pending: &Pending, pushes: &mpsc::Sender<v1::Push>, bytes: &[u8]) {
+    let Ok(frame) = chapar_wire::decode::<v1::ServerFrame>(bytes) else {
+        tracing::warn!("undecodable frame from server");
+        return;
+    };
+    match frame.kind {
+        Some(v1::server_frame::Kind::Response(r)) => {
+            let waiter = pending
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&r.request_id));
+            if let (Some(waiter), Some(result)) = (waiter, r.result) {
+                let _ = waiter.send(result);
+            }
+        }
+        Some(v1::server_frame::Kind::Push(p)) => {
+            // A full queue means nobody is listening; the next sync catches up.
+            let _ = pushes.try_send(p);
+        }
+        None => {}
+    }
+}
+
 /// An open connection that has completed `Hello`.
 pub struct Connection {
     out: mpsc::Sender<Vec<u8>>,
@@ -42,87 +65,36 @@ pub struct Connection {
     traffic: Arc<Traffic>,
 }
 
-/// Turns `http://host:port` (or `ws://...`) into the protocol endpoint URL.
-pub fn endpoint(server: &str) -> Result<String, ClientError> {
-    let base = server.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if base.starts_with("ws://") || base.starts_with("wss://") {
-        base.to_owned()
-    } else {
-        return Err(ClientError::Usage(format!(
-            "server URL must start with http:// or ws://, got {server:?}"
-        )));
-    };
-    Ok(if base.ends_with("/v1/ws") {
-        base
-    } else {
-        format!("{base}/v1/ws")
-    })
-}
-
 impl Connection {
-    /// Connects to `server` and performs the version handshake.
+    /// Connects to `server` over WebSocket and performs the version handshake.
     pub async fn open(server: &str) -> Result<Self, ClientError> {
-        let url = endpoint(server)?;
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(FRAME_BYTES_MAX);
-        config.max_frame_size = Some(FRAME_BYTES_MAX);
-        let (socket, _) = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(&url, Some(config), true),
-        )
-        .await
-        .map_err(|_| ClientError::Connection(format!("timed out connecting to {url}")))?
-        .map_err(|e| ClientError::Connection(format!("cannot connect to {url}: {e}")))?;
-        let (mut sink, mut stream) = socket.split();
+        Self::over(Box::new(WebSocket::connect(server).await?)).await
+    }
+
+    /// Performs the version handshake over `transport`.
+    pub async fn over(mut transport: Box<dyn Transport>) -> Result<Self, ClientError> {
         let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTGOING_QUEUE_DEPTH_MAX);
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE_DEPTH_MAX);
         let pending: Pending = Arc::default();
         let traffic = Arc::new(Traffic::default());
-
-        tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
-                if sink.send(Message::Binary(frame.into())).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
         tokio::spawn({
             let pending = pending.clone();
             let traffic = traffic.clone();
             async move {
-                while let Some(Ok(message)) = stream.next().await {
-                    let Message::Binary(bytes) = message else {
-                        continue;
-                    };
-                    traffic
-                        .received
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let Ok(frame) = chapar_wire::decode::<v1::ServerFrame>(&bytes) else {
-                        tracing::warn!("undecodable frame from server");
-                        continue;
-                    };
-                    match frame.kind {
-                        Some(v1::server_frame::Kind::Response(r)) => {
-                            let waiter = pending
-                                .lock()
-                                .ok()
-                                .and_then(|mut p| p.remove(&r.request_id));
-                            if let (Some(waiter), Some(result)) = (waiter, r.result) {
-                                let _ = waiter.send(result);
-                            }
+                loop {
+                    tokio::select! {
+                        frame = out_rx.recv() => match frame {
+                            Some(frame) => if transport.send(frame).await.is_err() { break },
+                            None => break,
+                        },
+                        received = transport.recv() => {
+                            let Ok(Some(bytes)) = received else { break };
+                            traffic.received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            deliver(&pending, &push_tx, &bytes);
                         }
-                        Some(v1::server_frame::Kind::Push(p)) => {
-                            // A full queue means nobody is listening; the next sync catches up.
-                            let _ = push_tx.try_send(p);
-                        }
-                        None => {}
                     }
                 }
+                transport.close().await;
                 // Dropping the waiters makes every outstanding request fail with "closed".
                 if let Ok(mut p) = pending.lock() {
                     p.clear();

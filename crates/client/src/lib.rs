@@ -1,40 +1,25 @@
-//! The Chapar client SDK: everything a client (the CLI today; the web client and bot gateway
-//! later) needs to be a device of an account.
+//! `chapar-client`: the native driver of the Chapar engine (`chapar-core`) for the CLI and
+//! other native clients: tokio, a [`transport::Transport`] to the server (WebSocket today),
+//! HTTP for files, the system clock, randomness from the operating system, and the lock that
+//! keeps two processes off one profile. Every rule a device follows is in the engine; this
+//! crate moves bytes and waits.
 //!
-//! - [`local`]: the profile's SQLite file: keys, MLS state (through openmls's SQLite provider on
-//!   the same connection, so MLS state and history commit in one transaction), chats, history.
-//! - [`connection`]: one WebSocket to the server, requests matched to responses, pushes queued.
-//! - [`Client`]: accounts, groups, sending, sync and listening, built from the two above.
-//! - Multi-device (`link`, `devices`, `recovery`, `roster`, `archive`, `self_group`,
-//!   `account_keys`): linking, listing and revoking devices, the recovery key, keeping groups in
-//!   line with accounts' device lists, the encrypted history archive a new device restores
-//!   from, and the state one account's devices share.
-//!
-//! - [`files`]: files, photos, videos, voice notes and stickers, encrypted here, uploaded and
-//!   downloaded resumably.
-//!
-//! Plaintext exists only here, on the user's device.
+//! - [`Client`]: a device with its profile, running engine jobs to their end.
+//! - [`transport`]: the seam every transport implements, and the WebSocket one.
+//! - [`files`]: resumable encrypted uploads and downloads over the files API.
+//! - [`connection`]: a raw protocol connection, for tests and tools.
 
-mod account_keys;
-mod archive;
+mod api;
 mod client;
 pub mod connection;
-mod devices;
-mod error;
 pub mod files;
-mod history;
-mod link;
-pub mod local;
-mod provider;
-mod recovery;
-mod roster;
-mod self_group;
-mod sync;
+mod lock;
+pub mod transport;
 
-pub use archive::Restored;
-pub use client::{Client, Target};
-pub use devices::{DeviceInfo, Revoked};
-pub use error::ClientError;
-pub use history::{ChatMessage, FileInfo, PackInfo};
-pub use link::{ApprovalPreview, Approved, LINK_PEER_WAIT, LinkPreview, Linked, PendingLink};
-pub use recovery::Recovered;
+pub use chapar_core::engine::LINK_PEER_WAIT_MS;
+pub use chapar_core::model::{
+    ApprovalPreview, Approved, ChatMessage, ChatSummary, DeviceInfo, FileInfo, InstalledPack,
+    LinkPreview, Linked, PackInfo, Recovered, Restored, Revoked, Target,
+};
+pub use chapar_core::{Chat, ChatKind, ChatState, CoreError, Engine, Usage, Warning};
+pub use client::{Client, Hooks, NoHooks, SystemClock};

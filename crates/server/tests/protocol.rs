@@ -2,7 +2,7 @@
 //! delivery-service rules and bad input. Each failure names the request that misbehaved.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
-use chapar_client::ClientError;
+use chapar_client::CoreError as ClientError;
 use chapar_client::connection::Connection;
 use chapar_crypto::identity::{self, SecretKey};
 use chapar_types::limits::{FRAME_BYTES_MAX, MESSAGE_CIPHERTEXT_BYTES_MAX};

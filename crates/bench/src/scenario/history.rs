@@ -107,13 +107,30 @@ pub async fn run(common: &Common, args: &Args) -> anyhow::Result<Vec<Row>> {
         let fill_secs = fill.elapsed().as_secs_f64();
 
         let mut laptop = Client::open(&dir.path().join("laptop"))?;
-        let pending = laptop.start_link(&url, "laptop").await?;
-        let code = pending.code();
+        // The new device shows its code while it waits; the approving device takes it from
+        // there, as a person would type it.
+        let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
+        let mut code_tx = Some(code_tx);
         let started = Instant::now();
         let (linked, approved) = tokio::join!(
-            laptop.finish_link(pending, std::time::Duration::from_secs(600), |_| true),
+            laptop.link(
+                &url,
+                "laptop",
+                600_000,
+                |code, _| {
+                    if let Some(tx) = code_tx.take() {
+                        let _ = tx.send(code.to_owned());
+                    }
+                },
+                |_| true
+            ),
             async {
-                let approved = alice.approve_link(&code, |_| true).await;
+                let approved = match code_rx.await {
+                    Ok(code) => alice.approve_link(&code, |_| true).await,
+                    Err(_) => Err(chapar_client::CoreError::Protocol(
+                        "the new device showed no code".into(),
+                    )),
+                };
                 (approved, started.elapsed().as_secs_f64())
             }
         );

@@ -19,10 +19,14 @@ use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
 use super::Progress;
 use super::http::FileHttp;
-use crate::ClientError;
+use chapar_core::{CoreError as ClientError, Usage};
 
 fn io(what: &Path, e: std::io::Error) -> ClientError {
-    ClientError::Usage(format!("{}: {e}", what.display()))
+    Usage::LocalFile {
+        path: what.display().to_string(),
+        error: e.to_string(),
+    }
+    .into()
 }
 
 /// Where an unfinished download of blob `blob` to `out` is kept: `.<name>.<blob>.part` beside
@@ -54,10 +58,7 @@ pub(crate) async fn download(
         )));
     }
     if out.exists() {
-        return Err(ClientError::Usage(format!(
-            "{} exists already; choose another --out or move it away",
-            out.display()
-        )));
+        return Err(Usage::FileExists(out.display().to_string()).into());
     }
     let key = FileKey::from_bytes(&file.key)?;
     let layout = Layout::new(file.size);

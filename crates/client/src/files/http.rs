@@ -8,7 +8,7 @@ use base64::Engine as _;
 use chapar_types::ErrorCode;
 use sha1::{Digest as _, Sha1};
 
-use crate::ClientError;
+use chapar_core::CoreError as ClientError;
 
 /// The tus protocol version spoken.
 const TUS_VERSION: &str = "1.0.0";

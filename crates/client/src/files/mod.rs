@@ -7,33 +7,31 @@
 //! - [`upload`] / [`download`]: the resumable transfers, memory-flat whatever the file's size.
 //! - [`media`]: kinds, MIME types, picture sizes and thumbnails.
 //! - `stickers`: sticker packs, made from uploaded pictures and shared as messages.
-//! - [`references`]: which blobs a message keeps alive on the server, checked before sending.
+//!
+//! What a file message says and which blobs it keeps alive are the engine's (`chapar-core`);
+//! this module moves the bytes.
 
 mod download;
 mod http;
-pub(crate) mod media;
-pub(crate) mod references;
+pub mod media;
 mod stickers;
 mod upload;
 
 pub use chapar_wire::content::FileKind;
 pub use download::part_path;
 pub use media::parse_kind;
-pub use stickers::InstalledPack;
 
 use std::path::{Path, PathBuf};
 
+use chapar_core::model::{ChatMessage, Target};
+use chapar_core::{CoreError as ClientError, Usage};
 use chapar_crypto::file::CHUNK_BYTES;
 use chapar_types::{ErrorCode, MessageId};
-use chapar_wire::content::{self, app_message::Body};
-use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use chapar_wire::content;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::ClientError;
-use crate::client::{Client, Target};
-use crate::history::{self, ChatMessage};
-use chapar_types::GroupId;
+use crate::client::Client;
 use http::FileHttp;
 
 /// How far a transfer is, in bytes.
@@ -158,13 +156,12 @@ fn safe_name(name: &str) -> String {
 impl Client {
     /// An HTTP client for the server's file endpoints, with a fresh token.
     async fn file_http(&mut self) -> Result<FileHttp, ClientError> {
-        self.connect().await?;
-        let (_, conn, me) = self.parts()?;
-        let Reply::FileTokenOk(ok) = conn.request(Request::FileToken(v1::FileToken {})).await?
-        else {
-            return Err(ClientError::Protocol("expected FileTokenOk".into()));
-        };
-        FileHttp::new(&me.server, ok.token)
+        let token = self.run_connected(|e| e.file_token()).await?;
+        let server = self
+            .engine
+            .server()
+            .ok_or(ClientError::Usage(Usage::NoAccount))?;
+        FileHttp::new(server, token.token)
     }
 
     /// Encrypts and uploads `path`, then sends it to `target`. Re-running after an
@@ -177,23 +174,24 @@ impl Client {
         options: FileOptions,
         mut progress: impl FnMut(Progress),
     ) -> Result<ChatMessage, ClientError> {
-        self.connect().await?;
-        let group = self.resolve(target).await?;
+        // The chat first: a new direct chat is created before anything is uploaded to it.
+        let group = self.run_connected(|e| e.resolve(target)).await?;
         let source = upload::Source::new(&group.to_string(), path)?;
         if source.size > chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX {
-            return Err(ClientError::Usage(format!(
-                "{} has {} bytes; files have at most {} bytes",
-                path.display(),
-                source.size,
-                chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX
-            )));
+            return Err(Usage::FileTooLarge {
+                path: path.display().to_string(),
+                size: source.size,
+                max: chapar_types::limits::FILE_PLAINTEXT_BYTES_MAX,
+            }
+            .into());
         }
         let caption = options.caption.unwrap_or_default();
         if caption.len() > chapar_types::limits::MESSAGE_TEXT_BYTES_MAX {
-            return Err(ClientError::Usage(format!(
-                "a caption has at most {} bytes",
-                chapar_types::limits::MESSAGE_TEXT_BYTES_MAX
-            )));
+            return Err(Usage::TooLong {
+                what: "a caption",
+                max: chapar_types::limits::MESSAGE_TEXT_BYTES_MAX,
+            }
+            .into());
         }
         let kind = options.kind.unwrap_or_else(|| media::guess_kind(path));
         let picture = picture_of(path, kind).await;
@@ -206,10 +204,9 @@ impl Client {
                 .unwrap_or_default(),
             ..file_message(path, uploaded, kind, picture)
         };
-        let id = self
-            .send_body_and(group, Body::File(file), |l| upload::forget(l, &source.key))
-            .await?;
-        self.show(group, id)
+        let target = Target::Group(group);
+        self.run_connected(|e| e.send_file(&target, file, Some(source.key.clone())))
+            .await
     }
 
     /// Uploads, asking for a new token once if the server says the old one is no good.
@@ -221,68 +218,16 @@ impl Client {
         let http = self.file_http().await?;
         // A transfer changes no MLS state: let other commands (a `listen`) use the profile
         // meanwhile, however long it takes.
-        self.local.unlock();
-        let mut uploaded = upload::upload(&self.local, &http, source, progress).await;
+        self.lock.release();
+        let mut uploaded = upload::upload(self.engine.profile(), &http, source, progress).await;
         if matches!(&uploaded, Err(e) if e.code() == Some(ErrorCode::Unauthenticated)) {
-            self.local.relock().await?;
+            self.lock.retake().await?;
             let http = self.file_http().await?;
-            self.local.unlock();
-            uploaded = upload::upload(&self.local, &http, source, progress).await;
+            self.lock.release();
+            uploaded = upload::upload(self.engine.profile(), &http, source, progress).await;
         }
-        self.local.relock().await?;
+        self.lock.retake().await?;
         uploaded
-    }
-
-    /// Sends `body` to `group` and returns it as the user sees it.
-    pub(crate) async fn send_and_show(
-        &mut self,
-        group: chapar_types::GroupId,
-        body: Body,
-    ) -> Result<ChatMessage, ClientError> {
-        let id = self.send_body(group, body).await?;
-        self.show(group, id)
-    }
-
-    /// A message of this device's history as the user sees it.
-    fn show(
-        &self,
-        group: chapar_types::GroupId,
-        id: MessageId,
-    ) -> Result<ChatMessage, ClientError> {
-        let label = self
-            .local
-            .chat(group)?
-            .map(|c| c.label())
-            .unwrap_or_default();
-        history::message(&self.local, &label, group, id)?
-            .ok_or_else(|| ClientError::Usage("sent message not found".into()))
-    }
-
-    /// The chats `target` names on this device (every chat if none is named).
-    pub(crate) fn chats_named(&self, target: Option<&Target>) -> Result<Vec<GroupId>, ClientError> {
-        Ok(match target {
-            None => Vec::new(),
-            Some(Target::Group(group)) => vec![*group],
-            Some(Target::User(user)) => self
-                .local
-                .direct_chats(user)?
-                .into_iter()
-                .map(|c| c.group)
-                .collect(),
-        })
-    }
-
-    /// The file of message `id`, in the chat `chat` names if it names one.
-    fn file_named(
-        &self,
-        id: MessageId,
-        chat: Option<&Target>,
-    ) -> Result<(GroupId, content::File), ClientError> {
-        history::find_file(&self.local, id, &self.chats_named(chat)?)?.ok_or_else(|| {
-            ClientError::Usage(format!(
-                "no file message {id} on this device (run `chapar sync`?)"
-            ))
-        })
     }
 
     /// Downloads the file of message `id` (in `chat`, if the id is in several) to `out`
@@ -296,16 +241,16 @@ impl Client {
         out: Option<&Path>,
         mut progress: impl FnMut(Progress),
     ) -> Result<PathBuf, ClientError> {
-        let (_, file) = self.file_named(id, chat)?;
+        let (_, file) = self.engine.file_of(id, chat)?;
         let out = match out {
             Some(out) if out.is_dir() => free_name(out, &safe_name(&file.name)),
             Some(out) => out.to_path_buf(),
             None => free_name(Path::new("."), &safe_name(&file.name)),
         };
         let http = self.file_http().await?;
-        self.local.unlock();
+        self.lock.release();
         let downloaded = download::download(&http, &file, &out, &mut progress).await;
-        self.local.relock().await?;
+        self.lock.retake().await?;
         downloaded.map(|()| out)
     }
 
@@ -317,11 +262,7 @@ impl Client {
         from: Option<&Target>,
         target: &Target,
     ) -> Result<ChatMessage, ClientError> {
-        let (_, mut file) = self.file_named(id, from)?;
-        self.connect().await?;
-        let group = self.resolve(target).await?;
-        file.reply_to.clear();
-        self.send_and_show(group, Body::File(file)).await
+        self.run_connected(|e| e.forward(id, from, target)).await
     }
 }
 

@@ -13,16 +13,14 @@
 
 use std::path::Path;
 
+use chapar_core::{Clock as _, CoreError as ClientError, Profile, Usage};
 use chapar_crypto::file::{self, CHUNK_BYTES, FileKey, Layout};
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::Progress;
 use super::http::FileHttp;
-use crate::ClientError;
-use crate::client::now_ms;
-use crate::local::Local;
+use crate::client::SystemClock;
 
 /// Encrypted chunks sent per request (8 MiB): few round trips on a good link, and little lost
 /// when a bad one drops a request.
@@ -57,10 +55,7 @@ impl Source {
     pub fn new(chat: &str, path: &Path) -> Result<Self, ClientError> {
         let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
         if !meta.is_file() {
-            return Err(ClientError::Usage(format!(
-                "{} is not a file",
-                path.display()
-            )));
+            return Err(Usage::NotAFile(path.display().to_string()).into());
         }
         let modified = meta
             .modified()
@@ -84,103 +79,47 @@ struct Kept {
     url: Option<String>,
 }
 
-fn kept(local: &Local, key: &str) -> Result<Option<Kept>, ClientError> {
-    let row: Option<(Vec<u8>, Option<String>)> = local
-        .conn()
-        .query_row(
-            "SELECT file_key, upload_url FROM uploads WHERE upload_key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    row.map(|(file_key, url)| {
-        Ok(Kept {
-            file_key: FileKey::from_bytes(&file_key)?,
-            url,
+fn kept(profile: &Profile, key: &str) -> Result<Option<Kept>, ClientError> {
+    profile
+        .read(|tx| tx.upload(key))?
+        .map(|kept| {
+            Ok(Kept {
+                file_key: FileKey::from_bytes(&kept.file_key)?,
+                url: kept.url,
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// Starts an upload afresh under `key`: a new file key, no URL, no chunk hashes.
-fn start_over(local: &Local, key: &str) -> Result<FileKey, ClientError> {
+fn start_over(profile: &Profile, key: &str) -> Result<FileKey, ClientError> {
     let file_key = FileKey::generate(&mut rand::thread_rng());
-    local.transaction(|l| {
-        forget(l, key)?;
-        l.conn().execute(
-            "INSERT INTO uploads (upload_key, file_key, created_ms) VALUES (?1, ?2, ?3)",
-            params![key, file_key.as_bytes().as_slice(), now_ms() as i64],
-        )?;
-        Ok(())
-    })?;
+    profile.write(|tx| tx.start_upload(key, file_key.as_bytes(), SystemClock.now_ms()))?;
     Ok(file_key)
 }
 
-fn set_url(local: &Local, key: &str, url: &str) -> Result<(), ClientError> {
-    local.conn().execute(
-        "UPDATE uploads SET upload_url = ?2 WHERE upload_key = ?1",
-        params![key, url],
-    )?;
-    Ok(())
-}
-
-/// Forgets an upload (its key, URL and chunk hashes), once its file was sent or given up.
-pub(crate) fn forget(local: &Local, key: &str) -> Result<(), ClientError> {
-    local
-        .conn()
-        .execute("DELETE FROM uploads WHERE upload_key = ?1", [key])?;
-    local
-        .conn()
-        .execute("DELETE FROM upload_chunks WHERE upload_key = ?1", [key])?;
-    Ok(())
-}
-
-/// Records the SHA-256 of chunks about to be sent, in one transaction.
-fn record_chunks(local: &Local, key: &str, hashes: &[(u64, [u8; 32])]) -> Result<(), ClientError> {
-    local.transaction(|l| {
-        let mut insert = l.conn().prepare_cached(
-            "INSERT OR REPLACE INTO upload_chunks (upload_key, chunk, sha256) VALUES (?1, ?2, ?3)",
-        )?;
-        for (chunk, hash) in hashes {
-            insert.execute(params![key, *chunk as i64, hash.as_slice()])?;
-        }
-        Ok(())
-    })
-}
-
-fn recorded_chunk(local: &Local, key: &str, chunk: u64) -> Result<Option<Vec<u8>>, ClientError> {
-    Ok(local
-        .conn()
-        .prepare_cached("SELECT sha256 FROM upload_chunks WHERE upload_key = ?1 AND chunk = ?2")?
-        .query_row(params![key, chunk as i64], |r| r.get(0))
-        .optional()?)
-}
-
 /// Uploads of earlier versions of the same file to the same chat: they hold quota for nothing.
-fn abandoned(local: &Local, source: &Source) -> Result<Vec<(String, Option<String>)>, ClientError> {
-    let mut stmt = local
-        .conn()
-        .prepare("SELECT upload_key, upload_url FROM uploads WHERE upload_key != ?1")?;
-    let rows = stmt.query_map([&source.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (key, url): (String, Option<String>) = row?;
-        if key.starts_with(&source.prefix) {
-            out.push((key, url));
-        }
-    }
-    Ok(out)
+fn abandoned(
+    profile: &Profile,
+    source: &Source,
+) -> Result<Vec<(String, Option<String>)>, ClientError> {
+    profile.read(|tx| tx.uploads_like(&source.prefix, &source.key))
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> ClientError {
-    ClientError::Usage(format!("cannot read {}: {e}", path.display()))
+    Usage::LocalFile {
+        path: path.display().to_string(),
+        error: format!("cannot read it: {e}"),
+    }
+    .into()
 }
 
 /// Checks, while hashing the plaintext before chunk `upto` (and chunk `upto` itself, which the
 /// server may hold part of), that every chunk hashes as it did when it was sealed. Leaves the
 /// file positioned at chunk `upto` and `digest` fed with what comes before it.
 async fn unchanged_before(
-    local: &Local,
+    profile: &Profile,
+    source_path: &Path,
     key: &str,
     file: &mut tokio::fs::File,
     layout: &Layout,
@@ -189,15 +128,15 @@ async fn unchanged_before(
 ) -> Result<bool, ClientError> {
     file.seek(std::io::SeekFrom::Start(0))
         .await
-        .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+        .map_err(|e| read_error(source_path, e))?;
     let mut buffer = vec![0u8; CHUNK_BYTES];
     for chunk in 0..=upto.min(layout.chunks() - 1) {
         let len = layout.plain_len(chunk);
         file.read_exact(&mut buffer[..len])
             .await
-            .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+            .map_err(|e| read_error(source_path, e))?;
         let hash: [u8; 32] = Sha256::digest(&buffer[..len]).into();
-        if recorded_chunk(local, key, chunk)?.as_deref() != Some(hash.as_slice()) {
+        if profile.read(|tx| tx.upload_chunk(key, chunk))?.as_deref() != Some(hash.as_slice()) {
             return Ok(false);
         }
         if chunk < upto {
@@ -206,24 +145,24 @@ async fn unchanged_before(
     }
     file.seek(std::io::SeekFrom::Start(layout.plain_offset(upto)))
         .await
-        .map_err(|e| ClientError::Usage(format!("cannot read the file: {e}")))?;
+        .map_err(|e| read_error(source_path, e))?;
     Ok(true)
 }
 
 /// Uploads `source` (resuming the upload kept for it), reporting progress in ciphertext bytes.
 pub(crate) async fn upload(
-    local: &Local,
+    profile: &Profile,
     http: &FileHttp,
     source: &Source,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Uploaded, ClientError> {
     let path = &source.path;
-    for (key, url) in abandoned(local, source)? {
+    for (key, url) in abandoned(profile, source)? {
         // Best effort: an upload the server still has would hold quota until it expires.
         if let Some(url) = url {
             let _ = http.terminate(&url).await;
         }
-        forget(local, &key)?;
+        profile.write(|tx| tx.forget_upload(&key))?;
     }
     let mut file = tokio::fs::File::open(path)
         .await
@@ -235,12 +174,22 @@ pub(crate) async fn upload(
     if let Some(Kept {
         file_key,
         url: Some(url),
-    }) = kept(local, &source.key)?
+    }) = kept(profile, &source.key)?
         && let Some(offset) = http.offset(&url).await?
         && offset <= total
     {
         let chunk = layout.chunk_at_sealed(offset).min(layout.chunks() - 1);
-        if unchanged_before(local, &source.key, &mut file, &layout, chunk, &mut digest).await? {
+        if unchanged_before(
+            profile,
+            path,
+            &source.key,
+            &mut file,
+            &layout,
+            chunk,
+            &mut digest,
+        )
+        .await?
+        {
             resumed = Some((file_key, url, offset, chunk));
         } else {
             // The file changed under the same name, size and time: never seal other bytes
@@ -255,9 +204,9 @@ pub(crate) async fn upload(
             file.seek(std::io::SeekFrom::Start(0))
                 .await
                 .map_err(|e| read_error(path, e))?;
-            let file_key = start_over(local, &source.key)?;
+            let file_key = start_over(profile, &source.key)?;
             let url = http.create(total).await?;
-            set_url(local, &source.key, &url)?;
+            profile.write(|tx| tx.set_upload_url(&source.key, &url))?;
             (file_key, url, 0, 0)
         }
     };
@@ -284,7 +233,7 @@ pub(crate) async fn upload(
             chunk += 1;
         }
         // Recorded before anything leaves: a resume must find what was sealed.
-        record_chunks(local, &source.key, &hashes)?;
+        profile.write(|tx| tx.record_upload_chunks(&source.key, &hashes))?;
         // The server may hold part of the first chunk already: send what it lacks.
         let skip = (offset - layout.sealed_offset(first)) as usize;
         if skip >= body.len() {

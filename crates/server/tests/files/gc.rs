@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chapar_client::ClientError;
+use chapar_client::CoreError as ClientError;
 use chapar_server::FilesConfig;
 use chapar_types::ErrorCode;
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};

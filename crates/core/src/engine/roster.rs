@@ -17,13 +17,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chapar_crypto::mls;
-use chapar_types::{DeviceId, GroupId, Username};
+use chapar_types::{DeviceId, ErrorCode, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
-use crate::ClientError;
-use crate::client::{Client, KeyChange, verify_cert};
-use crate::provider::Provider;
-use crate::sync::Head;
+use super::chats::KeyChange;
+use super::commit::Committed;
+use super::device::{Device, unexpected};
+use super::sync::Head;
+use crate::CoreError;
+use crate::events::Warning;
+use crate::identity::verify_cert;
 
 /// An account's devices as the roster check sees them.
 #[derive(Debug, Clone, Default)]
@@ -37,28 +40,39 @@ struct Devices {
 /// Accounts' devices, looked up once per sync (None: the account is not trusted).
 type AccountCache = HashMap<Username, Option<Devices>>;
 
-impl Client {
+/// How checking one group's roster ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// The group's devices match its accounts' lists.
+    Complete,
+    /// Checked, but a device could not be added yet (it has no key package); the next sync
+    /// tries again.
+    Partial,
+}
+
+impl Device {
     /// Checks every active group whose roster version moved since this device last checked.
-    pub(crate) async fn reconcile_rosters(&mut self, heads: &[Head]) -> Result<(), ClientError> {
+    pub(crate) async fn reconcile_rosters(&self, heads: &[Head]) -> Result<(), CoreError> {
         let mut accounts = AccountCache::new();
         for head in heads {
-            let Some(chat) = self.local.chat(head.group)? else {
+            let Some(chat) = self.read(|tx| tx.chat(head.group))? else {
                 continue;
             };
-            if chat.state != "active" || head.roster_version <= chat.roster_seen {
+            if !chat.is_active() || head.roster_version <= chat.roster_seen {
                 continue;
             }
             if let Err(e) = self
                 .reconcile_group(head.group, head.roster_version, &mut accounts)
                 .await
             {
-                if matches!(e, ClientError::Connection(_)) {
+                if e.outcome_unknown() {
                     return Err(e);
                 }
-                self.warnings.push(format!(
-                    "could not bring the devices of chat {} up to date: {e}",
-                    head.group
-                ));
+                self.warn(Warning::RosterNotUpdated {
+                    group: head.group,
+                    reason: e.to_string(),
+                    sent_anyway: false,
+                });
             }
         }
         Ok(())
@@ -67,8 +81,8 @@ impl Client {
     /// Checks one group's devices after the server said its roster moved on (`stale_roster`).
     /// If the check fails for any reason but the connection, it is recorded as done so the
     /// message can go out (with a warning); the next sync tries again.
-    pub(crate) async fn check_roster(&mut self, group: GroupId) -> Result<(), ClientError> {
-        let heads = crate::sync::heads(self.parts()?.1).await?;
+    pub(crate) async fn check_roster(&self, group: GroupId) -> Result<(), CoreError> {
+        let heads = self.heads().await?;
         let Some(head) = heads.into_iter().find(|h| h.group == group) else {
             return Ok(());
         };
@@ -77,12 +91,14 @@ impl Client {
             .await
         {
             Ok(()) => Ok(()),
-            Err(e @ ClientError::Connection(_)) => Err(e),
+            Err(e) if e.outcome_unknown() => Err(e),
             Err(e) => {
-                self.warnings.push(format!(
-                    "could not bring the devices of chat {group} up to date ({e}); sending anyway"
-                ));
-                self.local.set_roster_checked(group, head.roster_version)
+                self.warn(Warning::RosterNotUpdated {
+                    group,
+                    reason: e.to_string(),
+                    sent_anyway: true,
+                });
+                self.write(|tx| tx.set_roster_checked(group, head.roster_version))
             }
         }
     }
@@ -90,23 +106,22 @@ impl Client {
     /// The active devices of `user` whose certificates verify under the pinned account key,
     /// minus devices seen revoked before, and the account's devices not yet online.
     async fn verified_devices(
-        &mut self,
+        &self,
         user: &Username,
         cache: &mut AccountCache,
-    ) -> Result<Option<Devices>, ClientError> {
+    ) -> Result<Option<Devices>, CoreError> {
         if let Some(known) = cache.get(user) {
             return Ok(known.clone());
         }
-        let (_, conn, _) = self.parts()?;
-        let reply = conn
-            .request(Request::GetAccount(v1::GetAccount {
+        let reply = self
+            .call(Request::GetAccount(v1::GetAccount {
                 username: user.to_string(),
             }))
             .await;
         let account = match reply {
             Ok(Reply::Account(account)) => account,
-            Ok(_) => return Err(ClientError::Protocol("expected Account".into())),
-            Err(e) if e.code() == Some(chapar_types::ErrorCode::UnknownUser) => {
+            Ok(_) => return Err(unexpected("Account")),
+            Err(e) if e.code() == Some(ErrorCode::UnknownUser) => {
                 cache.insert(user.clone(), Some(Devices::default()));
                 return Ok(Some(Devices::default()));
             }
@@ -119,11 +134,11 @@ impl Client {
                 if !verify_cert(&account.account_key, user, cert) {
                     continue;
                 }
-                if self.local.was_revoked(user.as_str(), device)? {
-                    self.warnings.push(format!(
-                        "WARNING: the server lists device {device} of @{user} again, which was \
-                         revoked; it is not added back."
-                    ));
+                if self.read(|tx| tx.was_revoked(user, device))? {
+                    self.warn(Warning::RevokedDeviceListed {
+                        user: user.clone(),
+                        device,
+                    });
                     continue;
                 }
                 devices.push(device);
@@ -144,21 +159,22 @@ impl Client {
     }
 
     /// Adds the missing devices of the group's accounts and removes their revoked ones, then
-    /// records that the group was checked at roster `version` (as seen, if every missing device
-    /// could be added; as checked only, so the next sync tries again, if one had no key package).
+    /// records that the group was checked at roster `version` (as seen, if every missing
+    /// device could be added; as checked only, so the next sync tries again, if one had no key
+    /// package).
     async fn reconcile_group(
-        &mut self,
+        &self,
         group: GroupId,
         version: u64,
         cache: &mut AccountCache,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), CoreError> {
         let me = self.me()?.device;
-        let (members, leaving) = {
-            let provider = Provider::new(self.local.conn());
-            match mls::load_group(&provider, group)? {
-                Some(g) => (mls::members(&g), mls::pending_removals(&g)),
-                None => return Ok(()),
-            }
+        let Some((members, leaving)) = self.read(|tx| {
+            Ok(mls::load_group(&self.mls(tx), group)?
+                .map(|g| (mls::members(&g), mls::pending_removals(&g))))
+        })?
+        else {
+            return Ok(());
         };
         // Devices on their way out (a pending leave) do not make their account a member.
         let mut present: BTreeMap<Username, Vec<DeviceId>> = BTreeMap::new();
@@ -191,32 +207,37 @@ impl Client {
             };
             for device in devices.iter().filter(gone) {
                 // Remember it: a server that lists it again later is not believed.
-                self.local.remember_revoked(user.as_str(), *device)?;
+                self.write(|tx| tx.remember_revoked(user, *device))?;
                 stale.push(*device);
             }
         }
         if missing.is_empty() && stale.is_empty() {
-            return self.local.set_roster_seen(group, version);
+            return self.write(|tx| tx.set_roster_seen(group, version));
         }
         let mut packages = Vec::new();
         let mut wanted = 0;
         for (user, devices) in &missing {
             wanted += devices.len();
             packages.extend(
-                self.claim_verified_devices(user, devices, KeyChange::Refuse)
+                self.claim_verified(user, devices, KeyChange::Refuse)
                     .await?,
             );
         }
-        let complete = packages.len() == wanted;
-        let adds = !packages.is_empty();
-        if !adds && stale.is_empty() {
-            return self.local.set_roster_checked(group, version);
+        let checked = if packages.len() == wanted {
+            Checked::Complete
+        } else {
+            Checked::Partial
+        };
+        if packages.is_empty() && stale.is_empty() {
+            return self.write(|tx| tx.set_roster_checked(group, version));
         }
         let committed = self
-            .commit(group, move |g, p, s| {
+            .commit(group, |state, provider, signer| {
                 // After a stale-epoch retry someone else may have done part of the work.
-                let now: Vec<DeviceId> =
-                    mls::members(g).iter().map(|m| m.identity.device).collect();
+                let now: Vec<DeviceId> = mls::members(state)
+                    .iter()
+                    .map(|m| m.identity.device)
+                    .collect();
                 let add: Vec<_> = packages
                     .iter()
                     .filter(|k| !now.contains(&k.identity.device))
@@ -225,23 +246,20 @@ impl Client {
                 let remove: Vec<DeviceId> =
                     stale.iter().filter(|d| now.contains(d)).copied().collect();
                 if add.is_empty() && remove.is_empty() {
-                    return Err(ClientError::Usage("nothing to change".into()));
+                    return Ok(None);
                 }
-                Ok(mls::change_devices(g, p, s, add, &remove)?)
+                Ok(Some(mls::change_devices(
+                    state, provider, signer, add, &remove,
+                )?))
             })
-            .await;
-        match committed {
-            Ok(_) | Err(ClientError::Usage(_)) => {}
-            Err(e) => return Err(e),
-        }
-        if complete {
-            self.local.set_roster_seen(group, version)?;
-        } else {
-            self.local.set_roster_checked(group, version)?;
-        }
-        if adds
-            && committed.is_ok()
-            && let Some(chat) = self.local.chat(group)?
+            .await?;
+        self.write(|tx| match checked {
+            Checked::Complete => tx.set_roster_seen(group, version),
+            Checked::Partial => tx.set_roster_checked(group, version),
+        })?;
+        if !packages.is_empty()
+            && matches!(committed, Committed::At(_))
+            && let Some(chat) = self.read(|tx| tx.chat(group))?
         {
             // New devices learn from it what the chat is.
             self.send_group_meta(&chat).await?;

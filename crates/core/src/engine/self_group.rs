@@ -11,58 +11,60 @@
 
 use chapar_crypto::mls;
 use chapar_crypto::seal::SymmetricKey;
-use chapar_types::{DeviceId, GroupId, Seq};
-use chapar_wire::content::{AccountSync, ArchiveKey, account_sync, app_message::Body};
+use chapar_types::{DeviceId, GroupId, Seq, Username};
+use chapar_wire::content::{AccountSync, ArchiveKey, ReadMarker, account_sync, app_message::Body};
 use chapar_wire::v1::{self, client_frame::Request};
 
-use crate::ClientError;
+use super::device::Device;
 use crate::account_keys::AccountKeys;
-use crate::client::{Client, Target, now_ms};
-use crate::local::{Chat, Local};
+use crate::events::Warning;
+use crate::model::Target;
 use crate::provider::Provider;
+use crate::storage::{Chat, ChatKind, ChatState, Tx};
+use crate::{CoreError, Usage};
 
-/// Kind of the self group in the profile's chat list.
-pub(crate) const SELF_KIND: &str = "self";
 /// Profile key: the device that set the current recovery key.
 pub(crate) const RECOVERY_SET_BY: &str = "recovery_set_by";
 
 /// Whether every member of `group`'s MLS state is a device of `me`.
 pub(crate) fn only_my_devices(
-    local: &Local,
+    provider: &Provider<'_>,
     group: GroupId,
-    me: &str,
-) -> Result<bool, ClientError> {
-    let provider = Provider::new(local.conn());
-    Ok(mls::load_group(&provider, group)?.is_some_and(|g| {
+    me: &Username,
+) -> Result<bool, CoreError> {
+    Ok(mls::load_group(provider, group)?.is_some_and(|g| {
         let members = mls::members(&g);
-        !members.is_empty() && members.iter().all(|m| m.identity.username.as_str() == me)
+        !members.is_empty() && members.iter().all(|m| m.identity.username == *me)
     }))
 }
 
 /// Applies an account-sync message from `sender`'s device `sender_device` in `group`. Returns
 /// whether it was believed (only then does it belong in the archive).
+#[allow(clippy::too_many_arguments)] // who said what, where, and to whom
 pub(crate) fn apply_incoming(
-    local: &Local,
+    device: &Device,
+    provider: &Provider<'_>,
+    tx: &Tx<'_>,
     group: GroupId,
-    sender: &str,
+    sender: &Username,
     sender_device: DeviceId,
-    me: &str,
+    me: &Username,
     sync: &AccountSync,
-) -> Result<bool, ClientError> {
-    if sender != me || !only_my_devices(local, group, me)? {
-        tracing::warn!(%group, "ignoring account-sync message outside the self group");
+) -> Result<bool, CoreError> {
+    if sender != me || !only_my_devices(provider, group, me)? {
+        tracing::warn!(%group, "ignoring an account-sync message outside the self group");
         return Ok(false);
     }
     match &sync.kind {
-        Some(account_sync::Kind::Read(marker)) => apply_read(local, marker)?,
+        Some(account_sync::Kind::Read(marker)) => apply_read(tx, marker)?,
         Some(account_sync::Kind::ArchiveKey(key)) => {
-            let Some(mut keys) = AccountKeys::load(local)? else {
+            let Some(mut keys) = AccountKeys::load(tx)? else {
                 return Ok(true);
             };
             match SymmetricKey::from_bytes(&key.key) {
                 Ok(new) => {
                     if keys.add_archive_key(key.generation, new) {
-                        keys.save(local)?;
+                        keys.save(tx)?;
                     }
                 }
                 // A malformed key must not wedge the self group; the sender's next rotation
@@ -71,16 +73,13 @@ pub(crate) fn apply_incoming(
             }
         }
         Some(account_sync::Kind::Recovery(recovery)) => {
-            let Some(mut keys) = AccountKeys::load(local)? else {
+            let Some(mut keys) = AccountKeys::load(tx)? else {
                 return Ok(true);
             };
             keys.recovery = Some(recovery.clone());
-            keys.save(local)?;
-            local.set_u64(RECOVERY_SET_BY, sender_device.0)?;
-            local.push_notice(&format!(
-                "Your account's recovery key was replaced by your device {sender_device}. If \
-                 that was not you, revoke that device and run `chapar recovery-key --rotate`."
-            ))?;
+            keys.save(tx)?;
+            tx.set_counter(RECOVERY_SET_BY, sender_device.0)?;
+            device.warn(Warning::RecoveryKeyReplaced { by: sender_device });
         }
         None => {}
     }
@@ -88,17 +87,17 @@ pub(crate) fn apply_incoming(
 }
 
 /// Applies what of an archived account-sync message still matters on a new device.
-pub(crate) fn apply_restored(local: &Local, sync: &AccountSync) -> Result<(), ClientError> {
+pub(crate) fn apply_restored(tx: &Tx<'_>, sync: &AccountSync) -> Result<(), CoreError> {
     match &sync.kind {
-        Some(account_sync::Kind::Read(marker)) => apply_read(local, marker),
+        Some(account_sync::Kind::Read(marker)) => apply_read(tx, marker),
         // Keys come with the link approval or the recovery bundle, never from the archive.
         _ => Ok(()),
     }
 }
 
-fn apply_read(local: &Local, marker: &chapar_wire::content::ReadMarker) -> Result<(), ClientError> {
+fn apply_read(tx: &Tx<'_>, marker: &ReadMarker) -> Result<(), CoreError> {
     if let Ok(group) = GroupId::from_slice(&marker.group_id) {
-        local.mark_read(group, marker.seq)?;
+        tx.mark_read(group, marker.seq)?;
     }
     Ok(())
 }
@@ -109,48 +108,51 @@ pub(crate) fn archivable(sync: &AccountSync) -> bool {
     matches!(sync.kind, Some(account_sync::Kind::Read(_)))
 }
 
-impl Client {
-    /// Creates the self group if this profile has none and is the account's only device (a
-    /// fresh registration or a recovery). Other devices are added to the existing one.
-    pub(crate) async fn ensure_self_group(&mut self) -> Result<(), ClientError> {
+impl Device {
+    /// Creates the self group if this profile has none (a fresh registration, or a recovery
+    /// with no other device left). Other devices are added to the existing one.
+    pub(crate) async fn ensure_self_group(&self) -> Result<(), CoreError> {
         if !self.self_groups()?.is_empty() {
             return Ok(());
         }
-        let (local, conn, me) = self.parts()?;
-        let group = GroupId(crate::client::random16());
-        conn.request(Request::CreateGroup(v1::CreateGroup {
+        let group = GroupId(self.env.random());
+        self.call(Request::CreateGroup(v1::CreateGroup {
             group_id: group.as_bytes().to_vec(),
         }))
         .await?;
-        let signer = me.signer();
-        local.transaction(|l| {
-            let provider = Provider::new(l.conn());
-            mls::create_group(&provider, &signer, group)?;
-            l.insert_chat(&Chat::new(group, SELF_KIND, "active", 0), now_ms())
-        })?;
-        Ok(())
+        let signer = self.me()?.signer();
+        self.write(|tx| {
+            mls::create_group(&self.mls(tx), &signer, group)?;
+            tx.insert_chat(
+                &Chat::new(group, ChatKind::SelfGroup, ChatState::Active, 0),
+                self.now_ms(),
+            )
+        })
     }
 
     /// The active groups made only of this account's devices.
-    pub(crate) fn self_groups(&self) -> Result<Vec<GroupId>, ClientError> {
-        let me = self.me()?.username.to_string();
-        let mut out = Vec::new();
-        for chat in self.local.chats()? {
-            if chat.kind == SELF_KIND
-                && chat.state == "active"
-                && only_my_devices(&self.local, chat.group, &me)?
-            {
-                out.push(chat.group);
+    pub(crate) fn self_groups(&self) -> Result<Vec<GroupId>, CoreError> {
+        let me = &self.me()?.username;
+        self.read(|tx| {
+            let provider = self.mls(tx);
+            let mut out = Vec::new();
+            for chat in tx.chats()? {
+                if chat.kind == ChatKind::SelfGroup
+                    && chat.is_active()
+                    && only_my_devices(&provider, chat.group, me)?
+                {
+                    out.push(chat.group);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Sends an account-sync message to the account's other devices.
     pub(crate) async fn send_account_sync(
-        &mut self,
+        &self,
         kind: account_sync::Kind,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), CoreError> {
         for group in self.self_groups()? {
             self.send_body(
                 group,
@@ -165,10 +167,10 @@ impl Client {
 
     /// Announces a new archive key to the account's devices.
     pub(crate) async fn announce_archive_key(
-        &mut self,
+        &self,
         generation: u32,
         key: &SymmetricKey,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), CoreError> {
         self.send_account_sync(account_sync::Kind::ArchiveKey(ArchiveKey {
             generation,
             key: key.as_bytes().to_vec(),
@@ -178,16 +180,15 @@ impl Client {
 
     /// Marks a chat read up to its newest message, here and on the account's other devices.
     /// Returns the position it is read to.
-    pub async fn mark_read(&mut self, target: &Target) -> Result<Seq, ClientError> {
+    pub(crate) async fn mark_read(&self, target: &Target) -> Result<Seq, CoreError> {
         self.connect().await?;
         let group = self.resolve(target).await?;
-        let chat = self
-            .local
-            .chat(group)?
-            .ok_or_else(|| ClientError::Usage("no such chat on this device".into()))?;
-        let seq = chat.position;
-        self.local.mark_read(group, seq)?;
-        self.send_account_sync(account_sync::Kind::Read(chapar_wire::content::ReadMarker {
+        let seq = self.write(|tx| {
+            let chat = tx.chat(group)?.ok_or(Usage::NoSuchChat)?;
+            tx.mark_read(group, chat.position)?;
+            Ok(chat.position)
+        })?;
+        self.send_account_sync(account_sync::Kind::Read(ReadMarker {
             group_id: group.as_bytes().to_vec(),
             seq,
         }))

@@ -11,8 +11,9 @@ use chapar_types::{DeviceId, GroupId, Seq, Username};
 use chapar_wire::content::{AccountSecrets, ArchiveKey, RecoveryPublic};
 use prost::Message as _;
 
-use crate::ClientError;
-use crate::local::Local;
+use crate::CoreError;
+use crate::env::Env;
+use crate::storage::Tx;
 
 /// Profile key under which the key ring and recovery publics are stored.
 const PROFILE_KEY: &str = "account_secrets";
@@ -66,10 +67,9 @@ fn device_name_aad(username: &Username, device: DeviceId) -> Vec<u8> {
 }
 
 /// A generation number above `after`: the next count in the high bits, random low bits.
-fn next_generation(after: u32) -> u32 {
-    use rand::Rng as _;
+fn next_generation(after: u32, env: &Env) -> u32 {
     let count = (after >> GENERATION_RANDOM_BITS).saturating_add(1);
-    let random: u32 = rand::thread_rng().gen_range(0..1 << GENERATION_RANDOM_BITS);
+    let random = (env.random_u64() as u32) & ((1 << GENERATION_RANDOM_BITS) - 1);
     count.min(u32::MAX >> GENERATION_RANDOM_BITS) << GENERATION_RANDOM_BITS | random
 }
 
@@ -94,34 +94,34 @@ pub(crate) struct AccountKeys {
 
 impl AccountKeys {
     /// A new account's keys: one archive key, no recovery key yet.
-    pub fn generate() -> Self {
+    pub fn generate(env: &Env) -> Self {
         Self {
             archive: vec![(
-                next_generation(0),
-                SymmetricKey::generate(&mut rand::thread_rng()),
+                next_generation(0, env),
+                env.with_rng(SymmetricKey::generate),
             )],
             recovery: None,
         }
     }
 
     /// Reads the keys from the profile.
-    pub fn load(local: &Local) -> Result<Option<Self>, ClientError> {
-        let Some(bytes) = local.get(PROFILE_KEY)? else {
+    pub fn load(tx: &Tx<'_>) -> Result<Option<Self>, CoreError> {
+        let Some(bytes) = tx.value(PROFILE_KEY)? else {
             return Ok(None);
         };
         let secrets = AccountSecrets::decode(bytes.as_slice())
-            .map_err(|_| ClientError::Profile("the profile's account keys are damaged".into()))?;
+            .map_err(|_| CoreError::Profile("the profile's account keys are damaged".into()))?;
         Self::from_secrets(&secrets).map(Some)
     }
 
     /// Writes the keys to the profile.
-    pub fn save(&self, local: &Local) -> Result<(), ClientError> {
+    pub fn save(&self, tx: &Tx<'_>) -> Result<(), CoreError> {
         let secrets = self.to_secrets("", &[]);
-        local.set(PROFILE_KEY, &secrets.encode_to_vec())
+        tx.set_value(PROFILE_KEY, &secrets.encode_to_vec())
     }
 
     /// The keys carried in sealed account secrets.
-    pub fn from_secrets(secrets: &AccountSecrets) -> Result<Self, ClientError> {
+    pub fn from_secrets(secrets: &AccountSecrets) -> Result<Self, CoreError> {
         let mut archive = Vec::new();
         for key in &secrets.archive_keys {
             archive.push((key.generation, SymmetricKey::from_bytes(&key.key)?));
@@ -131,7 +131,7 @@ impl AccountKeys {
         let excess = archive.len().saturating_sub(ARCHIVE_KEY_GENERATIONS_MAX);
         archive.drain(..excess);
         if archive.is_empty() {
-            return Err(ClientError::Protocol(
+            return Err(CoreError::Protocol(
                 "the account secrets carry no archive key".into(),
             ));
         }
@@ -188,23 +188,31 @@ impl AccountKeys {
     }
 
     /// A fresh key of a generation above the newest, added to the ring.
-    pub fn rotate(&mut self) -> (u32, SymmetricKey) {
-        let generation = next_generation(self.latest().0);
-        let key = SymmetricKey::generate(&mut rand::thread_rng());
+    pub fn rotate(&mut self, env: &Env) -> (u32, SymmetricKey) {
+        let generation = next_generation(self.latest().0, env);
+        let key = env.with_rng(SymmetricKey::generate);
         self.add_archive_key(generation, key.clone());
         (generation, key)
     }
 
     /// Seals a device name: the key generation (4 bytes) and the ciphertext.
-    pub fn seal_device_name(&self, username: &Username, device: DeviceId, name: &str) -> Vec<u8> {
+    pub fn seal_device_name(
+        &self,
+        env: &Env,
+        username: &Username,
+        device: DeviceId,
+        name: &str,
+    ) -> Vec<u8> {
         let (generation, key) = self.latest();
         let mut out = generation.to_be_bytes().to_vec();
-        out.extend_from_slice(&seal::encrypt(
-            &key.derive(DEVICE_NAME_KEY),
-            &device_name_aad(username, device),
-            name.as_bytes(),
-            &mut rand::thread_rng(),
-        ));
+        out.extend_from_slice(&env.with_rng(|rng| {
+            seal::encrypt(
+                &key.derive(DEVICE_NAME_KEY),
+                &device_name_aad(username, device),
+                name.as_bytes(),
+                &mut *rng,
+            )
+        }));
         out
     }
 
@@ -230,17 +238,20 @@ impl AccountKeys {
     /// Seals the account's secrets to the recovery key's public half.
     pub fn seal_recovery_bundle(
         &self,
+        env: &Env,
         username: &Username,
         account_secret_key: &[u8],
         seal_public: &[u8],
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<Vec<u8>, CoreError> {
         let secrets = self.to_secrets(username.as_str(), account_secret_key);
-        Ok(seal::seal_to(
-            seal_public,
-            &[],
-            &recovery_aad(username),
-            &secrets.encode_to_vec(),
-            &mut rand::thread_rng(),
-        )?)
+        Ok(env.with_rng(|rng| {
+            seal::seal_to(
+                seal_public,
+                &[],
+                &recovery_aad(username),
+                &secrets.encode_to_vec(),
+                rng,
+            )
+        })?)
     }
 }

@@ -9,9 +9,9 @@ use chapar_types::{GroupId, MessageId, Seq};
 use chapar_wire::content::{AppMessage, app_message::Body};
 use prost::Message as _;
 
-use crate::ClientError;
 use crate::history;
-use crate::local::Local;
+use crate::storage::Tx;
+use crate::{CoreError, Usage};
 
 /// Length of a blob id.
 const BLOB_ID_BYTES: usize = 16;
@@ -29,7 +29,7 @@ pub(crate) struct References {
 
 /// The references of `body`, a message to `group`. Looks up the entry a delete deletes, so it
 /// must run before the delete changes local history.
-pub(crate) fn of(local: &Local, group: GroupId, body: &[u8]) -> References {
+pub(crate) fn of(tx: &Tx<'_>, group: GroupId, body: &[u8]) -> References {
     let Ok(message) = AppMessage::decode(body) else {
         return References::default();
     };
@@ -49,7 +49,7 @@ pub(crate) fn of(local: &Local, group: GroupId, body: &[u8]) -> References {
         Some(Body::Delete(delete)) => {
             let deleted = MessageId::from_slice(&delete.target)
                 .ok()
-                .and_then(|id| history::file_in(local, group, id).ok().flatten());
+                .and_then(|id| history::file_in(tx, group, id).ok().flatten());
             match deleted {
                 Some((file, Some(seq))) => References {
                     dropped: vec![file.blob_id],
@@ -65,17 +65,19 @@ pub(crate) fn of(local: &Local, group: GroupId, body: &[u8]) -> References {
 
 /// Refuses, before anything is queued, a message the server would refuse for good: too big,
 /// too many blobs, or a blob id that is not one (a forwarded file from a careless peer).
-pub(crate) fn check(body: &[u8], references: &References) -> Result<(), ClientError> {
+pub(crate) fn check(body: &[u8], references: &References) -> Result<(), CoreError> {
     if body.len() > APP_MESSAGE_BYTES_MAX {
-        return Err(ClientError::Usage(format!(
+        return Err(Usage::MessageTooLarge(format!(
             "the message has {} bytes encoded; at most {APP_MESSAGE_BYTES_MAX} fit",
             body.len()
-        )));
+        ))
+        .into());
     }
     if references.carried.len() > BLOBS_PER_MESSAGE_MAX {
-        return Err(ClientError::Usage(format!(
+        return Err(Usage::MessageTooLarge(format!(
             "a message carries at most {BLOBS_PER_MESSAGE_MAX} files"
-        )));
+        ))
+        .into());
     }
     let malformed = references
         .carried
@@ -83,9 +85,7 @@ pub(crate) fn check(body: &[u8], references: &References) -> Result<(), ClientEr
         .chain(&references.dropped)
         .any(|id| id.len() != BLOB_ID_BYTES);
     if malformed {
-        return Err(ClientError::Usage(
-            "that file message is malformed (its blob id is not 16 bytes)".into(),
-        ));
+        return Err(Usage::MalformedFileMessage.into());
     }
     Ok(())
 }

@@ -13,46 +13,28 @@ use chapar_crypto::seal;
 use chapar_types::{DeviceId, ErrorCode, Username};
 use chapar_wire::content::{AccountSecrets, RecoveryPublic, account_sync};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
-use rand::RngCore;
 
-use crate::ClientError;
+use super::device::{Device, unexpected};
+use super::link::{check_name, decode};
+use super::self_group::RECOVERY_SET_BY;
 use crate::account_keys::{AccountKeys, recovery_aad};
-use crate::archive::Restored;
-use crate::client::{Client, Identity, LAST_RESORT_UPLOADED, make_key_packages};
-use crate::connection::Connection;
-use crate::link::{check_name, decode};
-use crate::self_group::RECOVERY_SET_BY;
+use crate::events::Warning;
+use crate::identity::{self as ident, Identity, LAST_RESORT_UPLOADED};
+use crate::model::Recovered;
+use crate::{CoreError, Usage};
 
-/// What a recovery restored.
-#[derive(Debug, Clone)]
-pub struct Recovered {
-    /// This new device.
-    pub device: DeviceId,
-    /// Devices revoked by the recovery.
-    pub revoked: usize,
-    /// What the archive brought back.
-    pub restored: Restored,
-    /// Chats on this device now.
-    pub chats: usize,
-}
-
-impl Client {
+impl Device {
     /// Stores a fresh recovery bundle (same recovery key) after the key ring changed. Skipped,
     /// with a warning, if the account's recovery key is not the one this device knows (another
     /// device replaced it, and its bundle carries that device's key ring).
-    pub(crate) async fn reseal_recovery_bundle(&mut self) -> Result<(), ClientError> {
-        let keys = self.account_keys()?.clone();
+    pub(crate) async fn reseal_recovery_bundle(&self) -> Result<(), CoreError> {
+        let keys = self.account_keys()?;
         let Some(recovery) = keys.recovery.clone() else {
             return Ok(());
         };
         let (_, current) = self.device_list().await?;
         if current != recovery.auth_public_key {
-            self.warnings.push(
-                "Your recovery key was replaced on another device that this one has not heard \
-                 from yet; run `chapar sync` and `chapar recovery-key --rotate` to be sure a \
-                 recovery can read all of your history."
-                    .into(),
-            );
+            self.warn(Warning::RecoveryBundleStale);
             return Ok(());
         }
         let expected = recovery.auth_public_key.clone();
@@ -66,14 +48,15 @@ impl Client {
         keys: &AccountKeys,
         publics: &RecoveryPublic,
         expected: Vec<u8>,
-    ) -> Result<(), ClientError> {
-        let (_, conn, me) = self.parts()?;
+    ) -> Result<(), CoreError> {
+        let me = self.me()?;
         let bundle = keys.seal_recovery_bundle(
+            &self.env,
             &me.username,
             &me.account_key.to_bytes(),
             &publics.seal_public_key,
         )?;
-        conn.request(Request::SetRecovery(v1::SetRecovery {
+        self.call(Request::SetRecovery(v1::SetRecovery {
             auth_key: publics.auth_public_key.clone(),
             sealed_bundle: bundle,
             expected_auth_key: expected,
@@ -84,121 +67,110 @@ impl Client {
 
     /// Makes a new recovery key, stores the bundle sealed to it and tells the account's other
     /// devices. Returns the key to show; it is stored nowhere.
-    pub(crate) async fn set_new_recovery_key(&mut self) -> Result<String, ClientError> {
-        let recovery_key = RecoveryKey::generate(&mut rand::thread_rng());
+    pub(crate) async fn set_new_recovery_key(&self) -> Result<String, CoreError> {
+        let recovery_key = self.env.with_rng(RecoveryKey::generate);
         let publics = RecoveryPublic {
             seal_public_key: recovery_key.seal_secret().public().to_vec(),
             auth_public_key: recovery_key.auth_key().public().to_vec(),
         };
         // Replace whatever the server has now, even if this device missed a rotation.
         let (_, expected) = self.device_list().await?;
-        let mut keys = self.account_keys()?.clone();
+        let mut keys = self.account_keys()?;
         keys.recovery = Some(publics.clone());
         match self.store_recovery_bundle(&keys, &publics, expected).await {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(e) if e.code() == Some(ErrorCode::Conflict) => {
-                return Err(ClientError::Usage(
-                    "another device changed the recovery key at the same moment; try again".into(),
-                ));
+                return Err(Usage::RecoveryKeyRace.into());
             }
             Err(e) => return Err(e),
         }
         let device = self.me()?.device;
-        self.local.transaction(|l| {
-            keys.save(l)?;
-            l.set_u64(RECOVERY_SET_BY, device.0)
+        self.write(|tx| {
+            keys.save(tx)?;
+            tx.set_counter(RECOVERY_SET_BY, device.0)
         })?;
-        self.keys = Some(keys);
         self.send_account_sync(account_sync::Kind::Recovery(publics))
             .await?;
         Ok(recovery_key.display())
     }
 
     /// Replaces the recovery key; the old one stops working. Returns the new one to show.
-    pub async fn rotate_recovery_key(&mut self) -> Result<String, ClientError> {
+    pub(crate) async fn rotate_recovery_key(&self) -> Result<String, CoreError> {
         self.connect().await?;
         // Learn of archive keys other devices made, so the new bundle carries them all.
-        self.sync_inner().await?;
+        self.sync_all().await?;
         self.set_new_recovery_key().await
     }
 
     /// Restores `username` on this (empty) profile with the recovery key, after every other
     /// device was lost. With `revoke_others`, the old devices are revoked at once and the
     /// archive key is replaced.
-    pub async fn recover(
-        &mut self,
+    pub(crate) async fn recover(
+        &self,
         server: &str,
-        username: &str,
+        username: &Username,
         recovery_key: &str,
         device_name: &str,
         revoke_others: bool,
-    ) -> Result<Recovered, ClientError> {
+    ) -> Result<Recovered, CoreError> {
         self.require_empty_profile()?;
         check_name(device_name)?;
-        let username = Username::parse(username).map_err(|e| ClientError::Usage(e.to_string()))?;
-        let recovery_key = RecoveryKey::parse(recovery_key).map_err(|_| {
-            ClientError::Usage("that is not a recovery key (groups of letters and digits)".into())
-        })?;
-        let server = server.trim_end_matches('/').to_owned();
-        let conn = Connection::open(&server).await?;
-        let recovery_signature = identity::answer_recovery_challenge(
-            &recovery_key.auth_key(),
-            conn.challenge(),
-            &username,
-        );
-        let bundle = conn
-            .request(Request::FetchRecovery(v1::FetchRecovery {
+        let recovery_key =
+            RecoveryKey::parse(recovery_key).map_err(|_| Usage::InvalidRecoveryKey)?;
+        let challenge = self.hello().await?;
+        let recovery_signature =
+            identity::answer_recovery_challenge(&recovery_key.auth_key(), &challenge, username);
+        let bundle = self
+            .call(Request::FetchRecovery(v1::FetchRecovery {
                 username: username.to_string(),
                 signature: recovery_signature.clone(),
             }))
             .await
             .map_err(|e| match e.code() {
-                Some(ErrorCode::AuthenticationFailed) => ClientError::Usage(
-                    "the recovery key is wrong for this account (or the account has none)".into(),
-                ),
+                Some(ErrorCode::AuthenticationFailed) => Usage::WrongRecoveryKey.into(),
                 _ => e,
             })?;
         let Reply::RecoveryBundle(bundle) = bundle else {
-            return Err(ClientError::Protocol("expected RecoveryBundle".into()));
+            return Err(unexpected("RecoveryBundle"));
         };
         let secrets: AccountSecrets = decode(
             &seal::open_sealed(
                 &recovery_key.seal_secret(),
                 &[],
-                &recovery_aad(&username),
+                &recovery_aad(username),
                 &bundle.sealed_bundle,
             )?,
             "recovery bundle",
         )?;
         let keys = AccountKeys::from_secrets(&secrets)?;
-        let mut rng = rand::thread_rng();
         let me = Identity {
-            server: server.clone(),
+            server: server.trim_end_matches('/').to_owned(),
             username: username.clone(),
-            device: DeviceId(rng.next_u64()),
+            device: DeviceId(self.env.random_u64()),
             account_key: SecretKey::from_bytes(&secrets.account_secret_key)?,
-            device_key: SecretKey::generate(&mut rng),
+            device_key: self.env.with_rng(SecretKey::generate),
         };
-        let (one_time, last_resort) = make_key_packages(&self.local, &me, true)?;
-        let reply = conn
-            .request(Request::RecoverDevice(v1::RecoverDevice {
+        let (one_time, last_resort) =
+            self.write(|tx| ident::make_key_packages(&self.mls(tx), &me, true))?;
+        let reply = self
+            .call(Request::RecoverDevice(v1::RecoverDevice {
                 username: username.to_string(),
                 recovery_signature,
                 device: Some(me.certificate()),
-                challenge_signature: me.answer(conn.challenge()),
+                challenge_signature: me.answer(&challenge),
                 key_packages: one_time,
                 last_resort_key_package: last_resort,
-                sealed_name: keys.seal_device_name(&username, me.device, device_name),
+                sealed_name: keys.seal_device_name(&self.env, username, me.device, device_name),
                 revoke_others,
             }))
             .await?;
         if !matches!(reply, Reply::AuthOk(_)) {
-            return Err(ClientError::Protocol("expected AuthOk".into()));
+            return Err(unexpected("AuthOk"));
         }
         let device = me.device;
-        self.become_device(me, keys)?;
-        self.local.set_u64(LAST_RESORT_UPLOADED, 1)?;
-        self.conn = Some(conn);
+        self.become_device(me, &keys, Some(self.now_ms()))?;
+        self.write(|tx| tx.set_counter(LAST_RESORT_UPLOADED, 1))?;
+        self.io.set_logged_in();
         let (listed, _) = self.device_list().await?;
         let revoked = listed
             .iter()
@@ -211,7 +183,7 @@ impl Client {
             // Nobody is left to add this device to the account's own group: start a new one.
             self.ensure_self_group().await?;
         }
-        self.sync_inner().await?;
+        self.sync_all().await?;
         if revoke_others {
             // The lost devices may be in someone else's hands: history archived from now on
             // uses a key they never had.
@@ -220,8 +192,8 @@ impl Client {
         Ok(Recovered {
             device,
             revoked,
-            restored: self.last_restore,
-            chats: self.chats()?.len(),
+            restored: self.restored.get(),
+            chats: self.chat_list()?.len(),
         })
     }
 }

@@ -1,0 +1,106 @@
+//! How the CLI words what the engine reports as data: warnings, and errors where the CLI has
+//! something to add (which command to run next). Everything the engine says is typed; these
+//! sentences are the CLI's.
+
+use chapar_client::{CoreError, Usage, Warning};
+
+/// A warning, as a line for stderr.
+pub fn warning(warning: &Warning) -> Option<String> {
+    Some(match warning {
+        Warning::KeyChanged { user, .. } => format!(
+            "WARNING: the identity key of @{user} has CHANGED. Someone may be impersonating them, \
+             or they reinstalled. Compare safety numbers with `chapar fingerprint @{user}` before \
+             trusting new messages."
+        ),
+        Warning::UnverifiableDevice { user, reason } => {
+            format!("skipping a device of @{user} that does not verify: {reason}")
+        }
+        Warning::RevokedDeviceListed { user, device } => format!(
+            "WARNING: the server lists device {device} of @{user} again, which was revoked; it is \
+             not added back."
+        ),
+        Warning::RosterNotUpdated {
+            group,
+            reason,
+            sent_anyway: false,
+        } => format!("could not bring the devices of chat {group} up to date: {reason}"),
+        Warning::RosterNotUpdated {
+            group,
+            reason,
+            sent_anyway: true,
+        } => format!(
+            "could not bring the devices of chat {group} up to date ({reason}); sending anyway"
+        ),
+        Warning::QueuedMessageDropped { group, reason } => {
+            format!("a queued message to chat {group} was refused and dropped: {reason}")
+        }
+        Warning::RecoveryKeyReplaced { by } => format!(
+            "Your account's recovery key was replaced by your device {by}. If that was not you, \
+             revoke that device and run `chapar recovery-key --rotate`."
+        ),
+        Warning::RecoveryBundleStale => "Your recovery key was replaced on another device that \
+             this one has not heard from yet; run `chapar sync` and `chapar recovery-key --rotate` \
+             to be sure a recovery can read all of your history."
+            .into(),
+        // Already in the log (at warn level); history stays recorded and goes later.
+        Warning::ArchiveDeferred { .. } => return None,
+    })
+}
+
+/// An error of the engine or driver, worded for the terminal.
+pub fn error(e: &CoreError) -> String {
+    match e {
+        CoreError::Usage(usage) => usage_error(usage),
+        CoreError::Queued(why) => format!(
+            "not sent yet ({why}); the message is saved and goes out the next time chapar connects"
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn usage_error(usage: &Usage) -> String {
+    match usage {
+        Usage::NoAccount => "this profile has no account yet: run `chapar register` first".into(),
+        Usage::AlreadyRegistered => {
+            "this profile already belongs to an account; use another --profile".into()
+        }
+        Usage::LinkTimedOut => {
+            "no device approved this link in time; run `chapar link` again".into()
+        }
+        Usage::InvalidLinkCode => "that is not a link code (groups of letters and digits)".into(),
+        Usage::InvalidRecoveryKey => {
+            "that is not a recovery key (groups of letters and digits)".into()
+        }
+        Usage::RevocationUnfinished(_) => "the device is revoked, but is still in your devices' \
+             own group, so no new archive key was made; run `chapar sync`, then revoke it again \
+             to finish"
+            .into(),
+        Usage::AmbiguousMessage(id) => {
+            format!("message {id} is in more than one chat; name the chat with --chat")
+        }
+        Usage::NoFileMessage(id) => {
+            format!("no file message {id} on this device (run `chapar sync`?)")
+        }
+        Usage::UnknownStickerPack => {
+            "no such sticker pack installed (see `chapar sticker list`)".into()
+        }
+        Usage::FileExists(path) => {
+            format!("{path} exists already; choose another --out or move it away")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A whole error chain as one line, with the engine's errors worded by [`error`] (which
+/// says what their own sources say, so the chain stops there).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        if let Some(core) = cause.downcast_ref::<CoreError>() {
+            parts.push(error(core));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}

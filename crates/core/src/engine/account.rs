@@ -1,0 +1,108 @@
+//! Creating an account, and catching up with everything (the sync every command starts
+//! from).
+
+use chapar_crypto::identity::SecretKey;
+use chapar_types::{DeviceId, Username};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+
+use super::device::{Device, unexpected};
+use super::sync::{Seen, behind};
+use crate::account_keys::AccountKeys;
+use crate::identity::{self, Identity, LAST_RESORT_UPLOADED, RESTORE_UNTIL};
+use crate::{CoreError, Usage};
+
+impl Device {
+    /// Creates an account `username` on `server` with this profile as its first device, named
+    /// `device_name`. Returns the recovery key, to be shown to the user once and never stored.
+    pub(crate) async fn register(
+        &self,
+        server: &str,
+        username: &str,
+        device_name: &str,
+    ) -> Result<String, CoreError> {
+        self.require_empty_profile()?;
+        super::link::check_name(device_name)?;
+        let username = Username::parse(username).map_err(Usage::from)?;
+        let me = Identity {
+            server: server.trim_end_matches('/').to_owned(),
+            username: username.clone(),
+            device: DeviceId(self.env.random_u64()),
+            account_key: self.env.with_rng(SecretKey::generate),
+            device_key: self.env.with_rng(SecretKey::generate),
+        };
+        let challenge = self.hello().await?;
+        let (key_packages, last_resort) =
+            self.write(|tx| identity::make_key_packages(&self.mls(tx), &me, true))?;
+        let keys = AccountKeys::generate(&self.env);
+        let reply = self
+            .call(Request::Register(v1::Register {
+                username: username.to_string(),
+                account_key: me.account_key.public().to_vec(),
+                device: Some(me.certificate()),
+                challenge_signature: me.answer(&challenge),
+                key_packages,
+                last_resort_key_package: last_resort,
+                sealed_name: keys.seal_device_name(&self.env, &username, me.device, device_name),
+            }))
+            .await?;
+        if !matches!(reply, Reply::AuthOk(_)) {
+            return Err(unexpected("AuthOk"));
+        }
+        self.become_device(me, &keys, None)?;
+        self.write(|tx| tx.set_counter(LAST_RESORT_UPLOADED, 1))?;
+        self.io.set_logged_in();
+        self.ensure_self_group().await?;
+        self.set_new_recovery_key().await
+    }
+
+    /// Joins welcomed groups, replays the archive on a new device, processes every group's
+    /// new entries and settles this device's pending commits, commits pending proposals, brings
+    /// groups in line with their accounts' devices, and uploads new history to the archive.
+    /// Returns the messages the user should see, in the order they came.
+    pub(crate) async fn sync_all(&self) -> Result<Vec<Seen>, CoreError> {
+        self.connect().await?;
+        let mut seen = Vec::new();
+        self.sync_welcomes().await?;
+        // A new device replays the archive before reading the logs, so that edits and
+        // reactions in the logs find the messages they refer to.
+        let restore_until = self.read(|tx| tx.counter(RESTORE_UNTIL))?;
+        if restore_until > 0 {
+            self.restore_archive().await?;
+            if self.now_ms() >= restore_until {
+                self.write(|tx| tx.set_counter(RESTORE_UNTIL, 0))?;
+            }
+        }
+        let heads = self.heads().await?;
+        for group in self.read(|tx| behind(tx, &heads))? {
+            seen.extend(self.sync_group(group).await?);
+            self.settle_pending_commit(group).await?;
+        }
+        self.commit_pending_proposals().await?;
+        self.reconcile_rosters(&heads).await?;
+        let archived = heads.iter().map(|h| (h.group, h.archived_seq)).collect();
+        self.upload_archive(&archived, false).await;
+        Ok(seen)
+    }
+
+    /// Commits proposals (members leaving) that nobody has committed yet.
+    pub(crate) async fn commit_pending_proposals(&self) -> Result<(), CoreError> {
+        for chat in self.read(|tx| tx.chats())? {
+            if !chat.is_active() {
+                continue;
+            }
+            let pending = self.read(|tx| {
+                Ok(chapar_crypto::mls::load_group(&self.mls(tx), chat.group)?
+                    .is_some_and(|g| g.pending_proposals().next().is_some()))
+            })?;
+            if pending {
+                self.commit(chat.group, |state, provider, signer| {
+                    Ok(chapar_crypto::mls::commit_pending_proposals(
+                        state, provider, signer,
+                    )?)
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,440 @@
+//! The account's history archive, client side: what a device records as it decrypts, how it
+//! uploads what the archive lacks, and how a new or recovered device replays it.
+//!
+//! A device records one event per log entry whose history it knows (a decrypted message, its
+//! own acknowledged message, a read marker, the end of its membership) in the same transaction
+//! that applies the entry, so nothing is recorded twice or lost in a crash. It uploads recorded
+//! events the archive does not have yet as segments encrypted under the newest archive key; the
+//! server accepts a segment only if it reaches beyond the archived position.
+//!
+//! Who uploads: every device of the account records the same events, so one of them, the
+//! *leader* (the account's device with the lowest id in the group), uploads at once, and the
+//! others only what is still unarchived after [`FOLLOWER_DELAY_MS`] (the leader may be
+//! offline). A device never uploads across a stretch it did not record itself (from before it
+//! joined) while that stretch is unarchived, unless [`GAP_GRACE_MS`] has passed: an older
+//! device may still upload it, and the server cannot take it after a later segment. See
+//! `docs/multi-device.md`.
+
+use std::collections::HashMap;
+
+use chapar_crypto::{mls, seal};
+use chapar_types::limits::{ARCHIVE_PAGE_SEGMENTS_MAX, ARCHIVE_SEGMENT_BYTES_MAX};
+use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Seq, Username};
+use chapar_wire::content::{self, AppMessage, ArchiveBody, ArchiveEvent, archive_event};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use prost::Message as _;
+
+use super::device::{Device, unexpected};
+use super::self_group;
+use crate::CoreError;
+use crate::account_keys::{AccountKeys, segment_aad};
+use crate::events::Warning;
+use crate::history;
+use crate::identity::Identity;
+use crate::model::Restored;
+use crate::provider::Provider;
+use crate::storage::{Chat, ChatKind, ChatState, Tx};
+
+/// Bytes of the AEAD's nonce and tag around a segment.
+const SEGMENT_OVERHEAD_BYTES: usize = seal::NONCE_BYTES + seal::TAG_BYTES;
+/// Key label of the archive segments' key, derived from the account's archive key.
+const SEGMENT_KEY_LABEL: &str = "chapar archive segments v1";
+/// Field number of `ArchiveBody.events`, for counting a segment's size as it grows.
+const ARCHIVE_EVENTS_FIELD: u32 = 1;
+/// Pending events read from the profile at once while uploading.
+const UPLOAD_BATCH_EVENTS: usize = 2_000;
+/// How long a device that is not the group's archive leader waits before uploading events the
+/// leader has not archived.
+pub(crate) const FOLLOWER_DELAY_MS: u64 = 30_000;
+/// How long a device waits for an older device to archive the stretch before it joined.
+const GAP_GRACE_MS: u64 = 24 * 3600 * 1000;
+/// Profile key of the restore cursor (the last archive segment replayed).
+const RESTORE_CURSOR: &str = "restore_cursor";
+/// How long an incompletely linked device keeps replaying the archive.
+pub(crate) const RESTORE_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
+/// Records that the entry at `seq` of `group` carried `event`; uploaded later.
+#[allow(clippy::too_many_arguments)] // the fields of one archive event
+pub(crate) fn record(
+    tx: &Tx<'_>,
+    group: GroupId,
+    seq: Seq,
+    event: archive_event::Kind,
+    sender: &Username,
+    sender_device: DeviceId,
+    server_ms: u64,
+    now_ms: u64,
+) -> Result<(), CoreError> {
+    if seq == 0 {
+        return Ok(());
+    }
+    let event = ArchiveEvent {
+        seq,
+        sender: sender.as_str().to_owned(),
+        sender_device: sender_device.0,
+        server_time_ms: server_ms,
+        kind: Some(event),
+    };
+    tx.record_archive_event(group, seq, &event.encode_to_vec(), now_ms)
+}
+
+/// Records this device's own message, acknowledged at `seq`, if it is still in the outbox.
+pub(crate) fn record_own(
+    tx: &Tx<'_>,
+    me: &Identity,
+    group: GroupId,
+    id: MessageId,
+    seq: Seq,
+    now_ms: u64,
+) -> Result<(), CoreError> {
+    let Some(body) = tx.outgoing_body(group, id)? else {
+        return Ok(());
+    };
+    // Keys sent through the self group never go into the archive.
+    if let Ok(AppMessage {
+        body: Some(content::app_message::Body::AccountSync(sync)),
+        ..
+    }) = AppMessage::decode(body.as_slice())
+        && !self_group::archivable(&sync)
+    {
+        return Ok(());
+    }
+    record(
+        tx,
+        group,
+        seq,
+        archive_event::Kind::AppMessage(body),
+        &me.username,
+        me.device,
+        now_ms,
+        now_ms,
+    )
+}
+
+/// Whether this device is the one that archives `group` for its account at once: the lowest
+/// device id of the account among the group's members (or the only one that knows the group).
+fn is_leader(provider: &Provider<'_>, me: &Identity, group: GroupId) -> Result<bool, CoreError> {
+    let Some(state) = mls::load_group(provider, group)? else {
+        return Ok(true);
+    };
+    Ok(mls::members(&state)
+        .iter()
+        .filter(|m| m.identity.username == me.username)
+        .map(|m| m.identity.device)
+        .min()
+        .is_none_or(|lowest| lowest == me.device))
+}
+
+/// The events of one segment, starting at the first pending one, within the size limit.
+fn segment_of(events: &[(Seq, Vec<u8>, u64)], group: GroupId) -> (ArchiveBody, Seq) {
+    let mut body = ArchiveBody::default();
+    // The body's encoded length, kept as events are added (encoding it anew each time would
+    // make a batch quadratic).
+    let mut body_bytes = 0;
+    let mut last = 0;
+    for (seq, bytes, _) in events {
+        last = *seq;
+        let Ok(event) = ArchiveEvent::decode(bytes.as_slice()) else {
+            tracing::warn!(%group, seq, "dropping an undecodable archive event");
+            continue;
+        };
+        body_bytes += prost::encoding::message::encoded_len(ARCHIVE_EVENTS_FIELD, &event);
+        body.events.push(event);
+        if body_bytes + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX {
+            // Keep at least one event; a single event is far below the limit.
+            if body.events.len() > 1 {
+                body.events.pop();
+                last = body.events.last().map_or(last, |e| e.seq);
+            }
+            break;
+        }
+    }
+    (body, last)
+}
+
+impl Device {
+    /// Uploads recorded events the archive lacks. `archived` has the server's archived
+    /// position per group where the caller knows it (from `ListGroups`); elsewhere the
+    /// profile's last known position is used, and a `conflict` answer corrects it. With
+    /// `force`, this device uploads even where it is not the leader (before handing the
+    /// archive to a new device).
+    pub(crate) async fn upload_archive_now(
+        &self,
+        archived: &HashMap<GroupId, Seq>,
+        force: bool,
+    ) -> Result<(), CoreError> {
+        let me = self.me()?;
+        let keys = self.account_keys()?;
+        let now = self.now_ms();
+        for group in self.read(|tx| tx.archive_event_groups())? {
+            let mut known = match archived.get(&group) {
+                Some(seq) => *seq,
+                None => self.read(|tx| tx.archived_seq(group))?,
+            };
+            let (leader, recorded_from) = self.read(|tx| {
+                Ok((
+                    force || is_leader(&self.mls(tx), me, group)?,
+                    tx.recorded_from(group)?,
+                ))
+            })?;
+            loop {
+                let events = self.write(|tx| {
+                    tx.forget_archive_events(group, known)?;
+                    tx.archive_events(group, UPLOAD_BATCH_EVENTS)
+                })?;
+                let Some(oldest_ms) = events.iter().map(|(_, _, at)| *at).min() else {
+                    break;
+                };
+                let age = now.saturating_sub(oldest_ms);
+                if !leader && age < FOLLOWER_DELAY_MS {
+                    break;
+                }
+                if known < recorded_from && age < GAP_GRACE_MS {
+                    // What came before this device joined is not archived yet; a device that
+                    // was there may still upload it, and would be refused after a later segment.
+                    break;
+                }
+                let (body, through) = segment_of(&events, group);
+                if body.events.is_empty() {
+                    self.write(|tx| tx.forget_archive_events(group, through))?;
+                    continue;
+                }
+                let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
+                let ciphertext =
+                    seal_segment(self, &keys, &me.username, group, from, through, &body);
+                let reply = self
+                    .call(Request::AppendArchive(v1::AppendArchive {
+                        group_id: group.as_bytes().to_vec(),
+                        from_seq: from,
+                        through_seq: through,
+                        key_generation: keys.latest().0,
+                        ciphertext,
+                    }))
+                    .await;
+                known = match reply {
+                    Ok(_) => through,
+                    Err(CoreError::Server {
+                        code: ErrorCode::Conflict,
+                        position,
+                        ..
+                    }) => {
+                        // Another device archived further first.
+                        position.max(known.saturating_add(1))
+                    }
+                    Err(CoreError::Server {
+                        code: ErrorCode::NotMember | ErrorCode::BadRequest,
+                        message,
+                        ..
+                    }) => {
+                        tracing::warn!(%group, %message, "dropping history the server will not archive");
+                        self.write(|tx| tx.forget_archive_events(group, through))?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads what the archive lacks (see [`Self::upload_archive_now`]). A failure is a
+    /// warning, not an error: the events stay recorded and a later sync uploads them.
+    pub(crate) async fn upload_archive(&self, archived: &HashMap<GroupId, Seq>, force: bool) {
+        if let Err(e) = self.upload_archive_now(archived, force).await {
+            tracing::warn!(error = %e, "could not upload history to the archive; will retry");
+            self.warn(Warning::ArchiveDeferred {
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    /// Replays the account archive from where the last replay stopped (a new or recovered
+    /// device). Replaying twice changes nothing.
+    pub(crate) async fn restore_archive(&self) -> Result<Restored, CoreError> {
+        let me = self.me()?;
+        let keys = self.account_keys()?;
+        let mut restored = Restored::default();
+        loop {
+            let cursor = self.read(|tx| tx.counter(RESTORE_CURSOR))?;
+            let Reply::ArchivePage(page) = self
+                .call(Request::FetchArchive(v1::FetchArchive {
+                    after_id: cursor,
+                    limit: ARCHIVE_PAGE_SEGMENTS_MAX,
+                }))
+                .await?
+            else {
+                return Err(unexpected("ArchivePage"));
+            };
+            if page.segments.is_empty() {
+                break;
+            }
+            for segment in page.segments {
+                restored.segments += 1;
+                restored.bytes += segment.ciphertext.len() as u64;
+                restored.events += self.write(|tx| {
+                    if segment.id <= tx.counter(RESTORE_CURSOR)? {
+                        return Err(CoreError::Protocol(
+                            "the server sent archive segments out of order".into(),
+                        ));
+                    }
+                    let applied =
+                        replay_segment(&self.mls(tx), tx, self.now_ms(), me, &keys, &segment)?;
+                    tx.set_counter(RESTORE_CURSOR, segment.id)?;
+                    Ok(applied)
+                })?;
+            }
+        }
+        let mut total = self.restored.get();
+        total += restored;
+        self.restored.set(total);
+        Ok(restored)
+    }
+}
+
+fn seal_segment(
+    device: &Device,
+    keys: &AccountKeys,
+    username: &Username,
+    group: GroupId,
+    from: Seq,
+    through: Seq,
+    body: &ArchiveBody,
+) -> Vec<u8> {
+    let (generation, key) = keys.latest();
+    device.env.with_rng(|rng| {
+        seal::encrypt(
+            &key.derive(SEGMENT_KEY_LABEL),
+            &segment_aad(username, group, from, through, generation),
+            &body.encode_to_vec(),
+            rng,
+        )
+    })
+}
+
+/// Decrypts one segment and applies its events; returns how many were applied.
+fn replay_segment(
+    provider: &Provider<'_>,
+    tx: &Tx<'_>,
+    now_ms: u64,
+    me: &Identity,
+    keys: &AccountKeys,
+    segment: &v1::ArchiveSegment,
+) -> Result<u64, CoreError> {
+    let Ok(group) = GroupId::from_slice(&segment.group_id) else {
+        return Ok(0);
+    };
+    let Some(key) = keys.archive_key(segment.key_generation) else {
+        tracing::warn!(%group, generation = segment.key_generation, "no key for an archive segment");
+        return Ok(0);
+    };
+    let plaintext = match seal::decrypt(
+        &key.derive(SEGMENT_KEY_LABEL),
+        &segment_aad(
+            &me.username,
+            group,
+            segment.from_seq,
+            segment.through_seq,
+            segment.key_generation,
+        ),
+        &segment.ciphertext,
+    ) {
+        Ok(plaintext) => plaintext,
+        Err(e) => {
+            tracing::warn!(%group, error = %e, "an archive segment does not open; skipped");
+            return Ok(0);
+        }
+    };
+    let Ok(body) = ArchiveBody::decode(plaintext.as_slice()) else {
+        tracing::warn!(%group, "an archive segment does not decode; skipped");
+        return Ok(0);
+    };
+    if tx.chat(group)?.is_none() {
+        tx.insert_chat(
+            &Chat::new(group, ChatKind::Group, ChatState::Restored, 0),
+            now_ms,
+        )?;
+    }
+    let mut applied = 0;
+    for event in &body.events {
+        // Events outside the segment's declared stretch are not what the segment says it is.
+        if event.seq <= segment.from_seq || event.seq > segment.through_seq {
+            continue;
+        }
+        match &event.kind {
+            Some(archive_event::Kind::AppMessage(bytes)) => {
+                let Ok(message) = AppMessage::decode(bytes.as_slice()) else {
+                    continue;
+                };
+                let Ok(sender) = Username::parse(&event.sender) else {
+                    continue;
+                };
+                if let Some(content::app_message::Body::AccountSync(sync)) = &message.body {
+                    self_group::apply_restored(tx, sync)?;
+                } else {
+                    history::apply(
+                        provider,
+                        tx,
+                        group,
+                        &sender,
+                        DeviceId(event.sender_device),
+                        Some(event.seq),
+                        &message,
+                    )?;
+                }
+                applied += 1;
+            }
+            Some(archive_event::Kind::ChatState(state)) => {
+                let active = tx.chat(group)?.is_some_and(|c| c.is_active());
+                let ended = match state.as_str() {
+                    "left" => Some(ChatState::Left),
+                    "removed" => Some(ChatState::Removed),
+                    _ => None,
+                };
+                if let (false, Some(ended)) = (active, ended) {
+                    tx.set_state(group, ended)?;
+                }
+                applied += 1;
+            }
+            None => {}
+        }
+    }
+    tx.set_archived_seq(group, segment.through_seq)?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the report
+
+    use super::*;
+
+    #[test]
+    fn a_segment_fills_up_to_the_size_limit_and_no_further() {
+        let group = GroupId::from_slice(&[7; 16]).unwrap();
+        let events: Vec<(Seq, Vec<u8>, u64)> = (1..=200)
+            .map(|seq| {
+                let event = ArchiveEvent {
+                    seq,
+                    sender: "alice".into(),
+                    sender_device: 3,
+                    server_time_ms: 1_700_000_000_000 + seq,
+                    kind: Some(archive_event::Kind::AppMessage(vec![
+                        seq as u8;
+                        5_000 + seq as usize
+                    ])),
+                };
+                (seq, event.encode_to_vec(), 0)
+            })
+            .collect();
+        let (body, through) = segment_of(&events, group);
+        let taken = body.events.len();
+        assert!(taken > 1 && taken < events.len());
+        assert_eq!(through, body.events[taken - 1].seq);
+        assert!(body.encoded_len() + SEGMENT_OVERHEAD_BYTES <= ARCHIVE_SEGMENT_BYTES_MAX);
+        let mut one_more = body.clone();
+        one_more
+            .events
+            .push(ArchiveEvent::decode(events[taken].1.as_slice()).unwrap());
+        assert!(one_more.encoded_len() + SEGMENT_OVERHEAD_BYTES > ARCHIVE_SEGMENT_BYTES_MAX);
+    }
+}

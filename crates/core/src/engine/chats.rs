@@ -1,0 +1,409 @@
+//! Chats and their members: finding the chat a target names (creating a direct chat on first
+//! use), creating groups, adding and removing users, leaving, and checking the account keys and
+//! device certificates that every added device must carry.
+
+use chapar_crypto::mls::{self, VerifiedKeyPackage};
+use chapar_crypto::safety_number::safety_number;
+use chapar_types::limits::GROUP_NAME_BYTES_MAX;
+use chapar_types::{DeviceId, GroupId, Username};
+use chapar_wire::content::{self, app_message::Body};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+
+use super::commit::Committed;
+use super::device::{Device, unexpected};
+use super::sync::record_state;
+use crate::events::{Event, Warning};
+use crate::identity::verify_cert;
+use crate::model::Target;
+use crate::storage::{Chat, ChatKind, ChatState};
+use crate::{CoreError, Usage};
+
+/// What to do when the server presents an account key that differs from the pinned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyChange {
+    /// The user asked for this account (adding them, a fingerprint): warn loudly and pin the
+    /// new key, as messengers do after a reinstall.
+    Warn,
+    /// Background work (bringing groups' devices up to date): keep the old pin, do nothing.
+    Refuse,
+}
+
+impl Device {
+    /// The chat a target names, creating the direct chat on first use.
+    pub(crate) async fn resolve(&self, target: &Target) -> Result<GroupId, CoreError> {
+        match target {
+            Target::Group(group) => {
+                if self
+                    .read(|tx| tx.chat(*group))?
+                    .is_none_or(|c| !c.is_active())
+                {
+                    // Perhaps this device was just added: the welcome is waiting.
+                    self.sync_all().await?;
+                }
+                match self.read(|tx| tx.chat(*group))? {
+                    Some(chat) if chat.kind == ChatKind::SelfGroup => {
+                        Err(Usage::SelfGroupIsNotAChat.into())
+                    }
+                    Some(chat) if chat.is_active() => Ok(*group),
+                    Some(_) => Err(Usage::NoLongerMember(*group).into()),
+                    None => Err(Usage::UnknownGroup(*group).into()),
+                }
+            }
+            Target::User(user) => {
+                if *user == self.me()?.username {
+                    return Err(Usage::DirectChatWithSelf.into());
+                }
+                if let Some(group) = self.active_direct_chat(user)? {
+                    return Ok(group);
+                }
+                // The other side may have started the chat already.
+                self.sync_all().await?;
+                if let Some(group) = self.active_direct_chat(user)? {
+                    return Ok(group);
+                }
+                self.create_chat(ChatKind::Direct, user.as_str(), std::slice::from_ref(user))
+                    .await
+            }
+        }
+    }
+
+    fn active_direct_chat(&self, user: &Username) -> Result<Option<GroupId>, CoreError> {
+        Ok(self
+            .read(|tx| tx.direct_chats(user))?
+            .into_iter()
+            .find(Chat::is_active)
+            .map(|c| c.group))
+    }
+
+    /// Creates a group chat named `name` with `members` and returns its id.
+    pub(crate) async fn create_group(
+        &self,
+        name: &str,
+        members: &[Username],
+    ) -> Result<GroupId, CoreError> {
+        if name.len() > GROUP_NAME_BYTES_MAX {
+            return Err(Usage::TooLong {
+                what: "a group name",
+                max: GROUP_NAME_BYTES_MAX,
+            }
+            .into());
+        }
+        self.connect().await?;
+        self.create_chat(ChatKind::Group, name, members).await
+    }
+
+    async fn create_chat(
+        &self,
+        kind: ChatKind,
+        name: &str,
+        members: &[Username],
+    ) -> Result<GroupId, CoreError> {
+        let me = self.me()?;
+        let mut packages = Vec::new();
+        for user in members.iter().filter(|u| **u != me.username) {
+            let claimed = self.claim_verified(user, &[], KeyChange::Warn).await?;
+            if claimed.is_empty() {
+                return Err(Usage::NoDeviceToAdd(user.clone()).into());
+            }
+            packages.extend(claimed);
+        }
+        // This account's other devices.
+        packages.extend(
+            self.claim_verified(&me.username, &[], KeyChange::Warn)
+                .await?,
+        );
+        let group = GroupId(self.env.random());
+        self.call(Request::CreateGroup(v1::CreateGroup {
+            group_id: group.as_bytes().to_vec(),
+        }))
+        .await?;
+        let signer = me.signer();
+        self.write(|tx| {
+            mls::create_group(&self.mls(tx), &signer, group)?;
+            let chat = match kind {
+                ChatKind::Direct => Chat {
+                    peer: Username::parse(name).ok(),
+                    ..Chat::new(group, kind, ChatState::Active, 0)
+                },
+                _ => Chat {
+                    name: name.to_owned(),
+                    ..Chat::new(group, kind, ChatState::Active, 0)
+                },
+            };
+            tx.insert_chat(&chat, self.now_ms())
+        })?;
+        self.io.emit(Event::ChatJoined(group));
+        self.add_packages(group, packages).await?;
+        Ok(group)
+    }
+
+    /// Adds verified key packages to a group and tells the new members what the chat is.
+    pub(crate) async fn add_packages(
+        &self,
+        group: GroupId,
+        packages: Vec<VerifiedKeyPackage>,
+    ) -> Result<(), CoreError> {
+        if packages.is_empty() {
+            return Ok(());
+        }
+        let committed = self
+            .commit(group, |state, provider, signer| {
+                // Built anew on each attempt: after catching up, someone may have added some
+                // of these devices already.
+                let present: Vec<DeviceId> = mls::members(state)
+                    .iter()
+                    .map(|m| m.identity.device)
+                    .collect();
+                let add: Vec<_> = packages
+                    .iter()
+                    .filter(|k| !present.contains(&k.identity.device))
+                    .cloned()
+                    .collect();
+                if add.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(mls::add_members(state, provider, signer, add)?))
+            })
+            .await?;
+        if committed == Committed::NothingToDo {
+            return Ok(());
+        }
+        let chat = self
+            .read(|tx| tx.chat(group))?
+            .ok_or_else(|| CoreError::Profile(format!("chat {group} is not recorded")))?;
+        self.send_group_meta(&chat).await
+    }
+
+    /// Tells a group's (new) members what the chat is.
+    pub(crate) async fn send_group_meta(&self, chat: &Chat) -> Result<(), CoreError> {
+        let meta = match chat.kind {
+            ChatKind::Direct => content::GroupMeta {
+                kind: content::ChatKind::Direct as i32,
+                name: chat
+                    .peer
+                    .as_ref()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+            },
+            ChatKind::SelfGroup => content::GroupMeta {
+                kind: content::ChatKind::Self_ as i32,
+                name: String::new(),
+            },
+            ChatKind::Group => content::GroupMeta {
+                kind: content::ChatKind::Group as i32,
+                name: chat.name.clone(),
+            },
+        };
+        self.send_body(chat.group, Body::GroupMeta(meta)).await?;
+        Ok(())
+    }
+
+    /// Claims one key package per device of `user` (only the listed devices, all if empty;
+    /// never this device) and checks each against the account key, pinning the key on first
+    /// use. With [`KeyChange::Refuse`] nothing is claimed from an account whose key is not the
+    /// pinned one.
+    pub(crate) async fn claim_verified(
+        &self,
+        user: &Username,
+        only: &[DeviceId],
+        on_key_change: KeyChange,
+    ) -> Result<Vec<VerifiedKeyPackage>, CoreError> {
+        let Reply::KeyPackages(reply) = self
+            .call(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+                username: user.to_string(),
+                devices: only.iter().map(|d| d.0).collect(),
+            }))
+            .await?
+        else {
+            return Err(unexpected("KeyPackages"));
+        };
+        if !self.check_account_key(user, &reply.account_key, on_key_change)? {
+            return Ok(Vec::new());
+        }
+        let mut verified = Vec::new();
+        self.read(|tx| {
+            let provider = self.mls(tx);
+            for device in reply.devices {
+                let Some(cert) = device.device else { continue };
+                if !only.is_empty() && !only.contains(&DeviceId(cert.device_id)) {
+                    // Not what was asked for: the server has no say in who joins.
+                    continue;
+                }
+                let checked = (if verify_cert(&reply.account_key, user, &cert) {
+                    Ok(())
+                } else {
+                    Err(chapar_crypto::CryptoError::BadSignature)
+                })
+                .and_then(|()| mls::verify_key_package(&provider, &device.key_package))
+                .and_then(|kp| {
+                    let matches = kp.identity.username == *user
+                        && kp.identity.device.0 == cert.device_id
+                        && kp.signature_key == cert.device_key;
+                    if matches {
+                        Ok(kp)
+                    } else {
+                        Err(chapar_crypto::CryptoError::KeyPackageMismatch)
+                    }
+                });
+                match checked {
+                    Ok(kp) => verified.push(kp),
+                    Err(e) => self.warn(Warning::UnverifiableDevice {
+                        user: user.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(verified)
+    }
+
+    /// Compares `key` with the account key pinned for `user` (pinning it on first contact).
+    /// Returns whether the key is the pinned one now; a change is always warned about, and
+    /// re-pinned only with [`KeyChange::Warn`].
+    pub(crate) fn check_account_key(
+        &self,
+        user: &Username,
+        key: &[u8],
+        on_change: KeyChange,
+    ) -> Result<bool, CoreError> {
+        let now = self.now_ms();
+        self.write(|tx| match tx.pinned_key(user)? {
+            Some(pinned) if pinned == key => Ok(true),
+            Some(_) => {
+                let repin = on_change == KeyChange::Warn;
+                self.warn(Warning::KeyChanged {
+                    user: user.clone(),
+                    repinned: repin,
+                });
+                if repin {
+                    tx.pin_key(user, key, now)?;
+                }
+                Ok(repin)
+            }
+            None => {
+                tx.pin_key(user, key, now)?;
+                Ok(true)
+            }
+        })
+    }
+
+    /// Adds every device of `user` to a group.
+    pub(crate) async fn add_member(
+        &self,
+        group: GroupId,
+        user: &Username,
+    ) -> Result<(), CoreError> {
+        self.connect().await?;
+        self.sync_all().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let packages = self.claim_verified(user, &[], KeyChange::Warn).await?;
+        if packages.is_empty() {
+            return Err(Usage::NoDeviceToAdd(user.clone()).into());
+        }
+        self.add_packages(group, packages).await
+    }
+
+    /// Removes every device of `user` from a group.
+    pub(crate) async fn remove_member(
+        &self,
+        group: GroupId,
+        user: &Username,
+    ) -> Result<(), CoreError> {
+        self.connect().await?;
+        self.sync_all().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let committed = self
+            .commit(group, |state, provider, signer| {
+                let devices: Vec<DeviceId> = mls::members(state)
+                    .into_iter()
+                    .filter(|m| m.identity.username == *user)
+                    .map(|m| m.identity.device)
+                    .collect();
+                if devices.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(mls::remove_devices(
+                    state, provider, signer, &devices,
+                )?))
+            })
+            .await?;
+        if committed == Committed::NothingToDo {
+            return Err(Usage::NotInGroup(user.clone()).into());
+        }
+        Ok(())
+    }
+
+    /// Leaves a group with every device of the account: removes the account's other devices
+    /// in one commit, then proposes this device's removal; the server stops delivering to it
+    /// at once and the next member to sync commits it. (A device leaving alone would be added
+    /// back by the next roster check, its account being still in the group.)
+    pub(crate) async fn leave(&self, group: GroupId) -> Result<(), CoreError> {
+        self.connect().await?;
+        self.sync_all().await?;
+        let group = self.resolve(&Target::Group(group)).await?;
+        let me = self.me()?;
+        self.commit(group, |state, provider, signer| {
+            let mine: Vec<DeviceId> = mls::members(state)
+                .into_iter()
+                .filter(|m| m.identity.username == me.username && m.identity.device != me.device)
+                .map(|m| m.identity.device)
+                .collect();
+            if mine.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(mls::remove_devices(state, provider, signer, &mine)?))
+        })
+        .await?;
+        // A proposal cannot be made while a commit is pending.
+        self.settle_pending_commit(group).await?;
+        let signer = me.signer();
+        let (proposal, epoch) = self.write(|tx| {
+            let provider = self.mls(tx);
+            let mut state = mls::load_group(&provider, group)?
+                .ok_or_else(|| CoreError::Profile(format!("no MLS state for chat {group}")))?;
+            Ok((
+                mls::leave_group(&mut state, &provider, &signer)?,
+                mls::epoch(&state),
+            ))
+        })?;
+        let reply = self
+            .call(Request::SubmitProposal(v1::SubmitProposal {
+                group_id: group.as_bytes().to_vec(),
+                epoch,
+                proposal,
+                self_remove: true,
+            }))
+            .await?;
+        let Reply::Appended(appended) = reply else {
+            return Err(unexpected("Appended"));
+        };
+        self.write(|tx| {
+            tx.set_state(group, ChatState::Left)?;
+            record_state(tx, me, group, appended.seq, ChatState::Left, self.now_ms())
+        })?;
+        self.io.emit(Event::ChatEnded(group));
+        self.upload_archive(&Default::default(), false).await;
+        Ok(())
+    }
+
+    /// The safety number for the conversation with `user`.
+    pub(crate) async fn fingerprint(&self, user: &Username) -> Result<String, CoreError> {
+        self.connect().await?;
+        let Reply::Account(account) = self
+            .call(Request::GetAccount(v1::GetAccount {
+                username: user.to_string(),
+            }))
+            .await?
+        else {
+            return Err(unexpected("Account"));
+        };
+        self.check_account_key(user, &account.account_key, KeyChange::Warn)?;
+        let me = self.me()?;
+        let mine = me.account_key.public();
+        Ok(safety_number(
+            (&me.username, &mine),
+            (user, &account.account_key),
+        ))
+    }
+}

@@ -1,0 +1,407 @@
+//! Catching up: joining groups from welcomes, then processing each group's log in order from
+//! the device's position, one entry per transaction (MLS state, history, archive events and
+//! position move together, so a crash mid-sync neither skips nor repeats an entry).
+
+use chapar_crypto::mls::{self, Incoming};
+use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId};
+use chapar_wire::content::{AppMessage, app_message::Body, archive_event};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use prost::Message as _;
+
+use super::archive;
+use super::commit::{self, Settled};
+use super::device::{Device, unexpected};
+use super::self_group;
+use crate::CoreError;
+use crate::events::Event;
+use crate::history::{self, Applied};
+use crate::identity::Identity;
+use crate::provider::Provider;
+use crate::storage::{Chat, ChatKind, ChatState, Tx};
+
+/// Log entries fetched per request.
+const FETCH_PAGE_ENTRIES: u32 = 200;
+/// Welcomes fetched per request.
+const FETCH_PAGE_WELCOMES: u32 = 50;
+/// Profile key of the last welcome processed.
+const WELCOME_CURSOR: &str = "welcome_cursor";
+
+/// A message the user should see: it arrived or changed.
+pub(crate) type Seen = (GroupId, MessageId);
+
+/// One group as the server lists it for this device.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub group: GroupId,
+    pub head_seq: u64,
+    pub archived_seq: u64,
+    pub roster_version: u64,
+}
+
+impl Device {
+    /// Joins every group this device was welcomed into since the last sync.
+    pub(crate) async fn sync_welcomes(&self) -> Result<(), CoreError> {
+        loop {
+            let cursor = self.read(|tx| tx.counter(WELCOME_CURSOR))?;
+            let Reply::WelcomePage(page) = self
+                .call(Request::FetchWelcomes(v1::FetchWelcomes {
+                    after_id: cursor,
+                    limit: FETCH_PAGE_WELCOMES,
+                }))
+                .await?
+            else {
+                return Err(unexpected("WelcomePage"));
+            };
+            if page.welcomes.is_empty() {
+                return Ok(());
+            }
+            for welcome in page.welcomes {
+                let joined = self.write(|tx| {
+                    let joined = match GroupId::from_slice(&welcome.group_id) {
+                        Ok(group) => self.join(tx, group, &welcome)?.then_some(group),
+                        Err(_) => None,
+                    };
+                    tx.set_counter(WELCOME_CURSOR, welcome.id)?;
+                    Ok(joined)
+                })?;
+                if let Some(group) = joined {
+                    self.io.emit(Event::ChatJoined(group));
+                }
+            }
+        }
+    }
+
+    /// Joins `group` from `welcome` unless this device is an active member already. Returns
+    /// whether it joined.
+    fn join(&self, tx: &Tx<'_>, group: GroupId, welcome: &v1::Welcome) -> Result<bool, CoreError> {
+        let existing = tx.chat(group)?;
+        if existing.as_ref().is_some_and(Chat::is_active) {
+            return Ok(false);
+        }
+        let provider = self.mls(tx);
+        if let Err(e) = mls::join_group(&provider, group, &welcome.welcome) {
+            tracing::warn!(%group, error = %e, "could not join a group from its welcome");
+            return Ok(false);
+        }
+        if existing.is_some() {
+            // Known from before (left, or restored from the archive): keep what it is, start
+            // reading after the welcome.
+            tx.rejoin_chat(group, welcome.seq)?;
+        } else {
+            tx.insert_chat(
+                &Chat::new(group, ChatKind::Group, ChatState::Active, welcome.seq),
+                self.now_ms(),
+            )?;
+        }
+        // A pending commit from an earlier membership means nothing in this one.
+        tx.settle_commit(group)?;
+        Ok(true)
+    }
+
+    /// Processes every new entry of one group's log, up to its head; settles this device's
+    /// pending commit there (see `commit`). Returns what the user should see.
+    pub(crate) async fn sync_group(&self, group: GroupId) -> Result<Vec<Seen>, CoreError> {
+        let mut seen = Vec::new();
+        loop {
+            let Some(chat) = self.read(|tx| tx.chat(group))? else {
+                return Ok(seen);
+            };
+            if !chat.is_active() {
+                return Ok(seen);
+            }
+            let reply = self
+                .call(Request::FetchLog(v1::FetchLog {
+                    group_id: group.as_bytes().to_vec(),
+                    after_seq: chat.position,
+                    limit: FETCH_PAGE_ENTRIES,
+                }))
+                .await;
+            let page = match reply {
+                Ok(Reply::LogPage(page)) => page,
+                Ok(_) => return Err(unexpected("LogPage")),
+                Err(e) if e.code() == Some(ErrorCode::NotMember) => {
+                    self.end_membership(group, chat.position, ChatState::Removed)?;
+                    return Ok(seen);
+                }
+                Err(e) => return Err(e),
+            };
+            let last = page.entries.last().map(|e| e.seq);
+            for entry in &page.entries {
+                seen.extend(self.apply_entry(group, entry)?);
+            }
+            if page.membership_ended {
+                self.end_membership(group, last.unwrap_or(chat.position), ChatState::Removed)?;
+                return Ok(seen);
+            }
+            match last {
+                Some(last) if last < page.head_seq => continue,
+                _ => return Ok(seen),
+            }
+        }
+    }
+
+    /// Records that this device's membership of `group` ended at `seq`, if it was active.
+    pub(crate) fn end_membership(
+        &self,
+        group: GroupId,
+        seq: u64,
+        state: ChatState,
+    ) -> Result<(), CoreError> {
+        let me = self.me()?;
+        let ended = self.write(|tx| {
+            if !tx.chat(group)?.is_some_and(|c| c.is_active()) {
+                return Ok(false);
+            }
+            tx.set_state(group, state)?;
+            tx.settle_commit(group)?;
+            record_state(tx, me, group, seq, state, self.now_ms())?;
+            Ok(true)
+        })?;
+        if ended {
+            self.io.emit(Event::ChatEnded(group));
+        }
+        Ok(())
+    }
+
+    /// Applies one log entry in its own transaction and moves the chat's position past it;
+    /// emits what the user should see.
+    pub(crate) fn apply_entry(
+        &self,
+        group: GroupId,
+        entry: &v1::LogEntry,
+    ) -> Result<Option<Seen>, CoreError> {
+        let me = self.me()?;
+        let outcome = self.write(|tx| {
+            let Some(chat) = tx.chat(group)? else {
+                return Ok(None);
+            };
+            if entry.seq <= chat.position || !chat.is_active() {
+                return Ok(None); // already processed (a push racing a sync), or not ours now
+            }
+            let provider = self.mls(tx);
+            let outcome = self.apply_in(&provider, tx, me, group, entry)?;
+            tx.set_position(group, entry.seq)?;
+            Ok(Some(outcome))
+        })?;
+        let Some(outcome) = outcome else {
+            return Ok(None);
+        };
+        if outcome.removed {
+            self.io.emit(Event::ChatEnded(group));
+        }
+        let Some((change, id)) = outcome.applied.shown() else {
+            return Ok(None);
+        };
+        if let Some(message) = self.read(|tx| history::message(tx, group, id))? {
+            self.io.emit(Event::Message {
+                change,
+                message: Box::new(message),
+            });
+        }
+        Ok(Some((group, id)))
+    }
+
+    fn apply_in(
+        &self,
+        provider: &Provider<'_>,
+        tx: &Tx<'_>,
+        me: &Identity,
+        group: GroupId,
+        entry: &v1::LogEntry,
+    ) -> Result<EntryOutcome, CoreError> {
+        let mut outcome = EntryOutcome::default();
+        let own = DeviceId(entry.sender_device) == me.device;
+        let kind = v1::EntryKind::try_from(entry.kind);
+        let own_commit =
+            (own && kind == Ok(v1::EntryKind::Commit)).then_some(entry.payload.as_slice());
+        if commit::settle_by_entry(provider, tx, group, entry.seq, own_commit)? == Settled::Merged {
+            return Ok(outcome);
+        }
+        if own {
+            match kind {
+                Ok(v1::EntryKind::Application) => {
+                    if let Ok(id) = MessageId::from_slice(&entry.message_id) {
+                        archive::record_own(tx, me, group, id, entry.seq, self.now_ms())?;
+                        tx.mark_sent(group, id, entry.seq)?;
+                    }
+                }
+                Ok(v1::EntryKind::Commit) => {
+                    // A commit of this device that it does not hold: it cannot be processed
+                    // here (a device never decrypts its own commits).
+                    tracing::warn!(%group, seq = entry.seq, "an own commit this device does not hold");
+                }
+                _ => {}
+            }
+            return Ok(outcome);
+        }
+        let Some(mut state) = mls::load_group(provider, group)? else {
+            return Ok(outcome);
+        };
+        // An entry that cannot be processed must not wedge the chat: undo its partial state
+        // change, note it, and move on.
+        let processed = tx.attempt(|tx| {
+            let incoming = mls::process(&mut state, provider, &entry.payload)?;
+            self.on_incoming(provider, tx, me, group, entry, incoming)
+        })?;
+        match processed {
+            Ok(done) => outcome = done,
+            Err(e) => {
+                tracing::warn!(%group, seq = entry.seq, error = %e, "could not process a log entry");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn on_incoming(
+        &self,
+        provider: &Provider<'_>,
+        tx: &Tx<'_>,
+        me: &Identity,
+        group: GroupId,
+        entry: &v1::LogEntry,
+        incoming: Incoming,
+    ) -> Result<EntryOutcome, CoreError> {
+        match incoming {
+            Incoming::Application { sender, plaintext } => {
+                if sender.identity.device.0 != entry.sender_device {
+                    tracing::warn!(%group, seq = entry.seq, "the server-claimed sender differs from the MLS sender; using MLS");
+                }
+                let Ok(message) = AppMessage::decode(plaintext.as_slice()) else {
+                    tracing::warn!(%group, seq = entry.seq, "undecodable application payload");
+                    return Ok(EntryOutcome::default());
+                };
+                let sender_name = &sender.identity.username;
+                let archivable = match &message.body {
+                    Some(Body::AccountSync(sync)) => {
+                        let believed = self_group::apply_incoming(
+                            self,
+                            provider,
+                            tx,
+                            group,
+                            sender_name,
+                            sender.identity.device,
+                            &me.username,
+                            sync,
+                        )?;
+                        believed && self_group::archivable(sync)
+                    }
+                    _ => true,
+                };
+                if archivable {
+                    archive::record(
+                        tx,
+                        group,
+                        entry.seq,
+                        archive_event::Kind::AppMessage(plaintext.clone()),
+                        sender_name,
+                        sender.identity.device,
+                        entry.server_time_ms,
+                        self.now_ms(),
+                    )?;
+                }
+                if matches!(message.body, Some(Body::AccountSync(_))) {
+                    return Ok(EntryOutcome::default());
+                }
+                let applied = history::apply(
+                    provider,
+                    tx,
+                    group,
+                    sender_name,
+                    sender.identity.device,
+                    Some(entry.seq),
+                    &message,
+                )?;
+                Ok(EntryOutcome {
+                    applied,
+                    removed: false,
+                })
+            }
+            Incoming::Commit {
+                removed_self: true, ..
+            } => {
+                tx.set_state(group, ChatState::Removed)?;
+                record_state(tx, me, group, entry.seq, ChatState::Removed, self.now_ms())?;
+                Ok(EntryOutcome {
+                    applied: Applied::Nothing,
+                    removed: true,
+                })
+            }
+            Incoming::Commit { .. } | Incoming::Proposal { .. } | Incoming::Own => {
+                Ok(EntryOutcome::default())
+            }
+        }
+    }
+
+    /// Every group the server lists for this device.
+    pub(crate) async fn heads(&self) -> Result<Vec<Head>, CoreError> {
+        let Reply::GroupList(list) = self.call(Request::ListGroups(v1::ListGroups {})).await?
+        else {
+            return Err(unexpected("GroupList"));
+        };
+        Ok(list
+            .groups
+            .into_iter()
+            .filter_map(|h| {
+                Some(Head {
+                    group: GroupId::from_slice(&h.group_id).ok()?,
+                    head_seq: h.head_seq,
+                    archived_seq: h.archived_seq,
+                    roster_version: h.roster_version,
+                })
+            })
+            .collect())
+    }
+}
+
+/// What processing one entry did that the user sees.
+#[derive(Debug, Clone, Copy)]
+struct EntryOutcome {
+    applied: Applied,
+    /// This device was removed from the group by it.
+    removed: bool,
+}
+
+impl Default for EntryOutcome {
+    fn default() -> Self {
+        Self {
+            applied: Applied::Nothing,
+            removed: false,
+        }
+    }
+}
+
+/// The active chats whose server head is ahead of this device's position, or that hold a
+/// pending commit (it settles at the head).
+pub(crate) fn behind(tx: &Tx<'_>, heads: &[Head]) -> Result<Vec<GroupId>, CoreError> {
+    let mut out = Vec::new();
+    for head in heads {
+        if let Some(chat) = tx.chat(head.group)?
+            && chat.is_active()
+            && (head.head_seq > chat.position || tx.pending_commit(head.group)?.is_some())
+        {
+            out.push(head.group);
+        }
+    }
+    Ok(out)
+}
+
+/// Records in the archive that this device's membership of `group` ended at `seq`.
+pub(crate) fn record_state(
+    tx: &Tx<'_>,
+    me: &Identity,
+    group: GroupId,
+    seq: u64,
+    state: ChatState,
+    now_ms: u64,
+) -> Result<(), CoreError> {
+    archive::record(
+        tx,
+        group,
+        seq,
+        archive_event::Kind::ChatState(state.as_str().to_owned()),
+        &me.username,
+        me.device,
+        now_ms,
+        now_ms,
+    )
+}

@@ -1,0 +1,78 @@
+//! History events recorded for the account archive and not uploaded yet (table
+//! `archive_pending`). See `crate::engine::archive` for what is recorded and when.
+
+use chapar_types::{GroupId, Seq};
+use rusqlite::params;
+
+use super::{Tx, group_from, to_i64, to_u64};
+use crate::CoreError;
+
+/// A recorded event: its log position, the encoded `ArchiveEvent`, and when it was recorded.
+pub type PendingEvent = (Seq, Vec<u8>, u64);
+
+impl Tx<'_> {
+    /// Records the encoded event of `group`'s entry `seq` (once; a second record of the same
+    /// entry changes nothing).
+    pub fn record_archive_event(
+        &self,
+        group: GroupId,
+        seq: Seq,
+        event: &[u8],
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO archive_pending (group_id, seq, event, recorded_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                group.as_bytes(),
+                to_i64(seq),
+                event,
+                to_i64(now_ms)
+            ])?;
+        Ok(())
+    }
+
+    /// Whether any recorded event waits for upload.
+    pub fn has_archive_events(&self) -> Result<bool, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM archive_pending)")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// The groups with recorded events.
+    pub fn archive_event_groups(&self) -> Result<Vec<GroupId>, CoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT group_id FROM archive_pending")?;
+        let rows = stmt.query_map([], |r| group_from(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The oldest `limit` recorded events of a group.
+    pub fn archive_events(
+        &self,
+        group: GroupId,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, CoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, event, recorded_ms FROM archive_pending WHERE group_id = ?1
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![group.as_bytes(), limit], |r| {
+            Ok((to_u64(r.get(0)?), r.get(1)?, to_u64(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets the recorded events of a group up to `seq`, which the archive holds now.
+    pub fn forget_archive_events(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM archive_pending WHERE group_id = ?1 AND seq <= ?2")?
+            .execute(params![group.as_bytes(), to_i64(seq)])?;
+        self.set_archived_seq(group, seq)
+    }
+}
