@@ -1,12 +1,16 @@
 //! The transport seam: anything that carries ordered binary frames between this device and
-//! the server. The engine speaks protocol frames; a transport only moves them. WebSocket is
-//! the one implementation today; the censorship-resistant transports and relays add others
-//! and copy no rule.
+//! the server. The engine speaks protocol frames; a transport only moves them. Two
+//! implementations today: [`WebSocket`], and [`Framed`] (length-prefixed frames over any byte
+//! stream, the framing every tunnel to come carries). The censorship-resistant transports and
+//! relays add others and copy no rule.
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::codec::{Framed as CodecFramed, LengthDelimitedCodec};
 
 use chapar_core::{CoreError, Usage};
 use chapar_types::limits::FRAME_BYTES_MAX;
@@ -116,5 +120,81 @@ impl Dialer for WebSocketDialer {
         Box::pin(
             async move { Ok(Box::new(WebSocket::connect(server).await?) as Box<dyn Transport>) },
         )
+    }
+}
+
+/// The codec of length-prefixed frames: a 4-byte big-endian length, then the frame, at most
+/// [`FRAME_BYTES_MAX`] bytes (`docs/protocol.md`, section 2).
+pub fn frame_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// Frames over an ordered byte stream, each behind its length.
+pub struct Framed<T> {
+    io: CodecFramed<T, LengthDelimitedCodec>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Framed<T> {
+    /// Frames over `io`.
+    pub fn new(io: T) -> Self {
+        Self {
+            io: CodecFramed::new(io, frame_codec()),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T> {
+    fn send(&mut self, frame: Vec<u8>) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(async move {
+            self.io
+                .send(Bytes::from(frame))
+                .await
+                .map_err(|e| CoreError::Connection(format!("sending: {e}")))
+        })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, CoreError>> {
+        Box::pin(async move {
+            match self.io.next().await {
+                Some(Ok(frame)) => Ok(Some(frame.to_vec())),
+                Some(Err(e)) => Err(CoreError::Connection(format!("receiving: {e}"))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = futures_util::SinkExt::<Bytes>::close(&mut self.io).await;
+        })
+    }
+}
+
+/// Dials [`Framed`] TCP connections: the server is given as `tcp://host:port`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FramedTcpDialer;
+
+impl Dialer for FramedTcpDialer {
+    fn dial<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<Box<dyn Transport>, CoreError>> {
+        Box::pin(async move {
+            let address = server
+                .strip_prefix("tcp://")
+                .ok_or_else(|| CoreError::from(Usage::InvalidServer(server.to_owned())))?;
+            let tcp =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+                    .await
+                    .map_err(|_| {
+                        CoreError::Connection(format!("timed out connecting to {address}"))
+                    })?
+                    .map_err(|e| {
+                        CoreError::Connection(format!("cannot connect to {address}: {e}"))
+                    })?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(Framed::new(tcp)) as Box<dyn Transport>)
+        })
     }
 }

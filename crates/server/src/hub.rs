@@ -1,24 +1,78 @@
-//! In-process fan-out: which connections belong to which device, and pushing frames to them.
+//! In-process fan-out: which connections belong to which device, and pushing to them.
 //!
 //! This is the seam where a multi-node deployment will publish to NATS instead. A push never
 //! blocks the sender: a connection whose queue is full misses the push and is flagged `lagged`,
-//! so its writer tells the client to resynchronise (see `api::connection`).
+//! so its writer tells the client to resynchronise (see `api::session`).
+//!
+//! Pushes are domain values ([`Push`]); a connection's writer encodes one for its transport
+//! the first time any connection needs it, and every other recipient reuses those bytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::body::Bytes;
+use bytes::Bytes;
+use chapar_store::LogEntry;
 use chapar_types::DeviceId;
 use tokio::sync::{Notify, mpsc};
+
+/// What a push tells a device.
+#[derive(Debug, Clone)]
+pub enum PushKind {
+    /// A new entry of one of its groups' logs.
+    Entry(LogEntry),
+    /// A welcome waits for it.
+    Welcome,
+}
+
+/// A push, with its encoding once some connection made it.
+#[derive(Debug)]
+pub struct Push {
+    /// What it says.
+    pub kind: PushKind,
+    /// Its frame, encoded once for all recipients.
+    pub encoded: OnceLock<Bytes>,
+}
+
+impl Push {
+    /// A push of `kind`, not encoded yet.
+    pub fn new(kind: PushKind) -> Arc<Self> {
+        Arc::new(Self {
+            kind,
+            encoded: OnceLock::new(),
+        })
+    }
+}
+
+/// What a connection's writer sends: a response already encoded, or a push.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// An encoded response frame.
+    Frame(Bytes),
+    /// A push, shared with the other recipients.
+    Push(Arc<Push>),
+}
+
+impl Outgoing {
+    /// The bytes this takes in a connection's queue (for its byte budget).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Frame(bytes) => bytes.len(),
+            Self::Push(push) => match &push.kind {
+                PushKind::Entry(entry) => entry.payload.len(),
+                PushKind::Welcome => 0,
+            },
+        }
+    }
+}
 
 /// One connection's push queue and its lagged flag.
 #[derive(Clone)]
 pub struct PushTarget {
     /// Connection id, unique within this process.
     pub id: u64,
-    /// Encoded frames for the connection's writer.
-    pub queue: mpsc::Sender<Bytes>,
+    /// What the connection's writer sends.
+    pub queue: mpsc::Sender<Outgoing>,
     /// Set when a push was dropped because the queue was full.
     pub lagged: Arc<AtomicBool>,
     /// Notified when the device is revoked: the connection must close at once.
@@ -68,9 +122,9 @@ impl Hub {
         }
     }
 
-    /// Pushes `frame` to every connection of every device in `recipients` except connection
+    /// Pushes `push` to every connection of every device in `recipients` except connection
     /// `skip` (the one that sent it, which gets a response instead).
-    pub fn push(&self, recipients: &[DeviceId], frame: &Bytes, skip: Option<u64>) {
+    pub fn push(&self, recipients: &[DeviceId], push: &Arc<Push>, skip: Option<u64>) {
         let Ok(devices) = self.devices.lock() else {
             return;
         };
@@ -79,7 +133,7 @@ impl Hub {
                 if Some(target.id) == skip {
                     continue;
                 }
-                if target.queue.try_send(frame.clone()).is_err() {
+                if target.queue.try_send(Outgoing::Push(push.clone())).is_err() {
                     target.lagged.store(true, Ordering::Relaxed);
                 }
             }

@@ -2,8 +2,9 @@
 //!
 //! - [`service`]: domain rules (registration proofs, device logins, limits) over a
 //!   [`chapar_store::Store`]; knows nothing of HTTP or protobuf.
-//! - [`api`]: the axum router (`/healthz`, `/metrics`, `/v1/ws`) and the per-connection protocol
-//!   loop; the only module that knows HTTP and the wire format.
+//! - [`api`]: the axum router (`/healthz`, `/metrics`, `/v1/ws`), and the protocol session that
+//!   runs over any transport of ordered frames (WebSocket, length-prefixed byte streams); the
+//!   only module that knows HTTP and the wire format.
 //! - [`hub`]: in-process fan-out to connected devices (the seam for NATS later).
 //! - [`metrics`]: Prometheus counters.
 //! - Files: [`service::files`] holds the rules (limits, quotas, references, garbage collection),
@@ -56,13 +57,11 @@ pub enum ServerError {
     Config(#[from] service::files::FilesConfigError),
 }
 
-/// Opens storage, binds the listener and serves until `shutdown` resolves. `on_ready` is called
-/// with the bound address once the server accepts connections.
-pub async fn run(
-    config: ServerConfig,
-    on_ready: impl FnOnce(SocketAddr),
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+/// Opens the service over the data directory `config` names (the database, the file token key
+/// and files), creating it if needed.
+pub fn open_service(
+    config: &ServerConfig,
+) -> Result<Arc<service::Service<SqliteStore>>, ServerError> {
     // Before touching the data directory: a bad setting must not leave anything behind.
     config.files.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
@@ -82,7 +81,17 @@ pub async fn run(
                 detail,
             }
         })?;
-    let service = Arc::new(service::Service::new(store, files));
+    Ok(Arc::new(service::Service::new(store, files)))
+}
+
+/// Opens storage, binds the listener and serves until `shutdown` resolves. `on_ready` is called
+/// with the bound address once the server accepts connections.
+pub async fn run(
+    config: ServerConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let service = open_service(&config)?;
     let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;

@@ -128,3 +128,12 @@ pub fn push(kind: v1::push::Kind) -> v1::ServerFrame {
         kind: Some(v1::server_frame::Kind::Push(v1::Push { kind: Some(kind) })),
     }
 }
+
+/// A push's frame, encoded.
+pub fn encode_push(kind: &crate::hub::PushKind) -> bytes::Bytes {
+    let kind = match kind {
+        crate::hub::PushKind::Entry(entry) => v1::push::Kind::LogEntry(log_entry(entry)),
+        crate::hub::PushKind::Welcome => v1::push::Kind::Welcome(v1::Empty {}),
+    };
+    bytes::Bytes::from(chapar_wire::encode(&push(kind)))
+}

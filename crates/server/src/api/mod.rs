@@ -1,9 +1,17 @@
-//! HTTP routes and the WebSocket protocol endpoint. The only module that knows HTTP and protobuf.
-//! [`files`] is the files API (tus uploads and ranged downloads under `/v1/files`).
+//! HTTP routes and the protocol endpoints. The only module that knows HTTP and protobuf.
+//!
+//! - `session`: one connection speaking the protocol, over any transport of ordered frames.
+//! - `ws`: the WebSocket transport (`/v1/ws`); [`stream`]: length-prefixed frames over any
+//!   byte stream.
+//! - `files`: the files API (tus uploads and ranged downloads under `/v1/files`).
 
-mod connection;
 mod convert;
 mod files;
+mod session;
+pub mod stream;
+mod ws;
+
+pub use session::{Inbound, serve};
 
 use std::sync::Arc;
 
@@ -52,5 +60,5 @@ async fn websocket<S: Store>(
         // connection: the 128 KiB default cost both CPU (memset) and idle memory.
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection::serve(service, socket))
+        .on_upgrade(move |socket| ws::serve(service, socket))
 }

@@ -6,11 +6,15 @@
 //!
 //! This file holds accounts, key packages and the group logs; [`devices`] holds linking,
 //! revocation and recovery; [`archive`] the accounts' encrypted history archives; [`files`]
-//! encrypted file transfers (uploads, downloads, references, garbage collection).
+//! encrypted file transfers (uploads, downloads, references, garbage collection);
+//! [`session`] what one connection may do, and [`submit`] appending with its limits and
+//! fan-out.
 
 pub mod archive;
 pub mod devices;
 pub mod files;
+pub mod session;
+pub mod submit;
 
 use chapar_store::{
     AccountRecord, Append, Appended, BlobRefs, ClaimedKeyPackage, GroupHead, LogPage, NewAccount,

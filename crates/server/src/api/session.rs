@@ -1,0 +1,580 @@
+//! One connection speaking the protocol, over any transport that carries ordered frames: the
+//! WebSocket (`api::ws`), a length-prefixed byte stream (`api::stream`), and the transports
+//! still to come. This decodes frames, hands each request to the service, and encodes what
+//! goes back; every rule (limits, login, links per connection, fan-out) is the service's.
+//!
+//! The reader loop answers the handshake itself (it changes the session); every later request
+//! runs in its own task, at most [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] at once, so a slow
+//! store call does not stall the connection. A single writer task owns the transport's sending
+//! half and drains a bounded queue shared by responses (which wait for room) and pushes (which
+//! are dropped when there is none, flagging the connection so the client is told to
+//! resynchronise).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chapar_store::{Append, AppendKind, Store};
+use chapar_types::limits::{
+    FRAME_BYTES_MAX, PUSH_QUEUE_DEPTH_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+};
+use chapar_types::{DeviceId, ErrorCode};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::convert;
+use crate::ServiceError;
+use crate::hub::{Outgoing, PushTarget};
+use crate::service::devices::Recovery;
+use crate::service::session::Session;
+use crate::service::{Authenticated, Registration, Service};
+
+/// Most frames written to the transport before one flush.
+const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
+/// What a transport hands the session.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One protocol frame.
+    Frame(Bytes),
+    /// Something the transport received that is not a protocol frame (a WebSocket text
+    /// message): answered with `bad_request`, and the connection stays.
+    NotAFrame,
+}
+
+/// Serves one connection until either side closes it. `frames` yields what arrives (an error
+/// or its end closes the connection); `sink` takes encoded frames to send.
+pub async fn serve<S, R, W, E>(service: Arc<Service<S>>, mut frames: R, sink: W)
+where
+    S: Store,
+    R: Stream<Item = Result<Inbound, E>> + Unpin + Send,
+    W: Sink<Bytes> + Unpin + Send + 'static,
+{
+    let metrics = &service.metrics;
+    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+
+    let (out, out_rx) = mpsc::channel::<Outgoing>(PUSH_QUEUE_DEPTH_MAX);
+    let lagged = Arc::new(AtomicBool::new(false));
+    let kick = Arc::new(tokio::sync::Notify::new());
+    let writer = tokio::spawn(write(sink, out_rx, lagged.clone()));
+
+    let mut session = Session::new(&service);
+    let permits = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX));
+
+    loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            () = kick.notified() => {
+                tracing::info!(connection = session.connection_id, "closing the connection of a revoked device");
+                break;
+            }
+        };
+        let bytes = match next {
+            Some(Ok(Inbound::Frame(bytes))) => bytes,
+            Some(Ok(Inbound::NotAFrame)) => {
+                let error = ServiceError::bad_request(
+                    "text frames are not part of the protocol; send binary frames",
+                );
+                if respond(&out, 0, Err(error)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Some(Err(_)) | None => break,
+        };
+        let frame: v1::ClientFrame = match chapar_wire::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed frame");
+                let code = if bytes.len() > FRAME_BYTES_MAX {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::BadRequest
+                };
+                if respond(&out, 0, Err(ServiceError::new(code, e.to_string())))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        let request_id = frame.request_id;
+        let Some(request) = frame.request else {
+            let _ = respond(
+                &out,
+                request_id,
+                Err(ServiceError::bad_request("empty request")),
+            )
+            .await;
+            continue;
+        };
+        if is_handshake(&request) {
+            let started = Instant::now();
+            // Boxed: the handshake's state (registration, signature checks) is large and
+            // needed once; inline it would stay in every idle connection's future.
+            let result = Box::pin(handshake(&service, &mut session, request)).await;
+            record(&service, started, &result);
+            if let (Ok(Reply::AuthOk(_)), Some(who)) = (&result, session.who()) {
+                let target = PushTarget {
+                    id: session.connection_id,
+                    queue: out.clone(),
+                    lagged: lagged.clone(),
+                    kick: kick.clone(),
+                };
+                service.attach(who, target).await;
+            }
+            if respond(&out, request_id, result).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let who = match session.require_login() {
+            Ok(who) => who,
+            Err(error) => {
+                if respond(&out, request_id, Err(error)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (service, out, connection_id) = (service.clone(), out.clone(), session.connection_id);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = handle(&service, &who, connection_id, request).await;
+            record(&service, started, &result);
+            let _ = respond(&out, request_id, result).await;
+            drop(permit);
+        });
+    }
+
+    service.detach(&session);
+    drop(out);
+    let _ = writer.await;
+    service
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The writer: drains the connection's queue into the transport, encoding each push once for
+/// all of its recipients.
+async fn write<W: Sink<Bytes> + Unpin>(
+    mut sink: W,
+    mut queue: mpsc::Receiver<Outgoing>,
+    lagged: Arc<AtomicBool>,
+) {
+    let resync = Bytes::from(chapar_wire::encode(&convert::push(v1::push::Kind::Resync(
+        v1::Empty {},
+    ))));
+    'writing: while let Some(first) = queue.recv().await {
+        // Write whatever else is already queued before flushing: one syscall for many frames
+        // under load, and no added delay when there is only one.
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(outgoing) = next.take() {
+            let bytes = match outgoing {
+                Outgoing::Frame(bytes) => bytes,
+                Outgoing::Push(push) => push
+                    .encoded
+                    .get_or_init(|| convert::encode_push(&push.kind))
+                    .clone(),
+            };
+            if sink.feed(bytes).await.is_err() {
+                break 'writing;
+            }
+            written += 1;
+            if written < WRITE_BATCH_FRAMES_MAX {
+                next = queue.try_recv().ok();
+            }
+        }
+        if lagged.swap(false, Ordering::Relaxed) && sink.feed(resync.clone()).await.is_err() {
+            break;
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn is_handshake(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Hello(_)
+            | Request::Register(_)
+            | Request::Authenticate(_)
+            | Request::RecoverDevice(_)
+            | Request::CreateLink(_)
+            | Request::FetchLinkApproval(_)
+            | Request::FetchRecovery(_)
+    )
+}
+
+fn record<S>(service: &Service<S>, started: Instant, result: &Result<Reply, ServiceError>) {
+    let metrics = &service.metrics;
+    metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+    metrics.observe_latency(started.elapsed());
+    if let Err(e) = result {
+        metrics.request_errors_total.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(code = %e.code, "request failed");
+    }
+}
+
+async fn respond(
+    out: &mpsc::Sender<Outgoing>,
+    request_id: u64,
+    result: Result<Reply, ServiceError>,
+) -> Result<(), ()> {
+    let frame = Bytes::from(chapar_wire::encode(&convert::response(request_id, result)));
+    out.send(Outgoing::Frame(frame)).await.map_err(|_| ())
+}
+
+async fn handshake<S: Store>(
+    service: &Service<S>,
+    session: &mut Session,
+    request: Request,
+) -> Result<Reply, ServiceError> {
+    if let Request::Hello(hello) = request {
+        if hello.protocol_version < 1 {
+            return Err(ServiceError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {}",
+                    chapar_wire::PROTOCOL_VERSION
+                ),
+            ));
+        }
+        session.said_hello();
+        return Ok(Reply::HelloOk(v1::HelloOk {
+            protocol_version: hello.protocol_version.min(chapar_wire::PROTOCOL_VERSION),
+            capabilities: chapar_wire::CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            challenge: session.challenge().to_vec(),
+            server_time_ms: crate::service::now_ms(),
+            frame_bytes_max: FRAME_BYTES_MAX as u32,
+        }));
+    }
+    session.require_hello()?;
+    match request {
+        Request::CreateLink(c) => {
+            service
+                .create_link_on(session, c.link_id, c.sealed_request)
+                .await?;
+            return Ok(Reply::Ok(v1::Empty {}));
+        }
+        Request::FetchLinkApproval(f) => {
+            let (sealed_approval, completed) = service.fetch_link_approval(f.link_id).await?;
+            return Ok(Reply::LinkApproval(v1::LinkApproval {
+                sealed_approval,
+                completed,
+            }));
+        }
+        Request::FetchRecovery(f) => {
+            let record = service
+                .fetch_recovery(session.challenge(), &f.username, &f.signature)
+                .await?;
+            return Ok(Reply::RecoveryBundle(v1::RecoveryBundle {
+                sealed_bundle: record.sealed_bundle,
+                auth_key: record.auth_key,
+            }));
+        }
+        _ => {}
+    }
+    session.require_anonymous()?;
+    let (who, key_packages_remaining) = match request {
+        Request::RecoverDevice(r) => {
+            let device = convert::new_device(
+                r.device,
+                r.key_packages,
+                r.last_resort_key_package,
+                r.sealed_name,
+            )?;
+            let recovery = Recovery {
+                username: r.username,
+                recovery_signature: r.recovery_signature,
+                challenge_signature: r.challenge_signature,
+                device,
+                revoke_others: r.revoke_others,
+            };
+            (
+                service
+                    .recover_device(session.challenge(), recovery)
+                    .await?,
+                0,
+            )
+        }
+        Request::Register(r) => {
+            let device = convert::new_device(
+                r.device,
+                r.key_packages,
+                r.last_resort_key_package,
+                r.sealed_name,
+            )?;
+            let registration = Registration {
+                username: r.username,
+                account_key: r.account_key,
+                device,
+                challenge_signature: r.challenge_signature,
+            };
+            (
+                service.register(session.challenge(), registration).await?,
+                0,
+            )
+        }
+        Request::Authenticate(a) => {
+            service
+                .authenticate(
+                    session.challenge(),
+                    DeviceId(a.device_id),
+                    &a.challenge_signature,
+                )
+                .await?
+        }
+        _ => return Err(ServiceError::bad_request("not a handshake request")),
+    };
+    let who = session.logged_in(who);
+    Ok(Reply::AuthOk(v1::AuthOk {
+        username: who.username.to_string(),
+        key_packages_remaining,
+    }))
+}
+
+async fn handle<S: Store>(
+    service: &Service<S>,
+    who: &Authenticated,
+    connection_id: u64,
+    request: Request,
+) -> Result<Reply, ServiceError> {
+    let ok = || Ok(Reply::Ok(v1::Empty {}));
+    let (append, refs) = match request {
+        Request::UploadKeyPackages(u) => {
+            service
+                .upload_key_packages(who, u.key_packages, u.last_resort_key_package)
+                .await?;
+            return ok();
+        }
+        Request::ClaimKeyPackages(c) => {
+            let only = c.devices.into_iter().map(DeviceId).collect();
+            let (account, claimed) = service.claim_key_packages(who, &c.username, only).await?;
+            return Ok(Reply::KeyPackages(v1::KeyPackages {
+                account_key: account.account_key,
+                devices: claimed
+                    .iter()
+                    .map(|k| v1::DeviceKeyPackage {
+                        device: Some(convert::device_cert(&k.device)),
+                        key_package: k.key_package.clone(),
+                    })
+                    .collect(),
+            }));
+        }
+        Request::GetAccount(g) => {
+            let peer = service.peer_account(&g.username).await?;
+            return Ok(Reply::Account(v1::Account {
+                username: peer.account.username.clone(),
+                account_key: peer.account.account_key.clone(),
+                devices: peer.devices.iter().map(convert::device_cert).collect(),
+                pending_devices: peer.pending.iter().map(|d| d.device.0).collect(),
+            }));
+        }
+        Request::CreateGroup(c) => {
+            service
+                .create_group(who, convert::group_id(&c.group_id)?)
+                .await?;
+            return ok();
+        }
+        Request::FetchLog(f) => {
+            let page = service
+                .read_log(who, convert::group_id(&f.group_id)?, f.after_seq, f.limit)
+                .await?;
+            return Ok(Reply::LogPage(v1::LogPage {
+                entries: page.entries.iter().map(convert::log_entry).collect(),
+                head_seq: page.head_seq,
+                membership_ended: page.membership_ended,
+            }));
+        }
+        Request::FetchWelcomes(f) => {
+            let welcomes = service.read_welcomes(who, f.after_id, f.limit).await?;
+            return Ok(Reply::WelcomePage(v1::WelcomePage {
+                welcomes: welcomes
+                    .into_iter()
+                    .map(|w| v1::Welcome {
+                        id: w.id,
+                        group_id: w.group.as_bytes().to_vec(),
+                        seq: w.seq,
+                        welcome: w.welcome,
+                        sender_device: w.sender.0,
+                    })
+                    .collect(),
+            }));
+        }
+        Request::ListGroups(_) => {
+            let heads = service.groups(who).await?;
+            return Ok(Reply::GroupList(v1::GroupList {
+                groups: heads
+                    .into_iter()
+                    .map(|h| v1::GroupHead {
+                        group_id: h.group.as_bytes().to_vec(),
+                        head_seq: h.head_seq,
+                        joined_seq: h.joined_seq,
+                        left_seq: h.left_seq.unwrap_or(0),
+                        archived_seq: h.archived_seq,
+                        roster_version: h.roster_version,
+                    })
+                    .collect(),
+            }));
+        }
+        Request::Ping(_) => return ok(),
+        Request::FetchLink(f) => {
+            return Ok(Reply::LinkRequest(v1::LinkRequest {
+                sealed_request: service.fetch_link(who, f.link_id).await?,
+            }));
+        }
+        Request::ApproveLink(a) => {
+            service
+                .approve_link(who, a.link_id, a.sealed_approval)
+                .await?;
+            return ok();
+        }
+        Request::AddDevice(a) => {
+            let device = convert::new_device(
+                a.device,
+                a.key_packages,
+                a.last_resort_key_package,
+                a.sealed_name,
+            )?;
+            service.add_device(who, device).await?;
+            return ok();
+        }
+        Request::ListDevices(_) => {
+            let (devices, recovery_auth_key) = service.list_devices(who).await?;
+            return Ok(Reply::DeviceList(v1::DeviceList {
+                devices: devices
+                    .iter()
+                    .map(|(d, key_packages)| convert::device_info(d, *key_packages))
+                    .collect(),
+                recovery_auth_key,
+            }));
+        }
+        Request::RevokeDevice(r) => {
+            service.revoke_device(who, DeviceId(r.device_id)).await?;
+            return ok();
+        }
+        Request::CompleteLink(c) => {
+            service.complete_link(who, c.link_id).await?;
+            return ok();
+        }
+        Request::SetRecovery(r) => {
+            service
+                .set_recovery(who, r.auth_key, r.sealed_bundle, r.expected_auth_key)
+                .await?;
+            return ok();
+        }
+        Request::AppendArchive(a) => {
+            service
+                .append_archive(
+                    who,
+                    chapar_store::ArchiveSegment {
+                        id: 0,
+                        group: convert::group_id(&a.group_id)?,
+                        from_seq: a.from_seq,
+                        through_seq: a.through_seq,
+                        key_generation: a.key_generation,
+                        ciphertext: a.ciphertext,
+                    },
+                )
+                .await?;
+            return ok();
+        }
+        Request::FetchArchive(f) => {
+            let segments = service.read_archive(who, f.after_id, f.limit).await?;
+            return Ok(Reply::ArchivePage(v1::ArchivePage {
+                segments: segments
+                    .into_iter()
+                    .map(|s| v1::ArchiveSegment {
+                        id: s.id,
+                        group_id: s.group.as_bytes().to_vec(),
+                        from_seq: s.from_seq,
+                        through_seq: s.through_seq,
+                        key_generation: s.key_generation,
+                        ciphertext: s.ciphertext,
+                    })
+                    .collect(),
+            }));
+        }
+        Request::FileToken(_) => {
+            let (token, expires_ms) = service.file_token(who);
+            return Ok(Reply::FileTokenOk(v1::FileTokenOk { token, expires_ms }));
+        }
+        Request::SendMessage(m) => {
+            let refs = convert::blob_refs(&m.blob_ids, &m.unreferenced_blob_ids, m.deleted_seq)?;
+            let append = Append {
+                group: convert::group_id(&m.group_id)?,
+                sender: who.device,
+                epoch: m.epoch,
+                now_ms: 0,
+                payload: m.ciphertext,
+                kind: AppendKind::Application {
+                    message_id: convert::message_id(&m.message_id)?,
+                    roster_version: m.roster_version,
+                },
+            };
+            (append, refs)
+        }
+        Request::SubmitCommit(c) => {
+            let append = Append {
+                group: convert::group_id(&c.group_id)?,
+                sender: who.device,
+                epoch: c.epoch,
+                now_ms: 0,
+                payload: c.commit,
+                kind: AppendKind::Commit {
+                    seen_seq: c.seen_seq,
+                    added: c.added_devices.into_iter().map(DeviceId).collect(),
+                    removed: c.removed_devices.into_iter().map(DeviceId).collect(),
+                    welcome: (!c.welcome.is_empty()).then_some(c.welcome),
+                },
+            };
+            (append, None)
+        }
+        Request::SubmitProposal(p) => {
+            let append = Append {
+                group: convert::group_id(&p.group_id)?,
+                sender: who.device,
+                epoch: p.epoch,
+                now_ms: 0,
+                payload: p.proposal,
+                kind: AppendKind::Proposal {
+                    self_remove: p.self_remove,
+                },
+            };
+            (append, None)
+        }
+        Request::Hello(_)
+        | Request::Register(_)
+        | Request::Authenticate(_)
+        | Request::RecoverDevice(_)
+        | Request::CreateLink(_)
+        | Request::FetchLinkApproval(_)
+        | Request::FetchRecovery(_) => {
+            return Err(ServiceError::bad_request(
+                "this connection is already logged in",
+            ));
+        }
+    };
+    let appended = service.submit(who, connection_id, append, refs).await?;
+    Ok(Reply::Appended(v1::Appended {
+        seq: appended.seq,
+        epoch: appended.epoch,
+        server_time_ms: appended.server_ms,
+    }))
+}
