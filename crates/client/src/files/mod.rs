@@ -34,6 +34,9 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use crate::client::Client;
 use http::FileHttp;
 
+/// How often one upload is resumed at once (a new token, a moved offset) before giving up.
+const UPLOAD_ATTEMPTS_MAX: usize = 3;
+
 /// How far a transfer is, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -215,19 +218,31 @@ impl Client {
         source: &upload::Source,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<upload::Uploaded, ClientError> {
-        let http = self.file_http().await?;
-        // A transfer changes no MLS state: let other commands (a `listen`) use the profile
-        // meanwhile, however long it takes.
-        self.lock.release();
-        let mut uploaded = upload::upload(self.engine.profile(), &http, source, progress).await;
-        if matches!(&uploaded, Err(e) if e.code() == Some(ErrorCode::Unauthenticated)) {
-            self.lock.retake().await?;
-            let http = self.file_http().await?;
+        let mut http = self.file_http().await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // A transfer changes no MLS state: let other commands (a `listen`) use the profile
+            // meanwhile, however long it takes.
             self.lock.release();
-            uploaded = upload::upload(self.engine.profile(), &http, source, progress).await;
+            let uploaded = upload::upload(self.engine.profile(), &http, source, progress).await;
+            self.lock.retake().await?;
+            match uploaded {
+                // An expired token: ask for a new one.
+                Err(e)
+                    if e.code() == Some(ErrorCode::Unauthenticated)
+                        && attempts < UPLOAD_ATTEMPTS_MAX =>
+                {
+                    http = self.file_http().await?;
+                }
+                // The server finished storing a body that an earlier attempt (one killed or
+                // cut) was still sending: resume from where it is now.
+                Err(e)
+                    if e.code() == Some(ErrorCode::OffsetMismatch)
+                        && attempts < UPLOAD_ATTEMPTS_MAX => {}
+                other => return other,
+            }
         }
-        self.lock.retake().await?;
-        uploaded
     }
 
     /// Downloads the file of message `id` (in `chat`, if the id is in several) to `out`

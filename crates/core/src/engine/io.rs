@@ -1,7 +1,7 @@
 //! The engine's boundary with the world, seen from inside: frames to send, replies awaited,
 //! timers, questions for the user, events, and pushes, all as plain data.
 //!
-//! Flows are written as `async fn`s that await [`Io::call`], [`Io::sleep`] and [`Io::ask`].
+//! Flows are written as `async fn`s that await [`Io::call`], [`Io::after`] and [`Io::ask`].
 //! Nothing here blocks or touches a socket: awaiting a reply means the job is suspended (the
 //! future returns `Pending`) until the driver feeds the reply to `Engine::on_frame`, and the
 //! engine polls the job again. The compiler turns each flow into the state machine one would
@@ -93,14 +93,14 @@ impl Io {
         }
     }
 
-    /// Waits `ms` milliseconds of the environment's clock.
-    pub(crate) fn sleep(&self, ms: u64) -> Sleep<'_> {
+    /// A timer that fires `ms` milliseconds from now on the environment's clock.
+    pub(crate) fn after(&self, ms: u64) -> Timer<'_> {
         let deadline_ms = self.env.now_ms().saturating_add(ms);
         let mut state = self.state.borrow_mut();
         let id = state.next_timer_id;
         state.next_timer_id += 1;
         state.timers.insert(id, deadline_ms);
-        Sleep {
+        Timer {
             io: self,
             id,
             deadline_ms,
@@ -364,14 +364,14 @@ impl Drop for Call<'_> {
     }
 }
 
-/// A wait on the environment's clock: see [`Io::sleep`].
-pub(crate) struct Sleep<'a> {
+/// A wait on the environment's clock: see [`Io::after`].
+pub(crate) struct Timer<'a> {
     io: &'a Io,
     id: u64,
     deadline_ms: u64,
 }
 
-impl Future for Sleep<'_> {
+impl Future for Timer<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
@@ -384,7 +384,7 @@ impl Future for Sleep<'_> {
     }
 }
 
-impl Drop for Sleep<'_> {
+impl Drop for Timer<'_> {
     fn drop(&mut self) {
         self.io.state.borrow_mut().timers.remove(&self.id);
     }

@@ -297,7 +297,7 @@ impl Device {
             if self.now_ms() >= deadline {
                 return Ok(false);
             }
-            self.io.sleep(LINK_POLL_INTERVAL_MS).await;
+            self.io.after(LINK_POLL_INTERVAL_MS).await;
         }
     }
 
@@ -330,7 +330,7 @@ impl Device {
             if self.now_ms() >= deadline {
                 return Ok(None);
             }
-            self.io.sleep(LINK_POLL_INTERVAL_MS).await;
+            self.io.after(LINK_POLL_INTERVAL_MS).await;
         }
     }
 }

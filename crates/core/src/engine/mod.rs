@@ -328,6 +328,21 @@ impl Engine {
         self.device.read(|tx| tx.chat(group))
     }
 
+    /// The MLS epoch this device is at in a chat, and whether it holds a commit not settled
+    /// yet (for diagnostics and tests: two members at different epochs cannot read each
+    /// other).
+    pub fn epoch(&self, group: GroupId) -> Result<Option<(u64, bool)>, CoreError> {
+        self.device.read(|tx| {
+            let state = chapar_crypto::mls::load_group(&self.device.mls(tx), group)?;
+            Ok(state.map(|g| {
+                (
+                    chapar_crypto::mls::epoch(&g),
+                    chapar_crypto::mls::has_pending_commit(&g),
+                )
+            }))
+        })
+    }
+
     /// The file message `id` carries (in `chat`, if the id is in several chats), with its chat.
     pub fn file_of(
         &self,

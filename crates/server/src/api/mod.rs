@@ -11,7 +11,7 @@ mod session;
 pub mod stream;
 mod ws;
 
-pub use session::{Inbound, serve};
+pub use session::{InProcess, Inbound, serve};
 
 use std::sync::Arc;
 

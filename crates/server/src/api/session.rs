@@ -85,33 +85,14 @@ where
             }
             Some(Err(_)) | None => break,
         };
-        let frame: v1::ClientFrame = match chapar_wire::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::debug!(error = %e, "malformed frame");
-                let code = if bytes.len() > FRAME_BYTES_MAX {
-                    ErrorCode::TooLarge
-                } else {
-                    ErrorCode::BadRequest
-                };
-                if respond(&out, 0, Err(ServiceError::new(code, e.to_string())))
-                    .await
-                    .is_err()
-                {
+        let (request_id, request) = match decode_frame(&bytes) {
+            Ok(decoded) => decoded,
+            Err((request_id, error)) => {
+                if respond(&out, request_id, Err(error)).await.is_err() {
                     break;
                 }
                 continue;
             }
-        };
-        let request_id = frame.request_id;
-        let Some(request) = frame.request else {
-            let _ = respond(
-                &out,
-                request_id,
-                Err(ServiceError::bad_request("empty request")),
-            )
-            .await;
-            continue;
         };
         if is_handshake(&request) {
             let started = Instant::now();
@@ -203,6 +184,23 @@ async fn write<W: Sink<Bytes> + Unpin>(
         }
     }
     let _ = sink.close().await;
+}
+
+/// A frame's request and its id, or the error to answer (with the id, if it could be read).
+fn decode_frame(bytes: &[u8]) -> Result<(u64, Request), (u64, ServiceError)> {
+    let frame: v1::ClientFrame = chapar_wire::decode(bytes).map_err(|e| {
+        tracing::debug!(error = %e, "malformed frame");
+        let code = if bytes.len() > FRAME_BYTES_MAX {
+            ErrorCode::TooLarge
+        } else {
+            ErrorCode::BadRequest
+        };
+        (0, ServiceError::new(code, e.to_string()))
+    })?;
+    match frame.request {
+        Some(request) => Ok((frame.request_id, request)),
+        None => Err((frame.request_id, ServiceError::bad_request("empty request"))),
+    }
 }
 
 fn is_handshake(request: &Request) -> bool {
@@ -577,4 +575,83 @@ async fn handle<S: Store>(
         epoch: appended.epoch,
         server_time_ms: appended.server_ms,
     }))
+}
+
+/// A connection driven by calls instead of a transport (the deterministic simulator): each
+/// request is answered before the call returns, and pushes wait in a queue until taken. It
+/// runs exactly the session above, minus the concurrency.
+pub struct InProcess<S: Store> {
+    service: Arc<Service<S>>,
+    session: Session,
+    queue: mpsc::Receiver<Outgoing>,
+    target: PushTarget,
+}
+
+impl<S: Store> InProcess<S> {
+    /// A fresh connection to `service`.
+    pub fn new(service: Arc<Service<S>>) -> Self {
+        let session = Session::new(&service);
+        let (queue_tx, queue) = mpsc::channel(PUSH_QUEUE_DEPTH_MAX);
+        let target = PushTarget {
+            id: session.connection_id,
+            queue: queue_tx,
+            lagged: Arc::new(AtomicBool::new(false)),
+            kick: Arc::new(tokio::sync::Notify::new()),
+        };
+        Self {
+            service,
+            session,
+            queue,
+            target,
+        }
+    }
+
+    /// Answers one frame: returns the encoded response.
+    pub async fn request(&mut self, bytes: &[u8]) -> Bytes {
+        let (request_id, result) = match decode_frame(bytes) {
+            Err((request_id, error)) => (request_id, Err(error)),
+            Ok((request_id, request)) if is_handshake(&request) => {
+                let result = handshake(&self.service, &mut self.session, request).await;
+                if let (Ok(Reply::AuthOk(_)), Some(who)) = (&result, self.session.who()) {
+                    self.service.attach(who, self.target.clone()).await;
+                }
+                (request_id, result)
+            }
+            Ok((request_id, request)) => match self.session.require_login() {
+                Ok(who) => (
+                    request_id,
+                    handle(&self.service, &who, self.session.connection_id, request).await,
+                ),
+                Err(error) => (request_id, Err(error)),
+            },
+        };
+        Bytes::from(chapar_wire::encode(&convert::response(request_id, result)))
+    }
+
+    /// The pushes queued for this connection since the last call, encoded (and a resync
+    /// request if some were dropped).
+    pub fn take_pushes(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while let Ok(outgoing) = self.queue.try_recv() {
+            out.push(match outgoing {
+                Outgoing::Frame(bytes) => bytes,
+                Outgoing::Push(push) => push
+                    .encoded
+                    .get_or_init(|| convert::encode_push(&push.kind))
+                    .clone(),
+            });
+        }
+        if self.target.lagged.swap(false, Ordering::Relaxed) {
+            out.push(Bytes::from(chapar_wire::encode(&convert::push(
+                v1::push::Kind::Resync(v1::Empty {}),
+            ))));
+        }
+        out
+    }
+}
+
+impl<S: Store> Drop for InProcess<S> {
+    fn drop(&mut self) {
+        self.service.detach(&self.session);
+    }
 }
