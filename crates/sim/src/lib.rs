@@ -473,7 +473,35 @@ impl Sim {
             }
         }
         if !done(self) {
-            panic!("seed {}: {what} did not happen", self.seed);
+            let clock = self.clock.now_ms() - CLOCK_START_MS;
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}: {}, {}, {} to send, {} to receive, next timeout {:?}",
+                        n.name,
+                        if n.conn.is_some() { "connected" } else { "disconnected" },
+                        match &n.engine {
+                            None => "crashed",
+                            Some(e) if e.is_idle() => "idle",
+                            Some(_) => "busy",
+                        },
+                        n.outbox.len(),
+                        n.inbox.len(),
+                        n.engine
+                            .as_ref()
+                            .and_then(Engine::next_timeout)
+                            .map(|t| t.saturating_sub(CLOCK_START_MS)),
+                    )
+                })
+                .collect();
+            panic!(
+                "seed {}: {what} did not happen (step {}, clock +{clock} ms)\n{}",
+                self.seed,
+                self.step,
+                nodes.join("\n")
+            );
         }
     }
 

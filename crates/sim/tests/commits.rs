@@ -373,3 +373,53 @@ fn a_message_sent_past_a_new_device_waits_for_it_and_reaches_it() {
         );
     });
 }
+
+// Before the fix, "nothing to change" was a usage error, and the catch-all that let it through
+// let real errors through as well, marking the roster as checked anyway. Now the member that
+// comes second finds nothing to do, as a value, and the roster is checked for both.
+#[test]
+fn two_members_bringing_a_group_up_to_a_new_device_commit_it_once() {
+    for_each_seed(12, |seed| {
+        let mut sim = Sim::new(seed);
+        sim.faults = Faults {
+            delay_steps_max: 4,
+            duplicate_push: 200,
+            ..Faults::default()
+        };
+        let (alice, bob, group) = group_of_two(&mut sim);
+        let carol = register(&mut sim, "carol");
+        sim.exec(alice, |e| e.add_member(group, &user("carol"))).unwrap();
+        sync(&mut sim, carol);
+        let laptop = sim.add_device("carol-laptop");
+        let linking = sim.engine(laptop).link("sim://server", "laptop", 600_000);
+        let code = sim.run_until_event(laptop, |e| match e {
+            Event::LinkCode { code, .. } => Some(code.clone()),
+            _ => None,
+        });
+        // Carol's phone approves but is cut off before it can bring the group up to date.
+        sim.hold(carol, is_commit);
+        let approving = sim.engine(carol).approve_link(&code);
+        sim.run_until_held(carol);
+        sim.disconnect(carol);
+        sim.release(carol);
+        let _ = sim.run(carol, approving);
+        let _ = sim.run(laptop, linking);
+        // Alice and bob both see the new roster and both try to add the laptop.
+        let a = sim.engine(alice).sync();
+        let b = sim.engine(bob).sync();
+        for result in sim.run_all(vec![(alice, a), (bob, b)]) {
+            assert!(result.is_ok(), "seed {seed}: {result:?}");
+        }
+        sim.connect(carol);
+        for d in [alice, bob, carol, laptop] {
+            sync(&mut sim, d);
+        }
+        sim.settle();
+        let members = sim.engine(alice).members(&Target::Group(group)).unwrap();
+        assert_eq!(members.len(), 4, "seed {seed}: the laptop is in once: {members:?}");
+        assert_same_epoch(&mut sim, group, &[alice, bob, carol, laptop]);
+        say(&mut sim, alice, group, "hi laptop");
+        sync(&mut sim, laptop);
+        assert!(texts(&mut sim, laptop, group).contains(&"hi laptop".to_owned()));
+    });
+}

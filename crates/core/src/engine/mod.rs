@@ -136,7 +136,11 @@ impl Engine {
     /// When (ms since the Unix epoch, on the environment's clock) [`Self::handle_timeout`]
     /// should be called next.
     pub fn next_timeout(&self) -> Option<u64> {
-        let archive = self.is_idle().then(|| self.archive_due_ms.get()).flatten();
+        // Background work runs only while idle and logged in: a deadline it cannot act on
+        // would have the driver wake up for nothing, again and again.
+        let archive = (self.is_idle() && self.device.io.is_logged_in())
+            .then(|| self.archive_due_ms.get())
+            .flatten();
         [self.device.io.next_deadline(), archive]
             .into_iter()
             .flatten()
