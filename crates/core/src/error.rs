@@ -54,9 +54,10 @@ impl CoreError {
     }
 
     /// Whether the outcome of the request that failed so is unknown: the server may or may
-    /// not have done it (the connection went away, or the answer did not come in time).
+    /// not have done it (the connection went away, or the answer did not come in time; for a
+    /// queued message, it goes again on the next connection either way).
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Self::Connection(_))
+        matches!(self, Self::Connection(_) | Self::Queued(_))
     }
 }
 

@@ -481,7 +481,11 @@ impl Sim {
                     format!(
                         "{}: {}, {}, {} to send, {} to receive, next timeout {:?}",
                         n.name,
-                        if n.conn.is_some() { "connected" } else { "disconnected" },
+                        if n.conn.is_some() {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        },
                         match &n.engine {
                             None => "crashed",
                             Some(e) if e.is_idle() => "idle",

@@ -388,7 +388,8 @@ fn two_members_bringing_a_group_up_to_a_new_device_commit_it_once() {
         };
         let (alice, bob, group) = group_of_two(&mut sim);
         let carol = register(&mut sim, "carol");
-        sim.exec(alice, |e| e.add_member(group, &user("carol"))).unwrap();
+        sim.exec(alice, |e| e.add_member(group, &user("carol")))
+            .unwrap();
         sync(&mut sim, carol);
         let laptop = sim.add_device("carol-laptop");
         let linking = sim.engine(laptop).link("sim://server", "laptop", 600_000);
@@ -416,7 +417,11 @@ fn two_members_bringing_a_group_up_to_a_new_device_commit_it_once() {
         }
         sim.settle();
         let members = sim.engine(alice).members(&Target::Group(group)).unwrap();
-        assert_eq!(members.len(), 4, "seed {seed}: the laptop is in once: {members:?}");
+        assert_eq!(
+            members.len(),
+            4,
+            "seed {seed}: the laptop is in once: {members:?}"
+        );
         assert_same_epoch(&mut sim, group, &[alice, bob, carol, laptop]);
         say(&mut sim, alice, group, "hi laptop");
         sync(&mut sim, laptop);
