@@ -31,6 +31,12 @@ pub fn warning(warning: &Warning) -> Option<String> {
         } => format!(
             "could not bring the devices of chat {group} up to date ({reason}); sending anyway"
         ),
+        Warning::CommitUnsettled { group, reason } => format!(
+            "a change to chat {group} is not settled yet ({reason}); `chapar sync` tries again"
+        ),
+        Warning::QueuedMessageWaiting { group, reason } => {
+            format!("a queued message to chat {group} could not go yet ({reason}); it stays queued")
+        }
         Warning::QueuedMessageDropped { group, reason } => {
             format!("a queued message to chat {group} was refused and dropped: {reason}")
         }

@@ -36,6 +36,10 @@ pub trait Hooks {
     }
     /// A new device's link code, to show while it waits.
     fn link_code(&mut self, _code: &str, _fingerprint: &str) {}
+    /// Whether messages are shown as they come (with the warnings gathered up to each).
+    fn listening(&self) -> bool {
+        false
+    }
     /// A message arrived or changed (only while listening); `engine` answers questions about
     /// it (its chat, say).
     fn message(&mut self, _engine: &Engine, _message: &ChatMessage, _warnings: &[Warning]) {}
@@ -45,6 +49,12 @@ pub trait Hooks {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
+
+/// Warnings kept for the caller before the oldest are dropped (a `listen` that shows no
+/// message for a long time must not grow).
+pub const WARNINGS_KEPT_MAX: usize = 256;
+/// Longest the driver sleeps before looking at the engine again.
+const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// What woke the driver up.
 enum Input {
@@ -80,7 +90,10 @@ impl Client {
         let profile = Profile::open(&dir.join("profile.db"))?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let engine = Engine::new(profile, Env::new(SystemClock, seed))?;
+        let mut engine = Engine::new(profile, Env::new(SystemClock, seed))?;
+        // One command, then exit: nothing may start in the background and be cut off when
+        // the process ends. `listen` turns it on.
+        engine.set_background(false);
         Ok(Self {
             engine,
             lock,
@@ -176,16 +189,24 @@ impl Client {
 
     fn on_event(&mut self, event: Event, hooks: &mut dyn Hooks) {
         match event {
-            Event::Warning(warning) => self.warnings.push(warning),
+            Event::Warning(warning) => {
+                if self.warnings.len() >= WARNINGS_KEPT_MAX {
+                    self.warnings.remove(0);
+                }
+                self.warnings.push(warning);
+            }
             Event::Question { job, question } => {
                 let yes = hooks.question(&question);
                 self.engine.answer(job, yes);
             }
             Event::LinkCode { code, fingerprint } => hooks.link_code(&code, &fingerprint),
-            Event::Message { message, .. } => {
+            // Shown as they come only while listening; a command's result says what it
+            // brought, and its warnings are kept for the end.
+            Event::Message { message, .. } if hooks.listening() => {
                 let warnings = self.take_warnings();
                 hooks.message(&self.engine, &message, &warnings);
             }
+            Event::Message { .. } => {}
             Event::ChatJoined(_) | Event::ChatEnded(_) | Event::Done(_) => {}
         }
     }
@@ -194,7 +215,8 @@ impl Client {
     async fn wait(&mut self) -> Result<Input, CoreError> {
         let deadline = self.engine.next_timeout().map(|at| {
             let now = SystemClock.now_ms();
-            tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now))
+            tokio::time::Instant::now()
+                + Duration::from_millis(at.saturating_sub(now)).min(WAIT_MAX)
         });
         let Some(transport) = self.transport.as_mut() else {
             let Some(deadline) = deadline else {
@@ -243,11 +265,15 @@ impl Client {
         }
         struct Listening<'a>(&'a mut dyn FnMut(&Engine, &ChatMessage, &[Warning]));
         impl Hooks for Listening<'_> {
+            fn listening(&self) -> bool {
+                true
+            }
             fn message(&mut self, engine: &Engine, message: &ChatMessage, warnings: &[Warning]) {
                 (self.0)(engine, message, warnings);
             }
         }
         let mut hooks = Listening(&mut on_message);
+        self.engine.set_background(true);
         loop {
             self.settle(&mut hooks).await;
             if self.transport.is_none() {

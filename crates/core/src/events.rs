@@ -101,6 +101,21 @@ pub enum Warning {
         /// A message was sent anyway (it would otherwise never go).
         sent_anyway: bool,
     },
+    /// A commit of this device could not be settled now (its chat's next message waits for
+    /// it); the next sync tries again.
+    CommitUnsettled {
+        /// The chat.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
+    /// A queued message could not be sent now; it stays queued for the next connection.
+    QueuedMessageWaiting {
+        /// Its chat.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
     /// A queued message was refused by the server for good and dropped from the outbox.
     QueuedMessageDropped {
         /// Its chat.

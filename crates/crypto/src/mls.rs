@@ -478,6 +478,17 @@ pub fn discard_pending_commit<P: OpenMlsProvider>(
         .map_err(|e| CryptoError::Storage(format!("{e:?}")))
 }
 
+/// Forgets the proposals waiting for a commit (this device's own leave, when the server may
+/// not have it: proposals cannot wait beside new messages).
+pub fn clear_pending_proposals<P: OpenMlsProvider>(
+    group: &mut MlsGroup,
+    provider: &P,
+) -> Result<(), CryptoError> {
+    group
+        .clear_pending_proposals(provider.storage())
+        .map_err(|e| CryptoError::Storage(format!("{e:?}")))
+}
+
 /// True while this device has a commit the server has not yet accepted or refused.
 pub fn has_pending_commit(group: &MlsGroup) -> bool {
     group.pending_commit().is_some()

@@ -53,19 +53,6 @@ pub enum Outgoing {
     Push(Arc<Push>),
 }
 
-impl Outgoing {
-    /// The bytes this takes in a connection's queue (for its byte budget).
-    pub fn bytes(&self) -> usize {
-        match self {
-            Self::Frame(bytes) => bytes.len(),
-            Self::Push(push) => match &push.kind {
-                PushKind::Entry(entry) => entry.payload.len(),
-                PushKind::Welcome => 0,
-            },
-        }
-    }
-}
-
 /// One connection's push queue and its lagged flag.
 #[derive(Clone)]
 pub struct PushTarget {

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chapar_core::events::Question;
 use chapar_core::{Clock as _, CoreError, Engine, Env, Event, Job, ManualClock, Profile};
 use chapar_server::api::InProcess;
 use chapar_server::service::Service;
@@ -80,10 +79,13 @@ struct Node {
     inbox: Vec<Arrival>,
     /// Frames matching this wait in the outbox until released.
     hold: Option<Matcher>,
-    /// The reply to the next request matching this is lost, and the connection with it.
-    lose_reply: Option<Matcher>,
+    /// The reply to the next request matching this is lost (and the connection with it, if
+    /// the flag says so).
+    lose_reply: Option<(Matcher, bool)>,
     /// Events the engine emitted.
     events: Vec<Event>,
+    /// What the device answers its engine's questions (approve a device, join an account).
+    answer: bool,
 }
 
 /// The simulation: see the module docs.
@@ -184,6 +186,7 @@ impl Sim {
             hold: None,
             lose_reply: None,
             events: Vec::new(),
+            answer: true,
         });
         let ix = self.nodes.len() - 1;
         self.open(ix);
@@ -281,7 +284,17 @@ impl Sim {
     /// The reply to device `ix`'s next request matching `matcher` is lost, and its
     /// connection with it (the server did the request).
     pub fn lose_reply(&mut self, ix: DeviceIx, matcher: impl Fn(&Request) -> bool + 'static) {
-        self.nodes[ix].lose_reply = Some(Box::new(matcher));
+        self.nodes[ix].lose_reply = Some((Box::new(matcher), true));
+    }
+
+    /// The reply to device `ix`'s next request matching `matcher` is lost, and the connection
+    /// stays (the request times out on the engine's clock).
+    pub fn lose_reply_quietly(
+        &mut self,
+        ix: DeviceIx,
+        matcher: impl Fn(&Request) -> bool + 'static,
+    ) {
+        self.nodes[ix].lose_reply = Some((Box::new(matcher), false));
     }
 
     fn chance(&mut self, per_mille: u32) -> bool {
@@ -297,8 +310,14 @@ impl Sim {
 
     /// Moves frames and events out of every engine: frames to the outboxes, events to the
     /// nodes (questions are answered yes, as a user approving would).
+    /// What device `ix` answers its engine's questions from now on (yes, unless told).
+    pub fn set_answer(&mut self, ix: DeviceIx, answer: bool) {
+        self.nodes[ix].answer = answer;
+    }
+
     fn collect(&mut self) {
         for node in &mut self.nodes {
+            let answer = node.answer;
             let Some(engine) = node.engine.as_mut() else {
                 continue;
             };
@@ -312,12 +331,8 @@ impl Sim {
                 }
                 while let Some(event) = engine.poll_event() {
                     moved = true;
-                    if let Event::Question { job, question } = &event {
-                        let yes = matches!(
-                            question,
-                            Question::ApproveDevice(_) | Question::JoinAccount(_)
-                        );
-                        engine.answer(*job, yes);
+                    if let Event::Question { job, .. } = &event {
+                        engine.answer(*job, answer);
                     }
                     node.events.push(event);
                 }
@@ -385,13 +400,15 @@ impl Sim {
         };
         let reply = self.runtime.block_on(conn.request(&frame));
         let scripted = match (&self.nodes[ix].lose_reply, &request) {
-            (Some(matcher), Some(request)) => matcher(request),
-            _ => false,
+            (Some((matcher, cut)), Some(request)) if matcher(request) => Some(*cut),
+            _ => None,
         };
-        if scripted {
+        if scripted.is_some() {
             self.nodes[ix].lose_reply = None;
         }
-        if scripted || self.chance(self.faults.drop_reply) {
+        if scripted == Some(false) {
+            // Lost on the way back; the connection stays.
+        } else if scripted == Some(true) || self.chance(self.faults.drop_reply) {
             self.disconnect(ix);
         } else {
             let due_step = self.step + self.delay();
@@ -468,7 +485,14 @@ impl Sim {
             if self.step() {
                 continue;
             }
-            if self.clock.now_ms() - started_ms > SIMULATED_MS_MAX || !self.advance_clock() {
+            // Time passes only for a job waiting on it; background timers of idle engines
+            // (the archive's) pass only when a test lets time pass.
+            let busy = self
+                .nodes
+                .iter()
+                .any(|n| n.engine.as_ref().is_some_and(|e| !e.is_idle()));
+            if !busy || self.clock.now_ms() - started_ms > SIMULATED_MS_MAX || !self.advance_clock()
+            {
                 break;
             }
         }
@@ -573,18 +597,41 @@ impl Sim {
         self.run(ix, job)
     }
 
-    /// Runs until nothing is in flight, every engine is idle, and no engine waits for time
-    /// (background timers included).
+    /// Runs until nothing is in flight and no engine has anything to do now.
     pub fn settle(&mut self) {
         self.run_until("settling", |sim| {
             sim.collect();
             sim.nodes.iter().all(|n| {
                 n.outbox.is_empty()
                     && n.inbox.is_empty()
-                    && n.engine
-                        .as_ref()
-                        .is_none_or(|e| !e.has_work() && e.next_timeout().is_none())
+                    && n.engine.as_ref().is_none_or(|e| !e.has_work())
             })
         });
+    }
+
+    /// Lets `ms` of simulated time pass, firing every timer due meanwhile (the archive's
+    /// background uploads, say), and runs until settled.
+    pub fn pass_time(&mut self, ms: u64) {
+        let until = self.clock.now_ms().saturating_add(ms);
+        loop {
+            self.settle();
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.as_ref()?.next_timeout())
+                .min();
+            match next {
+                Some(next) if next <= until => {
+                    self.clock.set(next);
+                    for node in &mut self.nodes {
+                        if let Some(engine) = node.engine.as_mut() {
+                            engine.handle_timeout();
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.clock.set(until);
     }
 }

@@ -87,7 +87,14 @@ fn a_commit_whose_acknowledgement_is_lost_is_merged_from_the_log() {
         };
         let (alice, bob, group) = group_of_two(&mut sim);
         let carol = register(&mut sim, "carol");
-        sim.lose_reply(alice, is_commit);
+        // Odd seeds: the connection drops with the answer. Even seeds: the answer alone is
+        // lost, and the request times out on the simulated clock.
+        let cut = seed % 2 == 1;
+        if cut {
+            sim.lose_reply(alice, is_commit);
+        } else {
+            sim.lose_reply_quietly(alice, is_commit);
+        }
         let lost = sim.exec(alice, |e| e.add_member(group, &user("carol")));
         assert!(
             matches!(&lost, Err(e) if e.outcome_unknown()),
@@ -97,7 +104,9 @@ fn a_commit_whose_acknowledgement_is_lost_is_merged_from_the_log() {
             sim.engine(alice).epoch(group).unwrap().map(|e| e.1),
             Some(true)
         );
-        sim.connect(alice);
+        if cut {
+            sim.connect(alice);
+        }
         sync(&mut sim, carol);
         say(&mut sim, alice, group, "after the lost answer");
         for d in [bob, carol] {
@@ -118,6 +127,10 @@ fn a_commit_whose_acknowledgement_is_lost_is_merged_from_the_log() {
             );
         }
         assert!(texts(&mut sim, carol, group).contains(&"after the lost answer".to_owned()));
+        // And carol was told what the chat is, though the commit that added her was settled
+        // only later.
+        let chat = sim.engine(carol).chat(group).unwrap().unwrap();
+        assert_eq!(chat.name, "g", "seed {seed}: {chat:?}");
     });
 }
 
@@ -150,7 +163,14 @@ fn a_commit_lost_on_its_way_is_submitted_again_and_stored_once() {
         }
         sim.settle();
         assert_same_epoch(&mut sim, group, &[alice, bob, carol]);
+        // Created at 0, bob added at 1, carol at 2: the commit was stored once.
+        assert_eq!(
+            sim.engine(alice).epoch(group).unwrap(),
+            Some((2, false)),
+            "seed {seed}"
+        );
         assert!(texts(&mut sim, alice, group).contains(&"hello from carol".to_owned()));
+        assert_eq!(sim.engine(carol).chat(group).unwrap().unwrap().name, "g");
     });
 }
 
@@ -205,7 +225,11 @@ fn until_done(sim: &mut Sim, ix: DeviceIx, start: impl Fn(&mut Engine) -> chapar
         sim.connect(ix);
         match sim.exec(ix, &start) {
             Ok(()) => return,
-            Err(e) if e.outcome_unknown() || e.code().is_some() => continue,
+            Err(e)
+                if e.outcome_unknown() || e.code() == Some(chapar_types::ErrorCode::StaleEpoch) =>
+            {
+                continue;
+            }
             Err(e) => panic!("seed {}: {e}", sim.seed),
         }
     }
@@ -426,5 +450,130 @@ fn two_members_bringing_a_group_up_to_a_new_device_commit_it_once() {
         say(&mut sim, alice, group, "hi laptop");
         sync(&mut sim, laptop);
         assert!(texts(&mut sim, laptop, group).contains(&"hi laptop".to_owned()));
+    });
+}
+
+// Before the fix, a message sent while a removal's outcome was unknown went out in the old
+// epoch, readable by the member being removed, and the removal was then thrown away.
+#[test]
+fn a_message_after_a_removal_with_a_lost_answer_waits_for_the_removal() {
+    for_each_seed(20, |seed| {
+        let mut sim = Sim::new(seed);
+        let (alice, bob, group) = group_of_two(&mut sim);
+        let mallory = register(&mut sim, "mallory");
+        sim.exec(alice, |e| e.add_member(group, &user("mallory")))
+            .unwrap();
+        sync(&mut sim, mallory);
+        sync(&mut sim, bob);
+        if seed % 2 == 1 {
+            // The server removes mallory; alice never hears so.
+            sim.lose_reply(alice, is_commit);
+            let removed = sim.exec(alice, |e| e.remove_member(group, &user("mallory")));
+            assert!(
+                matches!(&removed, Err(e) if e.outcome_unknown()),
+                "seed {seed}: {removed:?}"
+            );
+        } else {
+            // The removal never reaches the server.
+            sim.hold(alice, is_commit);
+            let removing = sim.engine(alice).remove_member(group, &user("mallory"));
+            sim.run_until_held(alice);
+            sim.disconnect(alice);
+            sim.release(alice);
+            assert!(sim.run(alice, removing).is_err());
+        }
+        sim.connect(alice);
+        say(&mut sim, alice, group, "not for mallory");
+        for d in [bob, mallory] {
+            sync(&mut sim, d);
+        }
+        sim.settle();
+        assert!(
+            !texts(&mut sim, mallory, group).contains(&"not for mallory".to_owned()),
+            "seed {seed}: the removed member read it"
+        );
+        assert!(texts(&mut sim, bob, group).contains(&"not for mallory".to_owned()));
+        let members = sim.engine(bob).members(&Target::Group(group)).unwrap();
+        assert!(
+            members.iter().all(|(u, _)| u.as_str() != "mallory"),
+            "seed {seed}: {members:?}"
+        );
+        assert_same_epoch(&mut sim, group, &[alice, bob]);
+    });
+}
+
+// A leave whose proposal may not have reached the server must not leave this device's own
+// proposal queued: MLS would refuse every message after it, and every sync would fail.
+#[test]
+fn a_leave_with_a_lost_answer_leaves_the_device_able_to_go_on() {
+    for_each_seed(20, |seed| {
+        let mut sim = Sim::new(seed);
+        let (alice, bob, group) = group_of_two(&mut sim);
+        let stored = seed % 2 == 1;
+        let is_proposal = |r: &Request| matches!(r, Request::SubmitProposal(_));
+        if stored {
+            sim.lose_reply(bob, is_proposal);
+            assert!(sim.exec(bob, |e| e.leave(group)).is_err());
+        } else {
+            sim.hold(bob, is_proposal);
+            let leaving = sim.engine(bob).leave(group);
+            sim.run_until_held(bob);
+            sim.disconnect(bob);
+            sim.release(bob);
+            assert!(sim.run(bob, leaving).is_err());
+        }
+        sim.connect(bob);
+        sync(&mut sim, bob);
+        if stored {
+            // The server ended bob's membership with the proposal.
+            let chat = sim.engine(bob).chat(group).unwrap().unwrap();
+            assert!(!chat.is_active(), "seed {seed}: {chat:?}");
+        } else {
+            // Bob is still in, and can talk, then leave for real.
+            say(&mut sim, bob, group, "still here");
+            sim.exec(bob, |e| e.leave(group)).unwrap();
+        }
+        sync(&mut sim, alice);
+        say(&mut sim, alice, group, "alone now");
+        sim.settle();
+        let members = sim.engine(alice).members(&Target::Group(group)).unwrap();
+        assert_eq!(members.len(), 1, "seed {seed}: {members:?}");
+    });
+}
+
+#[test]
+fn a_new_device_that_declines_the_account_stays_empty() {
+    for_each_seed(6, |seed| {
+        let mut sim = Sim::new(seed);
+        let bob = register(&mut sim, "bob");
+        let laptop = sim.add_device("laptop");
+        sim.set_answer(laptop, false);
+        sim.set_answer(bob, false);
+        let linking = sim.engine(laptop).link("sim://server", "laptop", 600_000);
+        let code = sim.run_until_event(laptop, |e| match e {
+            Event::LinkCode { code, .. } => Some(code.clone()),
+            _ => None,
+        });
+        // Bob's device says no first: nothing is approved.
+        let refused = sim.exec(bob, |e| e.approve_link(&code));
+        assert!(
+            matches!(
+                refused,
+                Err(CoreError::Usage(chapar_core::Usage::LinkNotApproved))
+            ),
+            "seed {seed}: {refused:?}"
+        );
+        sim.set_answer(bob, true);
+        let approved = sim.exec(bob, |e| e.approve_link(&code));
+        assert!(approved.is_ok(), "seed {seed}: {approved:?}");
+        let linked = sim.run(laptop, linking);
+        assert!(
+            matches!(
+                linked,
+                Err(CoreError::Usage(chapar_core::Usage::LinkDeclined(_)))
+            ),
+            "seed {seed}: {linked:?}"
+        );
+        assert!(sim.engine(laptop).username().is_none());
     });
 }

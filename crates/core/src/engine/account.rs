@@ -2,12 +2,14 @@
 //! from).
 
 use chapar_crypto::identity::SecretKey;
-use chapar_types::{DeviceId, Username};
+use chapar_crypto::mls;
+use chapar_types::{DeviceId, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
 use super::device::{Device, unexpected};
-use super::sync::{Seen, behind};
+use super::sync::behind;
 use crate::account_keys::AccountKeys;
+use crate::events::Warning;
 use crate::identity::{self, Identity, LAST_RESORT_UPLOADED, RESTORE_UNTIL};
 use crate::{CoreError, Usage};
 
@@ -57,11 +59,10 @@ impl Device {
 
     /// Joins welcomed groups, replays the archive on a new device, processes every group's
     /// new entries and settles this device's pending commits, commits pending proposals, brings
-    /// groups in line with their accounts' devices, and uploads new history to the archive.
-    /// Returns the messages the user should see, in the order they came.
-    pub(crate) async fn sync_all(&self) -> Result<Vec<Seen>, CoreError> {
+    /// groups in line with their accounts' devices, tells new members what their chats are,
+    /// and uploads new history to the archive. What the user should see is noted for the job.
+    pub(crate) async fn sync_all(&self) -> Result<(), CoreError> {
         self.connect().await?;
-        let mut seen = Vec::new();
         self.sync_welcomes().await?;
         // A new device replays the archive before reading the logs, so that edits and
         // reactions in the logs find the messages they refer to.
@@ -74,33 +75,58 @@ impl Device {
         }
         let heads = self.heads().await?;
         for group in self.read(|tx| behind(tx, &heads))? {
-            seen.extend(self.sync_group(group).await?);
-            self.settle_pending_commit(group).await?;
+            self.sync_group(group).await?;
+            // One chat whose commit cannot be settled now must not stop every other one.
+            if let Err(e) = self.prepare_group(group).await {
+                if e.outcome_unknown() {
+                    return Err(e);
+                }
+                self.warn(Warning::CommitUnsettled {
+                    group,
+                    reason: e.to_string(),
+                });
+            }
         }
-        self.commit_pending_proposals().await?;
+        for chat in self.read(|tx| tx.chats())? {
+            if chat.is_active() {
+                self.commit_proposals_in(chat.group).await?;
+            }
+        }
         self.reconcile_rosters(&heads).await?;
+        self.send_owed_meta().await?;
         let archived = heads.iter().map(|h| (h.group, h.archived_seq)).collect();
         self.upload_archive(&archived, false).await;
-        Ok(seen)
+        Ok(())
     }
 
-    /// Commits proposals (members leaving) that nobody has committed yet.
-    pub(crate) async fn commit_pending_proposals(&self) -> Result<(), CoreError> {
-        for chat in self.read(|tx| tx.chats())? {
-            if !chat.is_active() {
-                continue;
-            }
-            let pending = self.read(|tx| {
-                Ok(chapar_crypto::mls::load_group(&self.mls(tx), chat.group)?
-                    .is_some_and(|g| g.pending_proposals().next().is_some()))
-            })?;
-            if pending {
-                self.commit(chat.group, |state, provider, signer| {
-                    Ok(chapar_crypto::mls::commit_pending_proposals(
-                        state, provider, signer,
-                    )?)
-                })
-                .await?;
+    /// Commits the proposals (members leaving) in `group` that nobody has committed yet.
+    pub(crate) async fn commit_proposals_in(&self, group: GroupId) -> Result<(), CoreError> {
+        let pending = self.read(|tx| {
+            Ok(mls::load_group(&self.mls(tx), group)?
+                .is_some_and(|g| g.pending_proposals().next().is_some()))
+        })?;
+        if pending {
+            self.commit(group, |state, provider, signer| {
+                Ok(mls::commit_pending_proposals(state, provider, signer)?)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes a group ready for a new message: its last commit settled, and proposals waiting
+    /// in it committed (MLS refuses to encrypt past either).
+    pub(crate) async fn prepare_group(&self, group: GroupId) -> Result<(), CoreError> {
+        self.settle_pending_commit(group).await?;
+        self.commit_proposals_in(group).await
+    }
+
+    /// Tells the members of every chat owed its meta (devices added by a commit of this
+    /// device) what the chat is.
+    pub(crate) async fn send_owed_meta(&self) -> Result<(), CoreError> {
+        for group in self.read(|tx| tx.chats_owed_meta())? {
+            if let Some(chat) = self.read(|tx| tx.chat(group))? {
+                self.send_group_meta(&chat).await?;
             }
         }
         Ok(())

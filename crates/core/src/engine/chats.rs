@@ -9,7 +9,6 @@ use chapar_types::{DeviceId, GroupId, Username};
 use chapar_wire::content::{self, app_message::Body};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
-use super::commit::Committed;
 use super::device::{Device, unexpected};
 use super::sync::record_state;
 use crate::events::{Event, Warning};
@@ -146,32 +145,27 @@ impl Device {
         if packages.is_empty() {
             return Ok(());
         }
-        let committed = self
-            .commit(group, |state, provider, signer| {
-                // Built anew on each attempt: after catching up, someone may have added some
-                // of these devices already.
-                let present: Vec<DeviceId> = mls::members(state)
-                    .iter()
-                    .map(|m| m.identity.device)
-                    .collect();
-                let add: Vec<_> = packages
-                    .iter()
-                    .filter(|k| !present.contains(&k.identity.device))
-                    .cloned()
-                    .collect();
-                if add.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(mls::add_members(state, provider, signer, add)?))
-            })
-            .await?;
-        if committed == Committed::NothingToDo {
-            return Ok(());
-        }
-        let chat = self
-            .read(|tx| tx.chat(group))?
-            .ok_or_else(|| CoreError::Profile(format!("chat {group} is not recorded")))?;
-        self.send_group_meta(&chat).await
+        self.commit(group, |state, provider, signer| {
+            // Built anew on each attempt: after catching up, someone may have added some of
+            // these devices already.
+            let present: Vec<DeviceId> = mls::members(state)
+                .iter()
+                .map(|m| m.identity.device)
+                .collect();
+            let add: Vec<_> = packages
+                .iter()
+                .filter(|k| !present.contains(&k.identity.device))
+                .cloned()
+                .collect();
+            if add.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(mls::add_members(state, provider, signer, add)?))
+        })
+        .await?;
+        // Whoever merged it (this commit, or a settled one), the added devices learn what the
+        // chat is.
+        self.send_owed_meta().await
     }
 
     /// Tells a group's (new) members what the chat is.
@@ -194,7 +188,12 @@ impl Device {
                 name: chat.name.clone(),
             },
         };
-        self.send_body(chat.group, Body::GroupMeta(meta)).await?;
+        let group = chat.group;
+        // Queued means told: the outbox delivers it.
+        self.send_body_and(group, Body::GroupMeta(meta), |tx| {
+            tx.set_meta_owed(group, false)
+        })
+        .await?;
         Ok(())
     }
 
@@ -268,24 +267,28 @@ impl Device {
         on_change: KeyChange,
     ) -> Result<bool, CoreError> {
         let now = self.now_ms();
-        self.write(|tx| match tx.pinned_key(user)? {
-            Some(pinned) if pinned == key => Ok(true),
+        let (trusted, changed) = self.write(|tx| match tx.pinned_key(user)? {
+            Some(pinned) if pinned == key => Ok((true, false)),
             Some(_) => {
                 let repin = on_change == KeyChange::Warn;
-                self.warn(Warning::KeyChanged {
-                    user: user.clone(),
-                    repinned: repin,
-                });
                 if repin {
                     tx.pin_key(user, key, now)?;
                 }
-                Ok(repin)
+                Ok((repin, true))
             }
             None => {
                 tx.pin_key(user, key, now)?;
-                Ok(true)
+                Ok((true, false))
             }
-        })
+        })?;
+        // Told once it is decided (and stored).
+        if changed {
+            self.warn(Warning::KeyChanged {
+                user: user.clone(),
+                repinned: trusted,
+            });
+        }
+        Ok(trusted)
     }
 
     /// Adds every device of `user` to a group.
@@ -297,11 +300,30 @@ impl Device {
         self.connect().await?;
         self.sync_all().await?;
         let group = self.resolve(&Target::Group(group)).await?;
+        // A retry after an unknown outcome finds the first attempt's commit settled here, and
+        // claims no key packages for devices that are in already.
+        self.settle_pending_commit(group).await?;
+        if self.is_member(group, user)? {
+            return self.send_owed_meta().await;
+        }
         let packages = self.claim_verified(user, &[], KeyChange::Warn).await?;
         if packages.is_empty() {
             return Err(Usage::NoDeviceToAdd(user.clone()).into());
         }
         self.add_packages(group, packages).await
+    }
+
+    /// Whether any device of `user` is in `group` (and not on its way out).
+    fn is_member(&self, group: GroupId, user: &Username) -> Result<bool, CoreError> {
+        self.read(|tx| {
+            let Some(state) = mls::load_group(&self.mls(tx), group)? else {
+                return Ok(false);
+            };
+            let leaving = mls::pending_removals(&state);
+            Ok(mls::members(&state)
+                .iter()
+                .any(|m| m.identity.username == *user && !leaving.contains(&m.identity.device)))
+        })
     }
 
     /// Removes every device of `user` from a group.
@@ -313,24 +335,25 @@ impl Device {
         self.connect().await?;
         self.sync_all().await?;
         let group = self.resolve(&Target::Group(group)).await?;
-        let committed = self
-            .commit(group, |state, provider, signer| {
-                let devices: Vec<DeviceId> = mls::members(state)
-                    .into_iter()
-                    .filter(|m| m.identity.username == *user)
-                    .map(|m| m.identity.device)
-                    .collect();
-                if devices.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(mls::remove_devices(
-                    state, provider, signer, &devices,
-                )?))
-            })
-            .await?;
-        if committed == Committed::NothingToDo {
+        // A retry after an unknown outcome: the first attempt may have removed them already.
+        self.settle_pending_commit(group).await?;
+        if !self.is_member(group, user)? {
             return Err(Usage::NotInGroup(user.clone()).into());
         }
+        self.commit(group, |state, provider, signer| {
+            let devices: Vec<DeviceId> = mls::members(state)
+                .into_iter()
+                .filter(|m| m.identity.username == *user)
+                .map(|m| m.identity.device)
+                .collect();
+            if devices.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(mls::remove_devices(
+                state, provider, signer, &devices,
+            )?))
+        })
+        .await?;
         Ok(())
     }
 
@@ -374,9 +397,25 @@ impl Device {
                 proposal,
                 self_remove: true,
             }))
-            .await?;
-        let Reply::Appended(appended) = reply else {
-            return Err(unexpected("Appended"));
+            .await;
+        let appended = match reply {
+            Ok(Reply::Appended(appended)) => appended,
+            failed => {
+                // This device's own leave proposal must not stay queued: MLS encrypts nothing
+                // past it, and it cannot commit it itself. If the server did store it, the
+                // membership ended there, and the next sync says so.
+                self.write(|tx| {
+                    let provider = self.mls(tx);
+                    if let Some(mut state) = mls::load_group(&provider, group)? {
+                        mls::clear_pending_proposals(&mut state, &provider)?;
+                    }
+                    Ok(())
+                })?;
+                return Err(match failed {
+                    Ok(_) => unexpected("Appended"),
+                    Err(e) => e,
+                });
+            }
         };
         self.write(|tx| {
             tx.set_state(group, ChatState::Left)?;

@@ -58,6 +58,39 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Whether a pending commit adds devices: once it is merged, they are owed the chat's meta.
+fn adds_devices(pending: &PendingCommit) -> bool {
+    v1::SubmitCommit::decode(pending.request.as_slice())
+        .is_ok_and(|request| !request.added_devices.is_empty())
+}
+
+/// The error for a pending commit openmls no longer holds: the device cannot follow the group
+/// past its own commit, and going on as if it could would leave it an epoch behind for good.
+fn lost(group: GroupId) -> CoreError {
+    CoreError::Profile(format!(
+        "the state of this device's own commit in chat {group} is lost"
+    ))
+}
+
+/// Merges a group's pending commit (the log holds it) and settles it, in the caller's
+/// transaction; owes the chat's meta to the devices it added.
+fn merge_in(
+    provider: &Provider<'_>,
+    tx: &Tx<'_>,
+    pending: &PendingCommit,
+) -> Result<(), CoreError> {
+    let group = pending.group;
+    let mut state = mls::load_group(provider, group)?
+        .filter(mls::has_pending_commit)
+        .ok_or_else(|| lost(group))?;
+    mls::merge_pending_commit(&mut state, provider)?;
+    tx.settle_commit(group)?;
+    if adds_devices(pending) {
+        tx.set_meta_owed(group, true)?;
+    }
+    Ok(())
+}
+
 /// Decides a pending commit by the log entry at `seq` (its payload and whether this device
 /// sent it as a commit), inside the transaction that processes that entry.
 pub(crate) fn settle_by_entry(
@@ -74,24 +107,16 @@ pub(crate) fn settle_by_entry(
         return Ok(Settled::Open);
     }
     let ours = own_commit_payload.is_some_and(|payload| sha256(payload) == pending.sha256);
-    let Some(mut state) = mls::load_group(provider, group)? else {
-        tx.settle_commit(group)?;
-        return Ok(Settled::Discarded);
-    };
-    if ours && seq == pending.seen_seq + 1 && mls::has_pending_commit(&state) {
-        mls::merge_pending_commit(&mut state, provider)?;
-        tx.settle_commit(group)?;
+    if ours && seq == pending.seen_seq + 1 {
+        merge_in(provider, tx, &pending)?;
         return Ok(Settled::Merged);
     }
     // Another entry took the only place the commit could have: it can never be stored.
-    if mls::has_pending_commit(&state) {
-        mls::discard_pending_commit(&mut state, provider)?;
-    }
-    tx.settle_commit(group)?;
+    discard(provider, tx, group)?;
     Ok(Settled::Discarded)
 }
 
-/// Discards a group's pending commit (the server refused it for sure).
+/// Discards a group's pending commit (the server cannot store it).
 fn discard(provider: &Provider<'_>, tx: &Tx<'_>, group: GroupId) -> Result<(), CoreError> {
     if let Some(mut state) = mls::load_group(provider, group)?
         && mls::has_pending_commit(&state)
@@ -103,12 +128,10 @@ fn discard(provider: &Provider<'_>, tx: &Tx<'_>, group: GroupId) -> Result<(), C
 
 /// Merges a group's pending commit, which the server stored at `seq`.
 fn merge(provider: &Provider<'_>, tx: &Tx<'_>, group: GroupId, seq: Seq) -> Result<(), CoreError> {
-    if let Some(mut state) = mls::load_group(provider, group)?
-        && mls::has_pending_commit(&state)
-    {
-        mls::merge_pending_commit(&mut state, provider)?;
-    }
-    tx.settle_commit(group)?;
+    let Some(pending) = tx.pending_commit(group)? else {
+        return Err(lost(group));
+    };
+    merge_in(provider, tx, &pending)?;
     // The commit is the entry at `seq`, and the head was `seq - 1` when it was built: this
     // device has processed everything up to it.
     match tx.chat(group)? {
@@ -167,7 +190,7 @@ impl Device {
             };
             match self.submit(group, request, Attempt::First).await? {
                 Submitted::Stored(seq) => return Ok(Committed::At(seq)),
-                Submitted::Stale => drop(self.sync_group(group).await?),
+                Submitted::Stale => self.sync_group(group).await?,
             }
         }
         Err(CoreError::Server {
@@ -201,8 +224,22 @@ impl Device {
                 Ok(Submitted::Stale)
             }
             Err(e) if e.outcome_unknown() => Err(e),
-            Err(e) => {
+            // The group is gone for this device: nothing of it can be stored any more.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(ErrorCode::NotMember | ErrorCode::UnknownGroup)
+                ) =>
+            {
                 self.write(|tx| discard(&self.mls(tx), tx, group))?;
+                Err(e)
+            }
+            // A first submission refused is not in the log. A repeat refused says nothing of
+            // the first one (the server may still be storing it): only the log settles it.
+            Err(e) => {
+                if attempt == Attempt::First {
+                    self.write(|tx| discard(&self.mls(tx), tx, group))?;
+                }
                 Err(e)
             }
         }
@@ -225,7 +262,7 @@ impl Device {
         match self.submit(group, request, Attempt::Again).await? {
             Submitted::Stored(_) => Ok(()),
             // The head moved after the sync: the entry now there decides it.
-            Submitted::Stale => self.sync_group(group).await.map(drop),
+            Submitted::Stale => self.sync_group(group).await,
         }
     }
 }

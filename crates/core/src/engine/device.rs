@@ -2,9 +2,10 @@
 //! boundary, the environment), and the session on the current connection: the version
 //! handshake, log-in, topping up key packages and sending what the outbox holds.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
+use chapar_types::{GroupId, MessageId};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use openmls_rust_crypto::RustCrypto;
 
@@ -31,7 +32,14 @@ pub(crate) struct Device {
     pub me: OnceCell<Identity>,
     /// What archive replays brought back since the engine started.
     pub restored: Cell<Restored>,
+    /// Messages that arrived or changed during the current job, in order (what a `sync`
+    /// shows), at most [`SEEN_KEPT_MAX`].
+    seen: RefCell<Vec<(GroupId, MessageId)>>,
 }
+
+/// Messages noted per job for what a `sync` shows; past it, the oldest are forgotten (they
+/// were emitted as events all the same).
+pub(crate) const SEEN_KEPT_MAX: usize = 10_000;
 
 impl Device {
     pub(crate) fn new(profile: Profile, env: Env) -> Result<Self, CoreError> {
@@ -47,7 +55,22 @@ impl Device {
             crypto: RustCrypto::default(),
             me,
             restored: Cell::new(Restored::default()),
+            seen: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Notes that a message arrived or changed.
+    pub(crate) fn note_seen(&self, group: GroupId, id: MessageId) {
+        let mut seen = self.seen.borrow_mut();
+        if seen.len() >= SEEN_KEPT_MAX {
+            seen.remove(0);
+        }
+        seen.push((group, id));
+    }
+
+    /// The messages noted since the last call.
+    pub(crate) fn take_seen(&self) -> Vec<(GroupId, MessageId)> {
+        std::mem::take(&mut self.seen.borrow_mut())
     }
 
     /// This profile's identity, or [`Usage::NoAccount`].

@@ -27,7 +27,10 @@ use crate::events::{Event, JobId, Question};
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Events kept for the user before the oldest are dropped (a client that never reads its
 /// events must not grow the engine without bound; a dropped event loses nothing stored).
+/// Questions and job ends are never dropped: a job waits on one, a caller on the other.
 pub const EVENTS_QUEUED_MAX: usize = 4_096;
+/// How long a question waits for the user before it counts as "no".
+pub const QUESTION_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 /// What the current transport has established.
 #[derive(Debug, Default)]
@@ -61,6 +64,8 @@ struct State {
     /// pass syncs everything instead.
     pushes_lost: bool,
     answers: HashMap<JobId, bool>,
+    /// Jobs waiting for an answer.
+    asking: std::collections::HashSet<JobId>,
     current_job: Option<JobId>,
     bytes_sent: u64,
     bytes_received: u64,
@@ -107,11 +112,13 @@ impl Io {
         }
     }
 
-    /// Asks the user `question` and waits for the answer (`Engine::answer`).
+    /// Asks the user `question` and waits for the answer (`Engine::answer`), at most
+    /// [`QUESTION_TIMEOUT_MS`]: then it is "no".
     pub(crate) fn ask(&self, question: Question) -> Ask<'_> {
         Ask {
             io: self,
             question: Some(question),
+            timer: None,
         }
     }
 
@@ -119,7 +126,13 @@ impl Io {
     pub(crate) fn emit(&self, event: Event) {
         let mut state = self.state.borrow_mut();
         if state.events.len() >= EVENTS_QUEUED_MAX {
-            state.events.pop_front();
+            let droppable = state
+                .events
+                .iter()
+                .position(|e| !matches!(e, Event::Question { .. } | Event::Done(_)));
+            if let Some(at) = droppable {
+                state.events.remove(at);
+            }
         }
         state.events.push_back(event);
     }
@@ -158,12 +171,10 @@ impl Io {
 
     // ---- the driver's side, through `Engine` ----
 
+    /// A fresh transport is up: whatever the old one carried is gone with it.
     pub(crate) fn connected(&self) {
-        let mut state = self.state.borrow_mut();
-        state.session = Session {
-            connected: true,
-            ..Session::default()
-        };
+        self.disconnected();
+        self.state.borrow_mut().session.connected = true;
     }
 
     /// The transport went away: every waiting request fails, its outcome unknown.
@@ -253,7 +264,23 @@ impl Io {
     }
 
     pub(crate) fn answer(&self, job: JobId, yes: bool) {
-        self.state.borrow_mut().answers.insert(job, yes);
+        let mut state = self.state.borrow_mut();
+        // Only a job that asked keeps an answer: anything else would never be taken.
+        if state.asking.contains(&job) {
+            state.answers.insert(job, yes);
+        }
+    }
+
+    /// Forgets what an ended job was asked and answered.
+    pub(crate) fn job_ended(&self, job: JobId) {
+        let mut state = self.state.borrow_mut();
+        state.answers.remove(&job);
+        state.asking.remove(&job);
+    }
+
+    /// Pushes could not be applied: the next background pass catches up on everything.
+    pub(crate) fn mark_pushes_lost(&self) {
+        self.state.borrow_mut().pushes_lost = true;
     }
 
     pub(crate) fn set_current_job(&self, job: Option<JobId>) {
@@ -394,23 +421,35 @@ impl Drop for Timer<'_> {
 pub(crate) struct Ask<'a> {
     io: &'a Io,
     question: Option<Question>,
+    timer: Option<Timer<'a>>,
 }
 
 impl Future for Ask<'_> {
     type Output = bool;
 
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<bool> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
         let this = self.get_mut();
         let Some(job) = this.io.state.borrow().current_job else {
             return Poll::Ready(false);
         };
         if let Some(question) = this.question.take() {
+            this.io.state.borrow_mut().asking.insert(job);
             this.io.emit(Event::Question { job, question });
+            this.timer = Some(this.io.after(QUESTION_TIMEOUT_MS));
             return Poll::Pending;
         }
-        match this.io.state.borrow_mut().answers.remove(&job) {
-            Some(answer) => Poll::Ready(answer),
-            None => Poll::Pending,
+        let answer = this.io.state.borrow_mut().answers.remove(&job);
+        if let Some(answer) = answer {
+            this.io.state.borrow_mut().asking.remove(&job);
+            return Poll::Ready(answer);
+        }
+        match this.timer.as_mut().map(|t| Pin::new(t).poll(cx)) {
+            // Unanswered for too long: no.
+            Some(Poll::Ready(())) => {
+                this.io.state.borrow_mut().asking.remove(&job);
+                Poll::Ready(false)
+            }
+            _ => Poll::Pending,
         }
     }
 }

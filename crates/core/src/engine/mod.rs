@@ -15,6 +15,7 @@
 mod account;
 mod archive;
 mod chats;
+mod commands;
 mod commit;
 mod device;
 mod devices;
@@ -38,11 +39,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use chapar_types::{DeviceId, GroupId, MessageId, Username};
-use chapar_wire::content::{self, StickerPack, app_message::Body};
-
 pub use files::{FileToken, STICKERS_PER_PACK_MAX};
-pub use io::{EVENTS_QUEUED_MAX, REQUEST_TIMEOUT_MS};
+pub use io::{EVENTS_QUEUED_MAX, QUESTION_TIMEOUT_MS, REQUEST_TIMEOUT_MS};
 pub use link::LINK_PEER_WAIT_MS;
 
 use device::Device;
@@ -50,12 +48,10 @@ use device::Device;
 use crate::CoreError;
 use crate::env::Env;
 use crate::events::{Event, JobId};
-use crate::history;
-use crate::model::{
-    Approved, ChatMessage, ChatSummary, DeviceInfo, InstalledPack, Linked, Recovered, Revoked,
-    Target,
-};
-use crate::storage::{Chat, Profile};
+use crate::storage::Profile;
+
+/// How long background work waits before trying again after it failed.
+pub const BACKGROUND_RETRY_MS: u64 = 5_000;
 
 /// Results of ended jobs kept for [`Engine::take_result`] before the oldest are dropped.
 pub const RESULTS_KEPT_MAX: usize = 256;
@@ -93,6 +89,10 @@ pub struct Engine {
     /// When history that came by push is to be archived (after [`pushes::ARCHIVE_QUIET_MS`]
     /// of quiet).
     archive_due_ms: Rc<Cell<Option<u64>>>,
+    /// Background work failed: not before this time again.
+    retry_at_ms: Rc<Cell<Option<u64>>>,
+    /// Whether the engine works on its own while idle (see [`Engine::set_background`]).
+    background: bool,
 }
 
 impl Engine {
@@ -105,7 +105,42 @@ impl Engine {
             results: BTreeMap::new(),
             next_job: 1,
             archive_due_ms: Rc::new(Cell::new(None)),
+            retry_at_ms: Rc::new(Cell::new(None)),
+            background: true,
         })
+    }
+
+    /// Whether the engine applies pushes and archives history on its own while idle (on by
+    /// default). A driver that runs one command and exits turns it off, so no background
+    /// commit is cut off halfway.
+    pub fn set_background(&mut self, on: bool) {
+        self.background = on;
+        self.drive();
+    }
+
+    /// Whether background work may run now.
+    fn background_ready(&self) -> bool {
+        self.background
+            && self.device.io.is_logged_in()
+            && self
+                .retry_at_ms
+                .get()
+                .is_none_or(|at| at <= self.device.now_ms())
+    }
+
+    /// When background work is due next, if it waits for time.
+    fn background_deadline(&self) -> Option<u64> {
+        if !(self.background && self.is_idle() && self.device.io.is_logged_in()) {
+            return None;
+        }
+        let retry = self.retry_at_ms.get();
+        let archive = self.archive_due_ms.get();
+        if self.device.io.has_pushes() {
+            // Pushes go at once, unless a failure made them wait.
+            return retry;
+        }
+        // Archiving waits for its time, and for the retry time after a failure.
+        archive.map(|at| retry.map_or(at, |retry| at.max(retry)))
     }
 
     // ---- the driver's side ----
@@ -138,10 +173,7 @@ impl Engine {
     pub fn next_timeout(&self) -> Option<u64> {
         // Background work runs only while idle and logged in: a deadline it cannot act on
         // would have the driver wake up for nothing, again and again.
-        let archive = (self.is_idle() && self.device.io.is_logged_in())
-            .then(|| self.archive_due_ms.get())
-            .flatten();
-        [self.device.io.next_deadline(), archive]
+        [self.device.io.next_deadline(), self.background_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -182,7 +214,7 @@ impl Engine {
     /// Something is to be done now: a job, pushes to apply, or history due for the archive.
     pub fn has_work(&self) -> bool {
         !self.is_idle()
-            || (self.device.io.is_logged_in()
+            || (self.background_ready()
                 && (self.device.io.has_pushes()
                     || self
                         .archive_due_ms
@@ -217,25 +249,43 @@ impl Engine {
 
     /// Work the engine does on its own while idle and logged in.
     fn background(&mut self) -> Option<Running> {
-        let io = &self.device.io;
-        if !io.is_logged_in() {
+        if !self.background_ready() {
             return None;
         }
         let device = self.device.clone();
-        let due = self.archive_due_ms.clone();
-        let future: JobFuture = if io.has_pushes() {
+        let (due, retry) = (self.archive_due_ms.clone(), self.retry_at_ms.clone());
+        let now = device.now_ms();
+        let future: JobFuture = if device.io.has_pushes() {
             Box::pin(async move {
                 match device.handle_pushes().await {
-                    Ok(true) => due.set(Some(device.now_ms() + pushes::ARCHIVE_QUIET_MS)),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not apply what the server pushed"),
+                    Ok(archive) => {
+                        retry.set(None);
+                        if archive {
+                            due.set(Some(
+                                device.now_ms().saturating_add(pushes::ARCHIVE_QUIET_MS),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        // Nothing is lost (the log has it all), but nothing may be left
+                        // behind either: catch up on everything, a little later.
+                        tracing::warn!(error = %e, "could not apply what the server pushed");
+                        device.io.mark_pushes_lost();
+                        retry.set(Some(device.now_ms().saturating_add(BACKGROUND_RETRY_MS)));
+                    }
                 }
                 Box::new(()) as Box<dyn Any>
             })
-        } else if due.get().is_some_and(|at| at <= device.now_ms()) {
+        } else if due.get().is_some_and(|at| at <= now) {
             due.set(None);
             Box::pin(async move {
                 device.upload_archive(&Default::default(), false).await;
+                // What is still recorded (a follower waiting for the leader) goes later.
+                if device.read(|tx| tx.has_archive_events()).unwrap_or(false) {
+                    due.set(Some(
+                        device.now_ms().saturating_add(archive::FOLLOWER_DELAY_MS),
+                    ));
+                }
                 Box::new(()) as Box<dyn Any>
             })
         } else {
@@ -269,6 +319,7 @@ impl Engine {
             };
             let (id, asked) = (running.id, running.asked);
             self.current = None;
+            self.device.io.job_ended(id);
             if asked {
                 if self.results.len() >= RESULTS_KEPT_MAX {
                     self.results.pop_first();
@@ -278,307 +329,5 @@ impl Engine {
             }
         }
         self.device.io.set_current_job(None);
-    }
-
-    // ---- who this is, and what it has (no network) ----
-
-    /// The profile's account, once it has one.
-    pub fn username(&self) -> Option<&Username> {
-        self.device.me.get().map(|me| &me.username)
-    }
-
-    /// This device, once the profile has an account.
-    pub fn device_id(&self) -> Option<DeviceId> {
-        self.device.me.get().map(|me| me.device)
-    }
-
-    /// The server the account is on.
-    pub fn server(&self) -> Option<&str> {
-        self.device.me.get().map(|me| me.server.as_str())
-    }
-
-    /// The profile (for a driver's own bookkeeping, such as uploads in progress).
-    pub fn profile(&self) -> &Profile {
-        &self.device.profile
-    }
-
-    /// The random number generator and clock the engine runs on.
-    pub fn env(&self) -> &Env {
-        &self.device.env
-    }
-
-    /// Local history of a chat (every direct chat with the user, for `@user`), oldest first.
-    pub fn messages(&self, target: &Target) -> Result<Vec<ChatMessage>, CoreError> {
-        self.device.messages(target)
-    }
-
-    /// One message as it is now.
-    pub fn message(&self, group: GroupId, id: MessageId) -> Result<Option<ChatMessage>, CoreError> {
-        self.device.read(|tx| history::message(tx, group, id))
-    }
-
-    /// The devices in a chat's MLS group.
-    pub fn members(&self, target: &Target) -> Result<Vec<(Username, DeviceId)>, CoreError> {
-        self.device.members(target)
-    }
-
-    /// Every chat (not the self group) with its unread count, oldest first.
-    pub fn chats(&self) -> Result<Vec<ChatSummary>, CoreError> {
-        self.device.chat_list()
-    }
-
-    /// One chat as this device knows it.
-    pub fn chat(&self, group: GroupId) -> Result<Option<Chat>, CoreError> {
-        self.device.read(|tx| tx.chat(group))
-    }
-
-    /// The MLS epoch this device is at in a chat, and whether it holds a commit not settled
-    /// yet (for diagnostics and tests: two members at different epochs cannot read each
-    /// other).
-    pub fn epoch(&self, group: GroupId) -> Result<Option<(u64, bool)>, CoreError> {
-        self.device.read(|tx| {
-            let state = chapar_crypto::mls::load_group(&self.device.mls(tx), group)?;
-            Ok(state.map(|g| {
-                (
-                    chapar_crypto::mls::epoch(&g),
-                    chapar_crypto::mls::has_pending_commit(&g),
-                )
-            }))
-        })
-    }
-
-    /// The file message `id` carries (in `chat`, if the id is in several chats), with its chat.
-    pub fn file_of(
-        &self,
-        id: MessageId,
-        chat: Option<&Target>,
-    ) -> Result<(GroupId, content::File), CoreError> {
-        self.device.file_named(id, chat)
-    }
-
-    /// The installed sticker packs.
-    pub fn sticker_packs(&self) -> Result<Vec<InstalledPack>, CoreError> {
-        self.device.sticker_packs()
-    }
-
-    /// Installs the pack a message shared; returns its id.
-    pub fn install_sticker_pack(
-        &self,
-        message: MessageId,
-        chat: Option<&Target>,
-    ) -> Result<[u8; 16], CoreError> {
-        self.device.install_sticker_pack(message, chat)
-    }
-
-    // ---- commands: each starts a job ----
-
-    /// Creates an account with this profile as its first device; the result is the recovery
-    /// key, to show once.
-    pub fn register(&mut self, server: &str, username: &str, device_name: &str) -> Job<String> {
-        let (server, username, name) = (
-            server.to_owned(),
-            username.to_owned(),
-            device_name.to_owned(),
-        );
-        self.spawn(|d| async move { d.register(&server, &username, &name).await })
-    }
-
-    /// Makes this empty profile a new device of an account (see `link`): emits the code, asks
-    /// [`crate::Question::JoinAccount`], and waits up to `wait_ms` for approval.
-    pub fn link(&mut self, server: &str, device_name: &str, wait_ms: u64) -> Job<Linked> {
-        let (server, name) = (server.to_owned(), device_name.to_owned());
-        self.spawn(move |d| async move { d.link(&server, &name, wait_ms).await })
-    }
-
-    /// Approves a new device by the code it shows; asks [`crate::Question::ApproveDevice`].
-    pub fn approve_link(&mut self, code: &str) -> Job<Approved> {
-        let code = code.to_owned();
-        self.spawn(|d| async move { d.approve_link(&code).await })
-    }
-
-    /// Restores an account on this empty profile with its recovery key.
-    pub fn recover(
-        &mut self,
-        server: &str,
-        username: &Username,
-        recovery_key: &str,
-        device_name: &str,
-        revoke_others: bool,
-    ) -> Job<Recovered> {
-        let (server, username, key, name) = (
-            server.to_owned(),
-            username.clone(),
-            recovery_key.to_owned(),
-            device_name.to_owned(),
-        );
-        self.spawn(move |d| async move {
-            d.recover(&server, &username, &key, &name, revoke_others)
-                .await
-        })
-    }
-
-    /// The chat a target names, creating the direct chat with a user on first use.
-    pub fn resolve(&mut self, target: &Target) -> Job<GroupId> {
-        let target = target.clone();
-        self.spawn(move |d| async move {
-            d.connect().await?;
-            d.resolve(&target).await
-        })
-    }
-
-    /// Fetches, decrypts and stores everything new; the result is what changed, as it is now.
-    pub fn sync(&mut self) -> Job<Vec<ChatMessage>> {
-        self.spawn(|d| async move {
-            let seen = d.sync_all().await?;
-            let mut out = Vec::new();
-            for (group, id) in seen {
-                out.extend(d.read(|tx| history::message(tx, group, id))?);
-            }
-            Ok(out)
-        })
-    }
-
-    /// Sends a text message; the result is the message once the server acknowledged it.
-    pub fn send_text(
-        &mut self,
-        target: &Target,
-        text: &str,
-        reply_to: Option<MessageId>,
-    ) -> Job<ChatMessage> {
-        let (target, text) = (target.clone(), text.to_owned());
-        self.spawn(move |d| async move { d.send_text(&target, &text, reply_to).await })
-    }
-
-    /// Edits one of this account's messages.
-    pub fn edit(&mut self, target: &Target, id: MessageId, text: &str) -> Job<()> {
-        let body = Body::Edit(content::Edit {
-            target: id.as_bytes().to_vec(),
-            text: text.to_owned(),
-        });
-        self.change(target, body)
-    }
-
-    /// Deletes one of this account's messages for everyone.
-    pub fn delete(&mut self, target: &Target, id: MessageId) -> Job<()> {
-        let body = Body::Delete(content::Delete {
-            target: id.as_bytes().to_vec(),
-        });
-        self.change(target, body)
-    }
-
-    /// Adds (or with `remove`, withdraws) a reaction.
-    pub fn react(&mut self, target: &Target, id: MessageId, emoji: &str, remove: bool) -> Job<()> {
-        let body = Body::Reaction(content::Reaction {
-            target: id.as_bytes().to_vec(),
-            emoji: emoji.to_owned(),
-            remove,
-        });
-        self.change(target, body)
-    }
-
-    fn change(&mut self, target: &Target, body: Body) -> Job<()> {
-        let target = target.clone();
-        self.spawn(move |d| async move { d.send_change(&target, body).await })
-    }
-
-    /// Creates a group chat; the result is its id.
-    pub fn create_group(&mut self, name: &str, members: &[Username]) -> Job<GroupId> {
-        let (name, members) = (name.to_owned(), members.to_vec());
-        self.spawn(move |d| async move { d.create_group(&name, &members).await })
-    }
-
-    /// Adds every device of `user` to a group.
-    pub fn add_member(&mut self, group: GroupId, user: &Username) -> Job<()> {
-        let user = user.clone();
-        self.spawn(move |d| async move { d.add_member(group, &user).await })
-    }
-
-    /// Removes every device of `user` from a group.
-    pub fn remove_member(&mut self, group: GroupId, user: &Username) -> Job<()> {
-        let user = user.clone();
-        self.spawn(move |d| async move { d.remove_member(group, &user).await })
-    }
-
-    /// Leaves a group with every device of the account.
-    pub fn leave(&mut self, group: GroupId) -> Job<()> {
-        self.spawn(move |d| async move { d.leave(group).await })
-    }
-
-    /// Marks a chat read, here and on the account's other devices.
-    pub fn mark_read(&mut self, target: &Target) -> Job<u64> {
-        let target = target.clone();
-        self.spawn(move |d| async move { d.mark_read(&target).await })
-    }
-
-    /// The safety number for the conversation with `user`.
-    pub fn fingerprint(&mut self, user: &Username) -> Job<String> {
-        let user = user.clone();
-        self.spawn(move |d| async move { d.fingerprint(&user).await })
-    }
-
-    /// The account's devices.
-    pub fn devices(&mut self) -> Job<Vec<DeviceInfo>> {
-        self.spawn(|d| async move { d.devices().await })
-    }
-
-    /// Revokes another device of the account.
-    pub fn revoke_device(&mut self, device: DeviceId) -> Job<Revoked> {
-        self.spawn(move |d| async move { d.revoke_device(device).await })
-    }
-
-    /// Replaces the recovery key; the result is the new one, to show once.
-    pub fn rotate_recovery_key(&mut self) -> Job<String> {
-        self.spawn(|d| async move { d.rotate_recovery_key().await })
-    }
-
-    /// A fresh token for the server's file endpoints.
-    pub fn file_token(&mut self) -> Job<FileToken> {
-        self.spawn(|d| async move { d.file_token().await })
-    }
-
-    /// Sends a file message (the file uploaded already). `forget_upload` names the driver's
-    /// record of the upload, forgotten once the message is queued.
-    pub fn send_file(
-        &mut self,
-        target: &Target,
-        file: content::File,
-        forget_upload: Option<String>,
-    ) -> Job<ChatMessage> {
-        let target = target.clone();
-        self.spawn(move |d| async move { d.send_file(&target, file, forget_upload).await })
-    }
-
-    /// Sends the file of a message to another chat, without uploading it again.
-    pub fn forward(
-        &mut self,
-        id: MessageId,
-        from: Option<&Target>,
-        target: &Target,
-    ) -> Job<ChatMessage> {
-        let (from, target) = (from.cloned(), target.clone());
-        self.spawn(move |d| async move { d.forward(id, from.as_ref(), &target).await })
-    }
-
-    /// Installs a new sticker pack (its pictures uploaded already) and shares it with the
-    /// account's other devices; the result is its id.
-    pub fn add_sticker_pack(&mut self, pack: StickerPack) -> Job<[u8; 16]> {
-        self.spawn(move |d| async move { d.add_sticker_pack(pack).await })
-    }
-
-    /// Sends an installed sticker pack to a chat.
-    pub fn share_sticker_pack(&mut self, target: &Target, pack: [u8; 16]) -> Job<ChatMessage> {
-        let target = target.clone();
-        self.spawn(move |d| async move { d.share_sticker_pack(&target, pack).await })
-    }
-
-    /// Sends sticker `index` of an installed pack.
-    pub fn send_sticker(
-        &mut self,
-        target: &Target,
-        pack: [u8; 16],
-        index: usize,
-    ) -> Job<ChatMessage> {
-        let target = target.clone();
-        self.spawn(move |d| async move { d.send_sticker(&target, pack, index).await })
     }
 }

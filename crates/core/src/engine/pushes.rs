@@ -28,14 +28,13 @@ impl Device {
                     match self.read(|tx| tx.chat(group))? {
                         Some(chat) if chat.is_active() && entry.seq == chat.position + 1 => {
                             self.apply_entry(group, &entry)?;
-                            self.settle_pending_commit(group).await?;
                         }
                         Some(chat) if chat.is_active() && entry.seq > chat.position => {
                             self.sync_group(group).await?;
-                            self.settle_pending_commit(group).await?;
                         }
-                        _ => {}
+                        _ => continue,
                     }
+                    self.prepare_group(group).await?;
                 }
                 Some(_) => everything = true,
                 None => {}
@@ -44,7 +43,7 @@ impl Device {
         if everything {
             self.sync_all().await?;
         } else {
-            self.commit_pending_proposals().await?;
+            self.send_owed_meta().await?;
         }
         self.read(|tx| tx.has_archive_events())
     }

@@ -21,7 +21,6 @@ use chapar_types::{DeviceId, ErrorCode, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
 use super::chats::KeyChange;
-use super::commit::Committed;
 use super::device::{Device, unexpected};
 use super::sync::Head;
 use crate::CoreError;
@@ -231,39 +230,31 @@ impl Device {
         if packages.is_empty() && stale.is_empty() {
             return self.write(|tx| tx.set_roster_checked(group, version));
         }
-        let committed = self
-            .commit(group, |state, provider, signer| {
-                // After a stale-epoch retry someone else may have done part of the work.
-                let now: Vec<DeviceId> = mls::members(state)
-                    .iter()
-                    .map(|m| m.identity.device)
-                    .collect();
-                let add: Vec<_> = packages
-                    .iter()
-                    .filter(|k| !now.contains(&k.identity.device))
-                    .cloned()
-                    .collect();
-                let remove: Vec<DeviceId> =
-                    stale.iter().filter(|d| now.contains(d)).copied().collect();
-                if add.is_empty() && remove.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(mls::change_devices(
-                    state, provider, signer, add, &remove,
-                )?))
-            })
-            .await?;
+        self.commit(group, |state, provider, signer| {
+            // After a stale-epoch retry someone else may have done part of the work.
+            let now: Vec<DeviceId> = mls::members(state)
+                .iter()
+                .map(|m| m.identity.device)
+                .collect();
+            let add: Vec<_> = packages
+                .iter()
+                .filter(|k| !now.contains(&k.identity.device))
+                .cloned()
+                .collect();
+            let remove: Vec<DeviceId> = stale.iter().filter(|d| now.contains(d)).copied().collect();
+            if add.is_empty() && remove.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(mls::change_devices(
+                state, provider, signer, add, &remove,
+            )?))
+        })
+        .await?;
         self.write(|tx| match checked {
             Checked::Complete => tx.set_roster_seen(group, version),
             Checked::Partial => tx.set_roster_checked(group, version),
         })?;
-        if !packages.is_empty()
-            && matches!(committed, Committed::At(_))
-            && let Some(chat) = self.read(|tx| tx.chat(group))?
-        {
-            // New devices learn from it what the chat is.
-            self.send_group_meta(&chat).await?;
-        }
-        Ok(())
+        // New devices learn what the chat is (whichever commit added them).
+        self.send_owed_meta().await
     }
 }

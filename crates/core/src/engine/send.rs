@@ -102,6 +102,9 @@ impl Device {
         let me = self.me()?;
         let signer = me.signer();
         for _ in 0..STALE_RETRIES_MAX {
+            // Never past a commit of this device whose fate is unknown (a removal it made
+            // must hold before anything else is said), nor past waiting proposals.
+            self.prepare_group(group).await?;
             let (ciphertext, epoch, roster_version) = self.write(|tx| {
                 let provider = self.mls(tx);
                 let mut state = mls::load_group(&provider, group)?
@@ -134,9 +137,8 @@ impl Device {
                 }
                 Ok(_) => return Err(unexpected("Appended")),
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
-                    // The group moved on (a commit): catch up, settling a commit of ours.
+                    // The group moved on (a commit): catch up, then try again.
                     self.sync_group(group).await?;
-                    self.settle_pending_commit(group).await?;
                 }
                 Err(e) if e.code() == Some(ErrorCode::StaleRoster) => {
                     // A member account gained or lost a device: add or remove it first, so
@@ -171,6 +173,7 @@ impl Device {
             };
             match self.deliver(group, id, &body, &references).await {
                 Ok(_) => {}
+                Err(e) if e.outcome_unknown() => return Err(e),
                 Err(e) if refused_for_good(&e) => {
                     // Sending it again would be refused again: drop it rather than let it
                     // block every later command.
@@ -180,7 +183,12 @@ impl Device {
                         reason: e.to_string(),
                     });
                 }
-                Err(e) => return Err(e),
+                // Not now (its chat cannot take a message yet): it stays queued, and logging
+                // in goes on; one stuck message must not lock every command out.
+                Err(e) => self.warn(Warning::QueuedMessageWaiting {
+                    group,
+                    reason: e.to_string(),
+                }),
             }
         }
         Ok(())

@@ -26,9 +26,6 @@ const FETCH_PAGE_WELCOMES: u32 = 50;
 /// Profile key of the last welcome processed.
 const WELCOME_CURSOR: &str = "welcome_cursor";
 
-/// A message the user should see: it arrived or changed.
-pub(crate) type Seen = (GroupId, MessageId);
-
 /// One group as the server lists it for this device.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
@@ -55,6 +52,11 @@ impl Device {
             if page.welcomes.is_empty() {
                 return Ok(());
             }
+            if page.welcomes.iter().any(|w| w.id <= cursor) {
+                return Err(CoreError::Protocol(
+                    "the server sent welcomes out of order".into(),
+                ));
+            }
             for welcome in page.welcomes {
                 let joined = self.write(|tx| {
                     let joined = match GroupId::from_slice(&welcome.group_id) {
@@ -78,8 +80,11 @@ impl Device {
         if existing.as_ref().is_some_and(Chat::is_active) {
             return Ok(false);
         }
-        let provider = self.mls(tx);
-        if let Err(e) = mls::join_group(&provider, group, &welcome.welcome) {
+        // A welcome that does not open must leave nothing behind (joining first deletes what
+        // an earlier membership left).
+        let joined =
+            tx.attempt(|tx| Ok(mls::join_group(&self.mls(tx), group, &welcome.welcome)?))?;
+        if let Err(e) = joined {
             tracing::warn!(%group, error = %e, "could not join a group from its welcome");
             return Ok(false);
         }
@@ -98,16 +103,15 @@ impl Device {
         Ok(true)
     }
 
-    /// Processes every new entry of one group's log, up to its head; settles this device's
-    /// pending commit there (see `commit`). Returns what the user should see.
-    pub(crate) async fn sync_group(&self, group: GroupId) -> Result<Vec<Seen>, CoreError> {
-        let mut seen = Vec::new();
+    /// Processes every new entry of one group's log, up to its head. What the user should
+    /// see is emitted as events and noted for the job ([`Device::take_seen`]).
+    pub(crate) async fn sync_group(&self, group: GroupId) -> Result<(), CoreError> {
         loop {
             let Some(chat) = self.read(|tx| tx.chat(group))? else {
-                return Ok(seen);
+                return Ok(());
             };
             if !chat.is_active() {
-                return Ok(seen);
+                return Ok(());
             }
             let reply = self
                 .call(Request::FetchLog(v1::FetchLog {
@@ -121,21 +125,27 @@ impl Device {
                 Ok(_) => return Err(unexpected("LogPage")),
                 Err(e) if e.code() == Some(ErrorCode::NotMember) => {
                     self.end_membership(group, chat.position, ChatState::Removed)?;
-                    return Ok(seen);
+                    return Ok(());
                 }
                 Err(e) => return Err(e),
             };
             let last = page.entries.last().map(|e| e.seq);
             for entry in &page.entries {
-                seen.extend(self.apply_entry(group, entry)?);
+                self.apply_entry(group, entry)?;
             }
             if page.membership_ended {
                 self.end_membership(group, last.unwrap_or(chat.position), ChatState::Removed)?;
-                return Ok(seen);
+                return Ok(());
             }
             match last {
+                // A page that does not move past the position would be asked for forever.
+                Some(last) if last <= chat.position => {
+                    return Err(CoreError::Protocol(format!(
+                        "the server's log page for chat {group} does not move on"
+                    )));
+                }
                 Some(last) if last < page.head_seq => continue,
-                _ => return Ok(seen),
+                _ => return Ok(()),
             }
         }
     }
@@ -169,7 +179,7 @@ impl Device {
         &self,
         group: GroupId,
         entry: &v1::LogEntry,
-    ) -> Result<Option<Seen>, CoreError> {
+    ) -> Result<(), CoreError> {
         let me = self.me()?;
         let outcome = self.write(|tx| {
             let Some(chat) = tx.chat(group)? else {
@@ -184,13 +194,13 @@ impl Device {
             Ok(Some(outcome))
         })?;
         let Some(outcome) = outcome else {
-            return Ok(None);
+            return Ok(());
         };
         if outcome.removed {
             self.io.emit(Event::ChatEnded(group));
         }
         let Some((change, id)) = outcome.applied.shown() else {
-            return Ok(None);
+            return Ok(());
         };
         if let Some(message) = self.read(|tx| history::message(tx, group, id))? {
             self.io.emit(Event::Message {
@@ -198,7 +208,8 @@ impl Device {
                 message: Box::new(message),
             });
         }
-        Ok(Some((group, id)))
+        self.note_seen(group, id);
+        Ok(())
     }
 
     fn apply_in(

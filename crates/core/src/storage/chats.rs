@@ -311,6 +311,25 @@ impl Tx<'_> {
         self.chat_number(group, "archived_seq")
     }
 
+    /// Records whether a chat's members are owed its group meta (devices were added by a
+    /// commit of this device, and have not been told what the chat is yet).
+    pub fn set_meta_owed(&self, group: GroupId, owed: bool) -> Result<(), CoreError> {
+        self.update_chat(
+            "UPDATE chats SET meta_owed = ?2 WHERE group_id = ?1",
+            group,
+            &owed,
+        )
+    }
+
+    /// The active chats whose members are owed their group meta.
+    pub fn chats_owed_meta(&self) -> Result<Vec<GroupId>, CoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT group_id FROM chats WHERE meta_owed = 1 AND state = 'active'",
+        )?;
+        let rows = stmt.query_map([], |r| group_from(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Records how far the account archive reaches for a chat (never back).
     pub fn set_archived_seq(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
         self.update_chat(

@@ -69,9 +69,15 @@ impl Tx<'_> {
                     group: group_from(r.get(0)?)?,
                     epoch: to_u64(r.get(1)?),
                     seen_seq: to_u64(r.get(2)?),
-                    // A damaged hash matches no entry: the commit is then discarded at the
-                    // head, which is safe (the group moves on without it).
-                    sha256: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0; 32]),
+                    // A damaged hash would match no entry, and the commit would be taken for
+                    // refused even if it is in the log: refuse to read it instead.
+                    sha256: <[u8; 32]>::try_from(hash.as_slice()).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Blob,
+                            Box::new(e),
+                        )
+                    })?,
                     request: r.get(4)?,
                 })
             })

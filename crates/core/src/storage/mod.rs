@@ -83,10 +83,15 @@ impl Profile {
     ) -> Result<T, CoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         match f(&Tx { conn: &self.conn }) {
-            Ok(value) => {
-                self.conn.execute_batch("COMMIT")?;
-                Ok(value)
-            }
+            Ok(value) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    // A failed COMMIT (a full disk) leaves the transaction open: end it, or
+                    // every later BEGIN fails.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)

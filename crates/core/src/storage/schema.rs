@@ -107,9 +107,11 @@ CREATE TABLE upload_chunks (
     PRIMARY KEY (upload_key, chunk)
 );
 "#,
-    // openmls's state as labelled values (see `mls`), and this device's commits whose outcome
-    // is not settled yet (see `commits`).
+    // openmls's state as labelled values (see `mls`), this device's commits whose outcome is
+    // not settled yet (see `commits`), and chats whose new members still need to be told what
+    // the chat is (a commit that added them was settled after its command ended).
     r#"
+ALTER TABLE chats ADD COLUMN meta_owed INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE mls_values (
     label  TEXT NOT NULL,
     key    BLOB NOT NULL,
