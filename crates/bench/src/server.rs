@@ -63,6 +63,19 @@ impl ServerUnderTest {
         let mut child = Command::new(chapar_binary()?)
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("data"))
+            // Every benchmark client comes from 127.0.0.1 and registers by the thousand:
+            // lift the per-address and total caps and registration's proof of work, which
+            // measure nothing here. (The hostile-client test measures the caps.)
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--connections-max",
+                "1000000",
+                "--connections-per-address-max",
+                "1000000",
+                "--registration-pow-bits",
+                "0",
+            ])
             .env("CHAPAR_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

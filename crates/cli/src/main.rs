@@ -8,6 +8,7 @@ mod devices_cmd;
 mod files_cmd;
 mod output;
 mod server_cmd;
+mod server_limits;
 mod words;
 
 use std::path::PathBuf;

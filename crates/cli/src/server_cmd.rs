@@ -1,6 +1,7 @@
 //! `chapar server`: configuration from a file, environment variables and flags (flags win),
 //! logging, and a clean shutdown on SIGINT or SIGTERM.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,12 +17,18 @@ pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, env = "CHAPAR_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the operators' listener, `/metrics` and `/healthz`; keep it local
+    /// [default: 127.0.0.1:9464]
+    #[arg(long, env = "CHAPAR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: crate::server_limits::LimitArgs,
     /// Data directory: database and files [default: ./chapar-data]
     #[arg(long, env = "CHAPAR_DATA")]
     data: Option<PathBuf>,
-    /// TOML config file with `listen` and `data` keys, and the file settings below
-    /// (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`, `gc_grace`,
-    /// `gc_at_startup`).
+    /// TOML config file with `listen`, `metrics_listen` and `data` keys, the file settings
+    /// below (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`,
+    /// `gc_grace`, `gc_at_startup`), and a `[limits]` table (docs/limits.md).
     #[arg(long, env = "CHAPAR_CONFIG")]
     config: Option<PathBuf>,
     /// Log as JSON lines instead of text.
@@ -53,6 +60,9 @@ pub struct ServerArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    limits: crate::server_limits::LimitsFile,
     data: Option<PathBuf>,
     file_max_bytes: Option<ByteSize>,
     file_quota_bytes: Option<ByteSize>,
@@ -132,6 +142,11 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from("chapar-data")),
     );
+    config.metrics_listen = args
+        .metrics_listen
+        .or(file.metrics_listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)));
+    config.limits = crate::server_limits::resolve(&args.limits, file.limits)?;
     let defaults = FilesConfig::default();
     let file_bytes = |value: Option<&ByteSize>| value.map(ByteSize::bytes).transpose();
     config.files = FilesConfig {
@@ -211,9 +226,17 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     chapar_server::run(
         config,
-        |address| {
-            // Scripts and tests read this line to learn the port.
-            println!("chapar server listening on http://{address}");
+        |bound| {
+            // Scripts and tests read these lines to learn the ports. Written, not printed: a
+            // reader that closed stdout must not stop the server.
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(
+                stdout,
+                "chapar server listening on http://{}",
+                bound.address
+            );
+            let _ = writeln!(stdout, "metrics on http://{}/metrics", bound.metrics);
+            let _ = stdout.flush();
         },
         shutdown_signal(),
     )

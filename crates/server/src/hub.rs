@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use chapar_store::LogEntry;
 use chapar_types::DeviceId;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// What a push tells a device.
 #[derive(Debug, Clone)]
@@ -44,14 +44,30 @@ impl Push {
     }
 }
 
-/// What a connection's writer sends: a response already encoded, or a push.
-#[derive(Debug, Clone)]
+/// What a connection's writer sends: a response already encoded, or a push, each holding its
+/// bytes' share of the connection's budget until it is written.
+#[derive(Debug)]
 pub enum Outgoing {
     /// An encoded response frame.
-    Frame(Bytes),
+    Frame(Bytes, Option<OwnedSemaphorePermit>),
     /// A push, shared with the other recipients.
-    Push(Arc<Push>),
+    Push(Arc<Push>, OwnedSemaphorePermit),
 }
+
+impl Push {
+    /// About the bytes this push takes in a connection's queue (its payload and framing),
+    /// what it is charged against the connection's budget.
+    pub fn charge(&self) -> u32 {
+        let payload = match &self.kind {
+            PushKind::Entry(entry) => entry.payload.len(),
+            PushKind::Welcome => 0,
+        };
+        u32::try_from(payload + PUSH_FRAMING_BYTES).unwrap_or(u32::MAX)
+    }
+}
+
+/// What a push's frame adds to its payload, about (ids, positions, protobuf framing).
+const PUSH_FRAMING_BYTES: usize = 128;
 
 /// One connection's push queue and its lagged flag.
 #[derive(Clone)]
@@ -60,6 +76,8 @@ pub struct PushTarget {
     pub id: u64,
     /// What the connection's writer sends.
     pub queue: mpsc::Sender<Outgoing>,
+    /// The connection's byte budget (see `Limits::connection_bytes_max`).
+    pub budget: Arc<Semaphore>,
     /// Set when a push was dropped because the queue was full.
     pub lagged: Arc<AtomicBool>,
     /// Notified when the device is revoked: the connection must close at once.
@@ -110,20 +128,36 @@ impl Hub {
     }
 
     /// Pushes `push` to every connection of every device in `recipients` except connection
-    /// `skip` (the one that sent it, which gets a response instead).
-    pub fn push(&self, recipients: &[DeviceId], push: &Arc<Push>, skip: Option<u64>) {
+    /// `skip` (the one that sent it, which gets a response instead). A connection whose queue
+    /// or byte budget is full misses it and is flagged to resynchronise. Returns how many
+    /// connections missed it.
+    pub fn push(&self, recipients: &[DeviceId], push: &Arc<Push>, skip: Option<u64>) -> usize {
         let Ok(devices) = self.devices.lock() else {
-            return;
+            return 0;
         };
+        let mut missed = 0;
         for device in recipients {
             for target in devices.get(device).into_iter().flatten() {
                 if Some(target.id) == skip {
                     continue;
                 }
-                if target.queue.try_send(Outgoing::Push(push.clone())).is_err() {
+                let sent = target
+                    .budget
+                    .clone()
+                    .try_acquire_many_owned(push.charge())
+                    .ok()
+                    .is_some_and(|permit| {
+                        target
+                            .queue
+                            .try_send(Outgoing::Push(push.clone(), permit))
+                            .is_ok()
+                    });
+                if !sent {
                     target.lagged.store(true, Ordering::Relaxed);
+                    missed += 1;
                 }
             }
         }
+        missed
     }
 }

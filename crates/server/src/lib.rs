@@ -15,23 +15,31 @@
 pub mod api;
 mod error;
 pub mod hub;
+pub mod limits;
+mod listener;
 pub mod metrics;
 pub mod service;
 
 pub use error::ServiceError;
+pub use limits::Limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use chapar_store::sqlite::SqliteStore;
+use metrics::Metrics;
 
 /// Where the server listens and keeps its data.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Address of the operators' listener, `/metrics` and `/healthz` (keep it local: traffic
+    /// figures are not for the public); port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
+    /// Limits on clients.
+    pub limits: Limits,
     /// Directory holding the database, the file token key and files (`files/`).
     pub data_dir: PathBuf,
     /// Limits, quotas and garbage collection for files.
@@ -55,6 +63,18 @@ pub enum ServerError {
     /// A setting the server cannot run with.
     #[error("configuration: {0}")]
     Config(#[from] service::files::FilesConfigError),
+    /// A limit the server cannot run with.
+    #[error("configuration: {0}")]
+    Limits(#[from] limits::LimitsError),
+}
+
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The public listener (the protocol, files).
+    pub address: SocketAddr,
+    /// The operators' listener (`/metrics`, `/healthz`).
+    pub metrics: SocketAddr,
 }
 
 /// Opens the service over the data directory `config` names (the database, the file token key
@@ -64,6 +84,7 @@ pub fn open_service(
 ) -> Result<Arc<service::Service<SqliteStore>>, ServerError> {
     // Before touching the data directory: a bad setting must not leave anything behind.
     config.files.validate()?;
+    config.limits.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
         path: config.data_dir.clone(),
         detail: e.to_string(),
@@ -81,32 +102,59 @@ pub fn open_service(
                 detail,
             }
         })?;
-    Ok(Arc::new(service::Service::new(store, files)))
+    Ok(Arc::new(service::Service::new(
+        store,
+        files,
+        config.limits.clone(),
+    )))
 }
 
-/// Opens storage, binds the listener and serves until `shutdown` resolves. `on_ready` is called
-/// with the bound address once the server accepts connections.
+/// Opens storage, binds the listeners and serves until `shutdown` resolves. `on_ready` is
+/// called with the bound addresses once the server accepts connections.
 pub async fn run(
     config: ServerConfig,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(Bound),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let service = open_service(&config)?;
     let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, data = %config.data_dir.display(), "chapar server listening");
-    on_ready(address);
-    // Small frames must leave at once: Nagle's algorithm plus delayed ACKs would add tens of
-    // milliseconds to pushes and acknowledgements.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
+    let operators = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+    let bound = Bound {
+        address: listener.local_addr()?,
+        metrics: operators.local_addr()?,
+    };
+    tracing::info!(
+        address = %bound.address,
+        metrics = %bound.metrics,
+        data = %config.data_dir.display(),
+        "chapar server listening"
+    );
+    on_ready(bound);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let metrics = tokio::spawn(listener::serve(
+        operators,
+        api::operators_router(service.clone()),
+        config.limits.clone(),
+        Arc::new(Metrics::default()),
+        until_stopped(stopped.clone()),
+    ));
+    let public = listener::serve(
+        listener,
+        api::router(service.clone()),
+        config.limits.clone(),
+        service.metrics.clone(),
+        until_stopped(stopped),
+    );
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
     });
-    axum::serve(listener, api::router(service))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    public.await;
+    let _ = metrics.await;
     gc.abort();
     tracing::info!("chapar server stopped");
     Ok(())
@@ -120,6 +168,8 @@ impl ServerConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
             listen,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: Limits::default(),
             data_dir,
             files: FilesConfig::default(),
         }

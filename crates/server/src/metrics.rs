@@ -9,9 +9,77 @@ const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// A limit a client met (see `crate::limits`): counted per limit in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// A connection refused: the server holds its most connections.
+    ConnectionsMax,
+    /// A connection refused: its address holds its most connections.
+    ConnectionsPerAddress,
+    /// A protocol connection closed: it did not log in in time.
+    LoginTimeout,
+    /// A protocol connection closed: its client went quiet.
+    IdleTimeout,
+    /// A protocol connection closed: its client stopped taking frames.
+    WriteTimeout,
+    /// A push dropped: the connection's byte budget was full (its client resynchronises).
+    ConnectionBytes,
+    /// A registration refused: its address registered too often.
+    RegistrationRate,
+    /// A registration refused: no valid invite.
+    Invite,
+    /// A claim of another account's key packages refused: too often.
+    ClaimRate,
+    /// A device added or revoked too often.
+    DeviceChangeRate,
+    /// An account wrote its most bytes today.
+    AccountBytes,
+    /// An account keeps its most key package bytes.
+    KeyPackageBytes,
+}
+
+impl LimitHit {
+    const ALL: [Self; 12] = [
+        Self::ConnectionsMax,
+        Self::ConnectionsPerAddress,
+        Self::LoginTimeout,
+        Self::IdleTimeout,
+        Self::WriteTimeout,
+        Self::ConnectionBytes,
+        Self::RegistrationRate,
+        Self::Invite,
+        Self::ClaimRate,
+        Self::DeviceChangeRate,
+        Self::AccountBytes,
+        Self::KeyPackageBytes,
+    ];
+
+    /// The label value in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ConnectionsMax => "connections_max",
+            Self::ConnectionsPerAddress => "connections_per_address_max",
+            Self::LoginTimeout => "login_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::WriteTimeout => "write_timeout",
+            Self::ConnectionBytes => "connection_bytes_max",
+            Self::RegistrationRate => "registrations_per_address_per_hour",
+            Self::Invite => "invite_codes",
+            Self::ClaimRate => "claims_per_account_pair_per_hour",
+            Self::DeviceChangeRate => "device_changes_per_account_per_hour",
+            Self::AccountBytes => "account_bytes_per_day",
+            Self::KeyPackageBytes => "key_package_bytes_per_account_max",
+        }
+    }
+}
+
 /// The server's counters.
 #[derive(Default)]
 pub struct Metrics {
+    /// Limits met, by [`LimitHit`].
+    limit_hits: [AtomicU64; LimitHit::ALL.len()],
+    /// Connections (HTTP or WebSocket) open now.
+    pub sockets_open: AtomicI64,
     /// Open WebSocket connections.
     pub connections_open: AtomicI64,
     /// WebSocket connections accepted since start.
@@ -38,6 +106,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a limit a client met.
+    pub fn hit(&self, limit: LimitHit) {
+        let at = LimitHit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.limit_hits[at].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often `limit` was met.
+    pub fn hits(&self, limit: LimitHit) -> u64 {
+        let at = LimitHit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.limit_hits[at].load(Ordering::Relaxed)
+    }
+
     /// Records one request's handling time.
     pub fn observe_latency(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
@@ -110,7 +190,37 @@ impl Metrics {
         );
         let _ = writeln!(out, "{name}_count {count}");
         self.render_files(&mut out);
+        self.render_limits(&mut out);
         out
+    }
+
+    fn render_limits(&self, out: &mut String) {
+        let refused =
+            self.hits(LimitHit::ConnectionsMax) + self.hits(LimitHit::ConnectionsPerAddress);
+        let _ = writeln!(
+            out,
+            "# HELP chapar_connections_refused_total Connections refused by a connection cap.\n\
+             # TYPE chapar_connections_refused_total counter\nchapar_connections_refused_total {refused}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP chapar_sockets_open Connections open now (HTTP and WebSocket).\n\
+             # TYPE chapar_sockets_open gauge\nchapar_sockets_open {}",
+            self.sockets_open.load(Ordering::Relaxed)
+        );
+        let name = "chapar_limit_hits_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Limits clients met.\n# TYPE {name} counter"
+        );
+        for limit in LimitHit::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{limit=\"{}\"}} {}",
+                limit.name(),
+                self.hits(limit)
+            );
+        }
     }
 
     fn render_files(&self, out: &mut String) {

@@ -24,7 +24,8 @@ struct Listeners {
 
 async fn start() -> Listeners {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+    config.limits = chapar_server::Limits::for_tests();
     let service: Service = chapar_server::open_service(&config).unwrap();
     let websocket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let framed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -34,9 +35,10 @@ async fn start() -> Listeners {
     );
     tokio::spawn(axum::serve(websocket, chapar_server::api::router(service.clone())).into_future());
     tokio::spawn(async move {
-        while let Ok((tcp, _)) = framed.accept().await {
+        while let Ok((tcp, peer)) = framed.accept().await {
             tokio::spawn(chapar_server::api::stream::serve_stream(
                 service.clone(),
+                Some(peer.ip()),
                 tcp,
             ));
         }

@@ -152,10 +152,11 @@ impl Sim {
                 "/tmp"
             })
             .expect("a temporary directory");
-        let config = chapar_server::ServerConfig::new(
+        let mut config = chapar_server::ServerConfig::new(
             "127.0.0.1:0".parse().expect("an address"),
             dir.path().join("server"),
         );
+        config.limits = chapar_server::Limits::for_tests();
         let service = chapar_server::open_service(&config).expect("the service opens");
         Self {
             seed,

@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_chapar");
 /// A running server.
 pub struct Server {
     child: Option<Child>,
+    /// The operators' listener (`/metrics`).
+    pub metrics_addr: String,
     pub url: String,
     pub addr: String,
     pub data: PathBuf,
@@ -42,6 +44,14 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", listen, "--data"])
             .arg(&data)
+            // The operators' listener on a free port too (tests run servers side by side),
+            // and registration's proof of work nearly free (one test checks the default).
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--registration-pow-bits",
+                "8",
+            ])
             .args(options)
             // Debug logging, so the plaintext check also covers the most verbose logs.
             .env("CHAPAR_LOG", "debug")
@@ -53,8 +63,10 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+            for _ in 0..2 {
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
             }
             for _ in lines {} // keep the pipe drained
         });
@@ -68,10 +80,21 @@ impl Server {
             });
         let url = line.rsplit(' ').next().unwrap().to_owned();
         let addr = url.trim_start_matches("http://").to_owned();
+        let metrics_line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server prints its metrics address");
+        let metrics_addr = metrics_line
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
         Self {
             child: Some(child),
             url,
             addr,
+            metrics_addr,
             data,
             log,
         }

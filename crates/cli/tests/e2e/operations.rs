@@ -13,7 +13,12 @@ fn health_and_metrics_endpoints_report() {
     let alice = server.register(dir.path(), "alice");
     server.register(dir.path(), "bob");
     alice.send("@bob", "count me");
-    let (status, metrics) = http_get(&server.addr, "/metrics");
+    let (status, _) = http_get(&server.addr, "/metrics");
+    assert!(
+        status.contains("404"),
+        "traffic figures are not on the public port: {status}"
+    );
+    let (status, metrics) = http_get(&server.metrics_addr, "/metrics");
     assert!(status.contains("200"), "{status}");
     for name in [
         "chapar_connections_open",
@@ -43,7 +48,7 @@ fn config_file_sets_listen_address_and_data_directory() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata = {:?}\n",
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata = {:?}\n",
             data.display().to_string()
         ),
     )

@@ -69,6 +69,8 @@ struct State {
     current_job: Option<JobId>,
     bytes_sent: u64,
     bytes_received: u64,
+    /// When a frame last went either way on this connection.
+    last_activity_ms: u64,
 }
 
 /// The engine's I/O state, shared by its jobs.
@@ -149,6 +151,7 @@ impl Io {
             request: Some(request),
         });
         state.bytes_sent += frame.len() as u64;
+        state.last_activity_ms = self.env.now_ms();
         state.outgoing.push_back(frame);
         let deadline_ms = self.env.now_ms().saturating_add(REQUEST_TIMEOUT_MS);
         state.waiting.insert(id, Slot::Waiting { deadline_ms });
@@ -174,7 +177,14 @@ impl Io {
     /// A fresh transport is up: whatever the old one carried is gone with it.
     pub(crate) fn connected(&self) {
         self.disconnected();
-        self.state.borrow_mut().session.connected = true;
+        let mut state = self.state.borrow_mut();
+        state.session.connected = true;
+        state.last_activity_ms = self.env.now_ms();
+    }
+
+    /// When a frame last went either way.
+    pub(crate) fn last_activity_ms(&self) -> u64 {
+        self.state.borrow().last_activity_ms
     }
 
     /// The transport went away: every waiting request fails, its outcome unknown.
@@ -195,6 +205,7 @@ impl Io {
     pub(crate) fn received(&self, bytes: &[u8]) {
         let mut state = self.state.borrow_mut();
         state.bytes_received += bytes.len() as u64;
+        state.last_activity_ms = self.env.now_ms();
         let frame = match chapar_wire::decode::<v1::ServerFrame>(bytes) {
             Ok(frame) => frame,
             Err(e) => {

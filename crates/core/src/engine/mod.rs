@@ -52,6 +52,10 @@ use crate::storage::Profile;
 
 /// How long background work waits before trying again after it failed.
 pub const BACKGROUND_RETRY_MS: u64 = 5_000;
+/// After this long with nothing said either way, an idle logged-in engine sends a `Ping`, so
+/// the server (which closes connections quiet for its idle timeout, 5 minutes by default)
+/// and anything in between keep the connection.
+pub const KEEPALIVE_MS: u64 = 60_000;
 
 /// Results of ended jobs kept for [`Engine::take_result`] before the oldest are dropped.
 pub const RESULTS_KEPT_MAX: usize = 256;
@@ -140,7 +144,13 @@ impl Engine {
             return retry;
         }
         // Archiving waits for its time, and for the retry time after a failure.
-        archive.map(|at| retry.map_or(at, |retry| at.max(retry)))
+        let archive = archive.map(|at| retry.map_or(at, |retry| at.max(retry)));
+        let keepalive = self
+            .device
+            .io
+            .last_activity_ms()
+            .saturating_add(KEEPALIVE_MS);
+        Some(archive.map_or(keepalive, |at| at.min(keepalive)))
     }
 
     // ---- the driver's side ----
@@ -213,13 +223,17 @@ impl Engine {
 
     /// Something is to be done now: a job, pushes to apply, or history due for the archive.
     pub fn has_work(&self) -> bool {
+        let now = self.device.now_ms();
         !self.is_idle()
             || (self.background_ready()
                 && (self.device.io.has_pushes()
+                    || self.archive_due_ms.get().is_some_and(|due| due <= now)
                     || self
-                        .archive_due_ms
-                        .get()
-                        .is_some_and(|due| due <= self.device.now_ms())))
+                        .device
+                        .io
+                        .last_activity_ms()
+                        .saturating_add(KEEPALIVE_MS)
+                        <= now))
     }
 
     /// Protocol bytes sent and received through this engine so far.
@@ -273,6 +287,20 @@ impl Engine {
                         device.io.mark_pushes_lost();
                         retry.set(Some(device.now_ms().saturating_add(BACKGROUND_RETRY_MS)));
                     }
+                }
+                Box::new(()) as Box<dyn Any>
+            })
+        } else if self
+            .device
+            .io
+            .last_activity_ms()
+            .saturating_add(KEEPALIVE_MS)
+            <= now
+        {
+            Box::pin(async move {
+                let ping = chapar_wire::v1::client_frame::Request::Ping(chapar_wire::v1::Ping {});
+                if let Err(e) = device.call(ping).await {
+                    tracing::debug!(error = %e, "keep-alive ping failed");
                 }
                 Box::new(()) as Box<dyn Any>
             })

@@ -16,7 +16,10 @@ pub use session::{InProcess, Inbound, serve};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -32,13 +35,20 @@ const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 /// writer flushes after each batch, so this only merges frames that are already queued.
 const WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
-/// The server's routes.
+/// The server's public routes: the protocol, files, and a health check.
 pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics::<S>))
         .route("/v1/ws", get(websocket::<S>))
         .merge(files::routes::<S>())
+        .with_state(service)
+}
+
+/// The operators' routes, for a local listener: metrics and a health check.
+pub fn operators_router<S: Store>(service: Arc<Service<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::<S>))
         .with_state(service)
 }
 
@@ -51,8 +61,11 @@ async fn metrics<S: Store>(State(service): State<Arc<Service<S>>>) -> impl IntoR
 
 async fn websocket<S: Store>(
     State(service): State<Arc<Service<S>>>,
+    // Absent where the router is served without connection info (in tests).
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
+    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
     upgrade
         .max_message_size(FRAME_BYTES_MAX)
         .max_frame_size(FRAME_BYTES_MAX)
@@ -60,5 +73,5 @@ async fn websocket<S: Store>(
         // connection: the 128 KiB default cost both CPU (memset) and idle memory.
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| ws::serve(service, socket))
+        .on_upgrade(move |socket| ws::serve(service, peer, socket))
 }

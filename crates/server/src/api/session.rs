@@ -10,9 +10,10 @@
 //! are dropped when there is none, flagging the connection so the client is told to
 //! resynchronise).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chapar_store::{Append, AppendKind, Store};
@@ -27,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::convert;
 use crate::ServiceError;
 use crate::hub::{Outgoing, PushTarget};
+use crate::metrics::{LimitHit, Metrics};
 use crate::service::devices::Recovery;
 use crate::service::session::Session;
 use crate::service::{Authenticated, Registration, Service};
@@ -44,56 +46,111 @@ pub enum Inbound {
     NotAFrame,
 }
 
-/// Serves one connection until either side closes it. `frames` yields what arrives (an error
-/// or its end closes the connection); `sink` takes encoded frames to send.
-pub async fn serve<S, R, W, E>(service: Arc<Service<S>>, mut frames: R, sink: W)
-where
+/// A connection's share of memory (see `Limits::connection_bytes_max`): requests being
+/// handled and frames waiting to be written hold permits of it, one per byte.
+type Budget = Arc<Semaphore>;
+
+/// The permits for `bytes` bytes of the budget (a frame is at most a few MiB).
+fn bytes_of(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Serves one connection until either side closes it, or it breaks a limit: it must log in
+/// within `login_timeout`, send something within every `idle_timeout`, take every frame
+/// within `write_timeout`, and keep at most `connection_bytes_max` bytes of requests and
+/// output (beyond it the server stops reading it, and drops pushes for a resync). `peer` is
+/// the address it came from, if the transport knows it. `frames` yields what arrives (an
+/// error or its end closes the connection); `sink` takes encoded frames to send.
+pub async fn serve<S, R, W, E>(
+    service: Arc<Service<S>>,
+    peer: Option<IpAddr>,
+    mut frames: R,
+    sink: W,
+) where
     S: Store,
     R: Stream<Item = Result<Inbound, E>> + Unpin + Send,
     W: Sink<Bytes> + Unpin + Send + 'static,
 {
-    let metrics = &service.metrics;
+    let metrics = service.metrics.clone();
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let limits = &service.limits;
 
     let (out, out_rx) = mpsc::channel::<Outgoing>(PUSH_QUEUE_DEPTH_MAX);
     let lagged = Arc::new(AtomicBool::new(false));
     let kick = Arc::new(tokio::sync::Notify::new());
-    let writer = tokio::spawn(write(sink, out_rx, lagged.clone()));
+    let budget: Budget = Arc::new(Semaphore::new(limits.connection_bytes_max));
+    let mut writer = tokio::spawn(write(
+        sink,
+        out_rx,
+        lagged.clone(),
+        limits.write_timeout,
+        metrics.clone(),
+    ));
 
-    let mut session = Session::new(&service);
+    let mut session = Session::new(&service, peer);
     let permits = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX));
+    let login_deadline = tokio::time::Instant::now() + limits.login_timeout;
+    let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
 
     loop {
+        let (deadline, limit) = if session.who().is_none() && login_deadline < idle_deadline {
+            (login_deadline, LimitHit::LoginTimeout)
+        } else {
+            (idle_deadline, LimitHit::IdleTimeout)
+        };
         let next = tokio::select! {
             next = frames.next() => next,
             () = kick.notified() => {
                 tracing::info!(connection = session.connection_id, "closing the connection of a revoked device");
                 break;
             }
+            // The writer gave up (the client stopped reading, or went away).
+            _ = &mut writer => break,
+            () = tokio::time::sleep_until(deadline) => {
+                metrics.hit(limit);
+                tracing::debug!(connection = session.connection_id, limit = limit.name(), "closing a connection");
+                break;
+            }
         };
+        idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
         let bytes = match next {
             Some(Ok(Inbound::Frame(bytes))) => bytes,
             Some(Ok(Inbound::NotAFrame)) => {
                 let error = ServiceError::bad_request(
                     "text frames are not part of the protocol; send binary frames",
                 );
-                if respond(&out, 0, Err(error)).await.is_err() {
+                if respond(&out, &budget, 0, Err(error)).await.is_err() {
                     break;
                 }
                 continue;
             }
             Some(Err(_)) | None => break,
         };
+        // The request's bytes count until it is answered; with the budget spent, reading
+        // waits for room (backpressure), and a client that does not read meets the write
+        // timeout.
+        let Ok(held) = budget
+            .clone()
+            .acquire_many_owned(bytes_of(bytes.len()))
+            .await
+        else {
+            break;
+        };
         let (request_id, request) = match decode_frame(&bytes) {
             Ok(decoded) => decoded,
             Err((request_id, error)) => {
-                if respond(&out, request_id, Err(error)).await.is_err() {
+                drop(held);
+                if respond(&out, &budget, request_id, Err(error))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 continue;
             }
         };
+        drop(bytes);
         if is_handshake(&request) {
             let started = Instant::now();
             // Boxed: the handshake's state (registration, signature checks) is large and
@@ -104,12 +161,14 @@ where
                 let target = PushTarget {
                     id: session.connection_id,
                     queue: out.clone(),
+                    budget: budget.clone(),
                     lagged: lagged.clone(),
                     kick: kick.clone(),
                 };
                 service.attach(who, target).await;
             }
-            if respond(&out, request_id, result).await.is_err() {
+            drop(held);
+            if respond(&out, &budget, request_id, result).await.is_err() {
                 break;
             }
             continue;
@@ -117,7 +176,11 @@ where
         let who = match session.require_login() {
             Ok(who) => who,
             Err(error) => {
-                if respond(&out, request_id, Err(error)).await.is_err() {
+                drop(held);
+                if respond(&out, &budget, request_id, Err(error))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 continue;
@@ -126,50 +189,62 @@ where
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (service, out, connection_id) = (service.clone(), out.clone(), session.connection_id);
+        let (service, out, budget) = (service.clone(), out.clone(), budget.clone());
+        let connection_id = session.connection_id;
         tokio::spawn(async move {
             let started = Instant::now();
             let result = handle(&service, &who, connection_id, request).await;
             record(&service, started, &result);
-            let _ = respond(&out, request_id, result).await;
+            // The request's share goes before the response takes its own: a response never
+            // waits for room that only a waiting response could free.
+            drop(held);
+            let _ = respond(&out, &budget, request_id, result).await;
             drop(permit);
         });
     }
 
     service.detach(&session);
     drop(out);
-    let _ = writer.await;
-    service
-        .metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
+    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The writer: drains the connection's queue into the transport, encoding each push once for
-/// all of its recipients.
+/// all of its recipients. A frame the client does not take within `write_timeout` ends it.
 async fn write<W: Sink<Bytes> + Unpin>(
     mut sink: W,
     mut queue: mpsc::Receiver<Outgoing>,
     lagged: Arc<AtomicBool>,
+    write_timeout: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let resync = Bytes::from(chapar_wire::encode(&convert::push(v1::push::Kind::Resync(
         v1::Empty {},
     ))));
+    let timed_out = || metrics.hit(LimitHit::WriteTimeout);
     'writing: while let Some(first) = queue.recv().await {
         // Write whatever else is already queued before flushing: one syscall for many frames
         // under load, and no added delay when there is only one.
         let mut next = Some(first);
         let mut written = 0;
         while let Some(outgoing) = next.take() {
+            // The budget's share is given back once the frame is handed to the transport.
             let bytes = match outgoing {
-                Outgoing::Frame(bytes) => bytes,
-                Outgoing::Push(push) => push
+                Outgoing::Frame(bytes, _share) => bytes,
+                Outgoing::Push(push, _share) => push
                     .encoded
                     .get_or_init(|| convert::encode_push(&push.kind))
                     .clone(),
             };
-            if sink.feed(bytes).await.is_err() {
-                break 'writing;
+            match tokio::time::timeout(write_timeout, sink.feed(bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break 'writing,
+                Err(_) => {
+                    timed_out();
+                    break 'writing;
+                }
             }
             written += 1;
             if written < WRITE_BATCH_FRAMES_MAX {
@@ -179,11 +254,17 @@ async fn write<W: Sink<Bytes> + Unpin>(
         if lagged.swap(false, Ordering::Relaxed) && sink.feed(resync.clone()).await.is_err() {
             break;
         }
-        if sink.flush().await.is_err() {
-            break;
+        match tokio::time::timeout(write_timeout, sink.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                timed_out();
+                break;
+            }
         }
     }
-    let _ = sink.close().await;
+    // A client that stopped reading would hold this close forever: bounded too.
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
 
 /// A frame's request and its id, or the error to answer (with the id, if it could be read).
@@ -226,13 +307,23 @@ fn record<S>(service: &Service<S>, started: Instant, result: &Result<Reply, Serv
     }
 }
 
+/// Queues a response, with its bytes' share of the budget (waiting for room, which only the
+/// writer frees).
 async fn respond(
     out: &mpsc::Sender<Outgoing>,
+    budget: &Budget,
     request_id: u64,
     result: Result<Reply, ServiceError>,
 ) -> Result<(), ()> {
     let frame = Bytes::from(chapar_wire::encode(&convert::response(request_id, result)));
-    out.send(Outgoing::Frame(frame)).await.map_err(|_| ())
+    let share = budget
+        .clone()
+        .acquire_many_owned(bytes_of(frame.len()))
+        .await
+        .map_err(|_| ())?;
+    out.send(Outgoing::Frame(frame, Some(share)))
+        .await
+        .map_err(|_| ())
 }
 
 async fn handshake<S: Store>(
@@ -590,11 +681,12 @@ pub struct InProcess<S: Store> {
 impl<S: Store> InProcess<S> {
     /// A fresh connection to `service`.
     pub fn new(service: Arc<Service<S>>) -> Self {
-        let session = Session::new(&service);
+        let session = Session::new(&service, None);
         let (queue_tx, queue) = mpsc::channel(PUSH_QUEUE_DEPTH_MAX);
         let target = PushTarget {
             id: session.connection_id,
             queue: queue_tx,
+            budget: Arc::new(Semaphore::new(service.limits.connection_bytes_max)),
             lagged: Arc::new(AtomicBool::new(false)),
             kick: Arc::new(tokio::sync::Notify::new()),
         };
@@ -634,8 +726,8 @@ impl<S: Store> InProcess<S> {
         let mut out = Vec::new();
         while let Ok(outgoing) = self.queue.try_recv() {
             out.push(match outgoing {
-                Outgoing::Frame(bytes) => bytes,
-                Outgoing::Push(push) => push
+                Outgoing::Frame(bytes, _) => bytes,
+                Outgoing::Push(push, _) => push
                     .encoded
                     .get_or_init(|| convert::encode_push(&push.kind))
                     .clone(),

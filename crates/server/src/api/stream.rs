@@ -23,8 +23,8 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Serves the protocol over `io` until either side closes it.
-pub async fn serve_stream<S, T>(service: Arc<Service<S>>, io: T)
+/// Serves the protocol over `io` (from `peer`, if known) until either side closes it.
+pub async fn serve_stream<S, T>(service: Arc<Service<S>>, peer: Option<std::net::IpAddr>, io: T)
 where
     S: Store,
     T: AsyncRead + AsyncWrite + Send + 'static,
@@ -33,5 +33,5 @@ where
     let frames = FramedRead::new(read, codec())
         .map(|frame| frame.map(|bytes| Inbound::Frame(bytes.freeze())));
     let sink = FramedWrite::new(write, codec());
-    session::serve(service, frames, sink).await;
+    session::serve(service, peer, frames, sink).await;
 }

@@ -10,8 +10,12 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use super::session::{self, Inbound};
 use crate::service::Service;
 
-/// Serves the protocol over an upgraded WebSocket until either side closes it.
-pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket) {
+/// Serves the protocol over an upgraded WebSocket from `peer` until either side closes it.
+pub(super) async fn serve<S: Store>(
+    service: Arc<Service<S>>,
+    peer: Option<std::net::IpAddr>,
+    socket: WebSocket,
+) {
     let (sink, stream) = socket.split();
     let frames = stream.filter_map(|message| {
         std::future::ready(match message {
@@ -26,5 +30,5 @@ pub(super) async fn serve<S: Store>(service: Arc<Service<S>>, socket: WebSocket)
     });
     let sink =
         sink.with(|bytes: Bytes| std::future::ready(Ok::<_, axum::Error>(Message::Binary(bytes))));
-    session::serve(service, Box::pin(frames), Box::pin(sink)).await;
+    session::serve(service, peer, Box::pin(frames), Box::pin(sink)).await;
 }

@@ -16,6 +16,8 @@ pub mod files;
 pub mod session;
 pub mod submit;
 
+use std::sync::Arc;
+
 use chapar_store::{
     AccountRecord, Append, Appended, BlobRefs, ClaimedKeyPackage, GroupHead, LogPage, NewAccount,
     Store, WelcomeRecord,
@@ -29,6 +31,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::error::ServiceError;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 /// An authenticated device on a connection.
@@ -59,7 +62,9 @@ pub struct Service<S> {
     /// Connected devices.
     pub hub: Hub,
     /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Limits on clients.
+    pub limits: Limits,
     /// File storage, tokens and their configuration.
     pub files: files::Files,
 }
@@ -141,12 +146,14 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl<S: Store> Service<S> {
-    /// A service over `store`, with `files` for file transfers.
-    pub fn new(store: S, files: files::Files) -> Self {
+    /// A service over `store`, with `files` for file transfers, holding clients to
+    /// `limits`.
+    pub fn new(store: S, files: files::Files, limits: Limits) -> Self {
         Self {
             store,
             hub: Hub::default(),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
+            limits,
             files,
         }
     }

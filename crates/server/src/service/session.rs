@@ -3,6 +3,7 @@
 //! requests), and what joins or leaves the push fan-out when it logs in and closes. The api
 //! layer decodes frames and calls these; a second transport copies none of them.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chapar_store::{AccountRecord, DeviceRecord, Store};
@@ -26,11 +27,13 @@ pub struct Session {
     links_created: usize,
     /// The connection's id in the hub.
     pub connection_id: u64,
+    /// The address the connection came from, if the transport knows it.
+    pub peer: Option<IpAddr>,
 }
 
 impl Session {
-    /// A fresh connection, with its own random challenge.
-    pub fn new<S>(service: &Service<S>) -> Self {
+    /// A fresh connection from `peer`, with its own random challenge.
+    pub fn new<S>(service: &Service<S>, peer: Option<IpAddr>) -> Self {
         let mut challenge = [0; CHALLENGE_BYTES];
         rand::thread_rng().fill_bytes(&mut challenge);
         Self {
@@ -39,6 +42,7 @@ impl Session {
             who: None,
             links_created: 0,
             connection_id: service.hub.next_connection_id(),
+            peer,
         }
     }
 

@@ -12,6 +12,7 @@ use chapar_types::limits::{
 use super::{Authenticated, Service};
 use crate::error::ServiceError;
 use crate::hub::{Push, PushKind};
+use crate::metrics::LimitHit;
 
 fn too_large(what: &str, limit: usize) -> ServiceError {
     ServiceError::new(
@@ -87,14 +88,18 @@ impl<S: Store> Service<S> {
                 payload,
                 server_ms: appended.server_ms,
             };
-            self.hub.push(
+            let mut missed = self.hub.push(
                 &appended.recipients,
                 &Push::new(PushKind::Entry(entry)),
                 Some(connection_id),
             );
             if !appended.welcomed.is_empty() {
-                self.hub
+                missed += self
+                    .hub
                     .push(&appended.welcomed, &Push::new(PushKind::Welcome), None);
+            }
+            for _ in 0..missed {
+                self.metrics.hit(LimitHit::ConnectionBytes);
             }
         }
         Ok(appended)

@@ -200,10 +200,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         || gone(&server, &alice, &kept),
     )
     .await;
-    let metrics = request(&server, "GET", "/metrics", &[], b"")
-        .await
-        .expect(200);
-    let text = String::from_utf8(metrics.body).unwrap();
+    let text = crate::harness::metrics(&server).await;
     assert!(
         text.contains("chapar_file_blobs_deleted_total 4"),
         "two unreferenced blobs, one expired upload, one orphan:\n{text}"

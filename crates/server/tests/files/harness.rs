@@ -21,16 +21,24 @@ use tokio::net::TcpStream;
 pub struct TestServer {
     pub url: String,
     pub addr: SocketAddr,
+    /// The operators' listener (`/metrics`).
+    pub metrics: SocketAddr,
     pub data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl TestServer {
     /// A server running elsewhere (another process), with its data under `dir`.
-    pub fn external(addr: SocketAddr, data: PathBuf, dir: tempfile::TempDir) -> Self {
+    pub fn external(
+        addr: SocketAddr,
+        metrics: SocketAddr,
+        data: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Self {
         Self {
             url: format!("http://{addr}"),
             addr,
+            metrics,
             data,
             _dir: dir,
         }
@@ -44,11 +52,17 @@ pub async fn start() -> TestServer {
 
 /// Starts a server with `files` settings.
 pub async fn start_with(files: FilesConfig) -> TestServer {
+    start_configured(files, chapar_server::Limits::for_tests()).await
+}
+
+/// Starts a server with `files` settings and `limits`.
+pub async fn start_configured(files: FilesConfig, limits: chapar_server::Limits) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), data.clone());
     config.files = files;
+    config.limits = limits;
     tokio::spawn(chapar_server::run(
         config,
         move |addr| {
@@ -56,10 +70,12 @@ pub async fn start_with(files: FilesConfig) -> TestServer {
         },
         std::future::pending(),
     ));
-    let addr = rx.await.expect("server started");
+    let bound: chapar_server::Bound = rx.await.expect("server started");
+    let addr = bound.address;
     TestServer {
         url: format!("http://{addr}"),
         addr,
+        metrics: bound.metrics,
         data,
         _dir: dir,
     }
@@ -497,4 +513,19 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The server's `/metrics` text, from its operators' listener.
+pub async fn metrics(server: &TestServer) -> String {
+    let operators = TestServer {
+        url: format!("http://{}", server.metrics),
+        addr: server.metrics,
+        metrics: server.metrics,
+        data: server.data.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let response = request(&operators, "GET", "/metrics", &[], b"")
+        .await
+        .expect(200);
+    String::from_utf8(response.body).unwrap()
 }

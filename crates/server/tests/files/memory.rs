@@ -35,11 +35,12 @@ fn server_process() {
         .enable_all()
         .build()
         .unwrap();
-    let config = chapar_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), data.into());
+    let mut config = chapar_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), data.into());
+    config.limits = chapar_server::Limits::for_tests();
     runtime
         .block_on(chapar_server::run(
             config,
-            |addr| println!("LISTENING {addr}"),
+            |bound| println!("LISTENING {} {}", bound.address, bound.metrics),
             std::future::pending(),
         ))
         .unwrap();
@@ -177,18 +178,19 @@ async fn server_rss_does_not_grow_with_file_size() {
     let stdout = child.stdout.take().unwrap();
     let process = ServerProcess(child);
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    let (addr, metrics) = loop {
         let line = lines
             .next()
             .expect("the server process printed its address")
             .unwrap();
         // libtest prints "test name ... " without a newline before the test's own output.
-        if let Some((_, addr)) = line.split_once("LISTENING ") {
-            break addr.trim().parse().unwrap();
+        if let Some((_, addresses)) = line.split_once("LISTENING ") {
+            let (addr, metrics) = addresses.trim().split_once(' ').unwrap();
+            break (addr.parse().unwrap(), metrics.parse().unwrap());
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let server = TestServer::external(addr, data, dir);
+    let server = TestServer::external(addr, metrics, data, dir);
     let alice = register(&server, "alice").await;
     let mut random = vec![0u8; BLOCK_BYTES];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);

@@ -530,10 +530,7 @@ async fn metrics_count_file_traffic() {
     get(&server, &alice, &path, &[("Range", "bytes=0-999".into())])
         .await
         .expect(206);
-    let metrics = request(&server, "GET", "/metrics", &[], b"")
-        .await
-        .expect(200);
-    let text = String::from_utf8(metrics.body).unwrap();
+    let text = crate::harness::metrics(&server).await;
     for line in [
         "chapar_file_bytes_uploaded_total 5000",
         "chapar_file_bytes_downloaded_total 1000",

@@ -105,10 +105,7 @@ async fn tuspy_uploads_in_checksummed_chunks_resumes_and_the_bytes_come_back() {
         downloaded.body == data,
         "the downloaded bytes differ from the uploaded file"
     );
-    let metrics = request(&server, "GET", "/metrics", &[], b"")
-        .await
-        .expect(200);
-    let text = String::from_utf8(metrics.body).unwrap();
+    let text = crate::harness::metrics(&server).await;
     let uploaded = format!("chapar_file_bytes_uploaded_total {}", data.len());
     assert!(
         text.lines().any(|l| l == uploaded),
