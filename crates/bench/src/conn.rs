@@ -44,6 +44,8 @@ pub struct BenchConn {
     next_nowait: AtomicU64,
     /// The login challenge.
     pub challenge: Vec<u8>,
+    /// The proof of work the server asks of a registration (the bench's server asks none).
+    pub registration_pow_bits: u8,
 }
 
 impl BenchConn {
@@ -136,6 +138,7 @@ impl BenchConn {
             next_id: AtomicU64::new(1),
             next_nowait: AtomicU64::new(NOWAIT_ID_BASE),
             challenge: Vec::new(),
+            registration_pow_bits: 0,
         };
         let Reply::HelloOk(ok) = conn
             .request(Request::Hello(v1::Hello {
@@ -147,6 +150,7 @@ impl BenchConn {
             bail!("expected HelloOk");
         };
         conn.challenge = ok.challenge;
+        conn.registration_pow_bits = u8::try_from(ok.registration_pow_bits)?;
         Ok(conn)
     }
 

@@ -91,6 +91,12 @@ pub async fn register(
             key_packages,
             last_resort_key_package: last_resort,
             sealed_name: Vec::new(),
+            proof_of_work: chapar_types::pow::solve(
+                &conn.challenge,
+                name,
+                conn.registration_pow_bits,
+            ),
+            invite_code: String::new(),
         }))
         .await?;
     if !matches!(reply, Reply::AuthOk(_)) {

@@ -45,6 +45,9 @@ enum Command {
         /// This device's name, seen only by your own devices [default: the host name]
         #[arg(long)]
         device_name: Option<String>,
+        /// The invite code, on a server that registers by invitation only.
+        #[arg(long, default_value = "")]
+        invite: String,
     },
     /// Make this (empty) profile a new device of an existing account: prints a link code (and
     /// a QR code), waits for another device to approve it, then shows the full history.
@@ -342,9 +345,10 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             server,
             username,
             device_name,
+            invite,
         } => {
             let name = device_name.unwrap_or_else(devices_cmd::default_device_name);
-            let recovery_key = client.register(&server, &username, &name).await?;
+            let recovery_key = client.register(&server, &username, &name, &invite).await?;
             println!("registered @{}", username.trim_start_matches('@'));
             println!("recovery key: {recovery_key}");
             eprintln!(

@@ -176,7 +176,9 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
             .unwrap_or(defaults.gc_at_startup),
         // Fixed limits (chapar_types::limits), not settings: they bound memory.
         transfers_in_flight_max: defaults.transfers_in_flight_max,
+        transfers_per_account_max: defaults.transfers_per_account_max,
         transfers_per_device_max: defaults.transfers_per_device_max,
+        download_idle_timeout: defaults.download_idle_timeout,
     };
     // The server refuses what it cannot run with (zero, past a year, sizes past i64::MAX);
     // an operator also gets a floor of a minute, below which clients could not resume an

@@ -23,9 +23,12 @@ impl Client {
         server: &str,
         username: &str,
         device_name: &str,
+        invite_code: &str,
     ) -> Result<String, CoreError> {
         self.connect_to(server).await?;
-        let job = self.engine.register(server, username, device_name);
+        let job = self
+            .engine
+            .register(server, username, device_name, invite_code);
         self.run(job, &mut NoHooks).await
     }
 

@@ -62,6 +62,8 @@ pub struct Connection {
     next_id: AtomicU64,
     pushes: Mutex<Option<mpsc::Receiver<v1::Push>>>,
     challenge: Vec<u8>,
+    /// The proof of work the server asks of a registration on this connection.
+    registration_pow_bits: u8,
     traffic: Arc<Traffic>,
 }
 
@@ -108,6 +110,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             pushes: Mutex::new(Some(push_rx)),
             challenge: Vec::new(),
+            registration_pow_bits: 0,
             traffic,
         };
         let hello = connection
@@ -124,6 +127,10 @@ impl Connection {
             return Err(ClientError::Protocol("expected HelloOk".into()));
         };
         connection.challenge = ok.challenge;
+        connection.registration_pow_bits =
+            u8::try_from(ok.registration_pow_bits).map_err(|_| {
+                ClientError::Protocol("the server asks for an absurd proof of work".into())
+            })?;
         Ok(connection)
     }
 
@@ -138,6 +145,12 @@ impl Connection {
     /// The server's login challenge for this connection.
     pub fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    /// A proof of the work the server asks for registering `username` on this connection
+    /// (see `chapar_types::pow`).
+    pub fn prove_registration(&self, username: &str) -> u64 {
+        chapar_types::pow::solve(&self.challenge, username, self.registration_pow_bits)
     }
 
     /// Takes the push queue (once).

@@ -17,7 +17,7 @@ fn a_request_times_out_when_the_manual_clock_says_so_and_not_before() {
     )
     .unwrap();
     engine.on_connected();
-    let job = engine.register("test://server", "alice", "phone");
+    let job = engine.register("test://server", "alice", "phone", "");
     let frame = engine.poll_transmit().expect("the handshake goes out");
     let frame: v1::ClientFrame = chapar_wire::decode(&frame).unwrap();
     assert!(matches!(frame.request, Some(Request::Hello(_))));
@@ -44,7 +44,7 @@ fn a_request_times_out_when_the_manual_clock_says_so_and_not_before() {
 fn without_a_connection_a_job_fails_at_once_instead_of_waiting() {
     let clock = ManualClock::new(START_MS);
     let mut engine = Engine::new(Profile::in_memory().unwrap(), Env::new(clock, [7; 32])).unwrap();
-    let job = engine.register("test://server", "alice", "phone");
+    let job = engine.register("test://server", "alice", "phone", "");
     assert!(engine.poll_transmit().is_none());
     assert!(matches!(
         engine.take_result(&job),

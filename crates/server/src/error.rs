@@ -50,6 +50,10 @@ impl From<StoreError> for ServiceError {
                 Self::new(ErrorCode::GroupExists, "a group with this id exists")
             }
             StoreError::UnknownGroup => Self::new(ErrorCode::UnknownGroup, "no such group"),
+            StoreError::OutOfRange(n) => Self::new(
+                ErrorCode::BadRequest,
+                format!("{n} is out of range: positions, sizes and times stay below 2^63"),
+            ),
             StoreError::NotMember => Self::new(
                 ErrorCode::NotMember,
                 "this device is not a member of the group",

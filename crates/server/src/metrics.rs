@@ -36,10 +36,12 @@ pub enum LimitHit {
     AccountBytes,
     /// An account keeps its most key package bytes.
     KeyPackageBytes,
+    /// A download cut off: its client did not take the next bytes in time.
+    DownloadIdle,
 }
 
 impl LimitHit {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::ConnectionsMax,
         Self::ConnectionsPerAddress,
         Self::LoginTimeout,
@@ -52,6 +54,7 @@ impl LimitHit {
         Self::DeviceChangeRate,
         Self::AccountBytes,
         Self::KeyPackageBytes,
+        Self::DownloadIdle,
     ];
 
     /// The label value in `/metrics`.
@@ -69,6 +72,7 @@ impl LimitHit {
             Self::DeviceChangeRate => "device_changes_per_account_per_hour",
             Self::AccountBytes => "account_bytes_per_day",
             Self::KeyPackageBytes => "key_package_bytes_per_account_max",
+            Self::DownloadIdle => "download_idle_timeout",
         }
     }
 }

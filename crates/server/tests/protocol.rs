@@ -240,6 +240,8 @@ async fn login_is_required_and_checked() {
             key_packages: vec![],
             last_resort_key_package: vec![9],
             sealed_name: Vec::new(),
+            proof_of_work: conn.prove_registration("eve"),
+            invite_code: String::new(),
         }))
         .await;
     assert_eq!(code(register), ErrorCode::AuthenticationFailed);

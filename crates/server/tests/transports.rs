@@ -56,12 +56,17 @@ async fn clients_on_two_transports_talk_through_one_server() {
     let profiles = tempfile::tempdir().unwrap();
     let mut alice = Client::open(&profiles.path().join("alice")).unwrap();
     alice
-        .register(&format!("http://{}", server.websocket), "alice", "phone")
+        .register(
+            &format!("http://{}", server.websocket),
+            "alice",
+            "phone",
+            "",
+        )
         .await
         .unwrap();
     let mut bob =
         Client::open_with(&profiles.path().join("bob"), Box::new(FramedTcpDialer)).unwrap();
-    bob.register(&format!("tcp://{}", server.framed), "bob", "laptop")
+    bob.register(&format!("tcp://{}", server.framed), "bob", "laptop", "")
         .await
         .unwrap();
     let to_bob = Target::User(Username::parse("bob").unwrap());

@@ -17,7 +17,7 @@ fn user(name: &str) -> Username {
 /// Registers a device as account `name`.
 fn register(sim: &mut Sim, name: &str) -> DeviceIx {
     let ix = sim.add_device(name);
-    sim.exec(ix, |e| e.register("sim://server", name, name))
+    sim.exec(ix, |e| e.register("sim://server", name, name, ""))
         .unwrap_or_else(|e| panic!("seed {}: registering {name}: {e}", sim.seed));
     ix
 }

@@ -173,6 +173,11 @@ async fn key_packages_are_claimed_once_and_last_resort_stays<S: Store>(store: &S
     assert_eq!(seen, vec![vec![10], vec![11], vec![99], vec![99]]);
     assert_eq!(store.key_package_count(DeviceId(d)).await.unwrap(), 0);
     assert_eq!(
+        store.key_package_bytes(&bob).await.unwrap(),
+        1,
+        "only the last-resort package is left"
+    );
+    assert_eq!(
         store
             .add_key_packages(DeviceId(d), vec![vec![12]], Some(vec![98]))
             .await

@@ -46,6 +46,12 @@ pub trait Store: Send + Sync + 'static {
         last_resort: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
+    /// Bytes of key packages (one-time and last-resort) the account's active devices keep.
+    fn key_package_bytes(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// How many one-time key packages a device has left.
     fn key_package_count(
         &self,

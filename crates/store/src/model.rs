@@ -50,6 +50,9 @@ pub enum StoreError {
     /// No such account.
     #[error("unknown user")]
     UnknownUser,
+    /// A number (a position, cursor, size or time) does not fit the store: 2^63 or more.
+    #[error("number out of range: {0}")]
+    OutOfRange(u64),
     /// A member account's devices changed since the sender last checked the group's devices.
     #[error("stale roster (group roster is at version {current})")]
     StaleRoster {

@@ -84,8 +84,9 @@ error_codes! {
     /// A server-side fault. Details are in the server's log, never in the response.
     Internal = 99, "internal";
     // Files use 40-49, apart from the core codes, so both can grow without colliding.
-    /// Files: the account's uploads would exceed its storage quota. Delete files or wait for
-    /// unfinished uploads to expire.
+    /// The account is at one of its quotas: its file storage (delete files or wait for
+    /// unfinished uploads to expire), the bytes it may write to chats and its archive per day,
+    /// or the key package bytes it may keep. The message says which.
     QuotaExceeded = 40, "quota_exceeded";
     /// Files: no (complete) blob or upload has this id, or it is not the caller's.
     UnknownBlob = 41, "unknown_blob";
@@ -105,6 +106,16 @@ error_codes! {
     /// Files: this device runs the most transfers (uploads and downloads) it may run at once;
     /// retry when one has ended.
     TooManyTransfers = 48, "too_many_transfers";
+    // Limits on what one client or account may do use 50-59.
+    /// Too many of these requests in too short a time (registrations from one address, claims
+    /// of one account's key packages, device changes); retry later.
+    RateLimited = 50, "rate_limited";
+    /// This server registers accounts by invitation only, and the invite code is missing or
+    /// not one of its codes.
+    InviteRequired = 51, "invite_required";
+    /// Registration needs a proof of work over the connection's challenge (see `HelloOk`), and
+    /// this one does not have the leading zero bits asked for.
+    ProofOfWorkRequired = 52, "proof_of_work_required";
 }
 
 impl fmt::Display for ErrorCode {

@@ -22,6 +22,11 @@ pub const KEY_PACKAGE_BYTES_MAX: usize = 16 * 1024;
 /// Most one-time key packages one upload may carry.
 pub const KEY_PACKAGES_PER_UPLOAD_MAX: usize = 100;
 
+/// Most one-time key packages a new device may bring with it (registration, recovery, a
+/// linked device's first upload is an ordinary upload): a device that needs more uploads
+/// them once logged in, charged to its account.
+pub const KEY_PACKAGES_AT_REGISTER_MAX: usize = 32;
+
 /// Most one-time key packages the server keeps for one device.
 pub const KEY_PACKAGES_STORED_PER_DEVICE_MAX: usize = 200;
 
@@ -141,6 +146,14 @@ pub const FILE_TRANSFERS_IN_FLIGHT_MAX: usize = 256;
 /// Most file transfers one device runs at once (HTTP 429 `too_many_transfers` past it), so one
 /// device cannot take every server-wide slot. A client needs one or two.
 pub const FILE_TRANSFERS_PER_DEVICE_MAX: usize = 8;
+
+/// Most file transfers the devices of one account run at once (HTTP 429 past it): below
+/// [`FILE_TRANSFERS_IN_FLIGHT_MAX`], so one account's 32 devices cannot take every slot.
+pub const FILE_TRANSFERS_PER_ACCOUNT_MAX: usize = 16;
+
+/// How long a download waits for its client to take the next bytes before it is cut off,
+/// in seconds: a client reading slowly on purpose must not hold a transfer slot forever.
+pub const FILE_DOWNLOAD_IDLE_SECS_DEFAULT: u64 = 60;
 
 /// Shortest time a server may keep an unfinished upload after its last chunk, in seconds: less
 /// and a client on a slow or interrupted link could never resume.

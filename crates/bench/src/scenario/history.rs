@@ -66,7 +66,7 @@ fn text(size: usize, n: usize) -> String {
 
 async fn registered(dir: &Path, url: &str, name: &str) -> anyhow::Result<(Client, Username)> {
     let mut client = Client::open(&dir.join(name))?;
-    client.register(url, name, "bench").await?;
+    client.register(url, name, "bench", "").await?;
     Ok((client, Username::parse(name)?))
 }
 

@@ -21,6 +21,7 @@ impl Device {
         server: &str,
         username: &str,
         device_name: &str,
+        invite_code: &str,
     ) -> Result<String, CoreError> {
         self.require_empty_profile()?;
         super::link::check_name(device_name)?;
@@ -45,6 +46,13 @@ impl Device {
                 key_packages,
                 last_resort_key_package: last_resort,
                 sealed_name: keys.seal_device_name(&self.env, &username, me.device, device_name),
+                // About 2^bits hashes: a second or so at the default, on a phone.
+                proof_of_work: chapar_types::pow::solve(
+                    &challenge,
+                    username.as_str(),
+                    self.io.registration_pow_bits(),
+                ),
+                invite_code: invite_code.to_owned(),
             }))
             .await?;
         if !matches!(reply, Reply::AuthOk(_)) {

@@ -110,13 +110,20 @@ impl Engine {
 
     /// Creates an account with this profile as its first device; the result is the recovery
     /// key, to show once.
-    pub fn register(&mut self, server: &str, username: &str, device_name: &str) -> Job<String> {
-        let (server, username, name) = (
+    pub fn register(
+        &mut self,
+        server: &str,
+        username: &str,
+        device_name: &str,
+        invite_code: &str,
+    ) -> Job<String> {
+        let (server, username, name, invite) = (
             server.to_owned(),
             username.to_owned(),
             device_name.to_owned(),
+            invite_code.to_owned(),
         );
-        self.spawn(|d| async move { d.register(&server, &username, &name).await })
+        self.spawn(|d| async move { d.register(&server, &username, &name, &invite).await })
     }
 
     /// Makes this empty profile a new device of an account (see `link`): emits the code, asks

@@ -19,6 +19,8 @@ use crate::provider::Provider;
 use crate::storage::{Profile, Tx};
 use crate::{CoreError, Usage};
 
+/// The most proof of work a server may ask of a registration (leading zero bits).
+const REGISTRATION_POW_BITS_MAX: u32 = 32;
 /// Below this many one-time key packages on the server, the device uploads a new batch.
 const KEY_PACKAGE_LOW_WATER: u32 = 5;
 
@@ -138,7 +140,11 @@ impl Device {
         let Reply::HelloOk(ok) = reply else {
             return Err(unexpected("HelloOk"));
         };
-        self.io.set_challenge(ok.challenge.clone());
+        // More than the server's own maximum would take days: treat it as that maximum, and
+        // let the server say no.
+        let bits = u8::try_from(ok.registration_pow_bits.min(REGISTRATION_POW_BITS_MAX))
+            .unwrap_or(REGISTRATION_POW_BITS_MAX as u8);
+        self.io.set_challenge(ok.challenge.clone(), bits);
         Ok(ok.challenge)
     }
 

@@ -39,6 +39,8 @@ struct Session {
     connected: bool,
     /// The server's login challenge for this connection, once `Hello` was answered.
     challenge: Option<Vec<u8>>,
+    /// The proof of work registering on this connection needs (leading zero bits).
+    registration_pow_bits: u8,
     /// This device logged in on this connection.
     logged_in: bool,
 }
@@ -96,7 +98,7 @@ impl Io {
     pub(crate) fn call(&self, request: Request) -> Call<'_> {
         Call {
             io: self,
-            stage: Stage::Start(Some(request)),
+            stage: Stage::Start(Some(Box::new(request))),
         }
     }
 
@@ -304,8 +306,14 @@ impl Io {
         self.state.borrow().session.challenge.clone()
     }
 
-    pub(crate) fn set_challenge(&self, challenge: Vec<u8>) {
-        self.state.borrow_mut().session.challenge = Some(challenge);
+    pub(crate) fn set_challenge(&self, challenge: Vec<u8>, registration_pow_bits: u8) {
+        let mut state = self.state.borrow_mut();
+        state.session.challenge = Some(challenge);
+        state.session.registration_pow_bits = registration_pow_bits;
+    }
+
+    pub(crate) fn registration_pow_bits(&self) -> u8 {
+        self.state.borrow().session.registration_pow_bits
     }
 
     pub(crate) fn is_logged_in(&self) -> bool {
@@ -350,7 +358,8 @@ fn server_error(e: v1::Error) -> CoreError {
 }
 
 enum Stage {
-    Start(Option<Request>),
+    /// Boxed: requests are large, and a call is mostly waiting.
+    Start(Option<Box<Request>>),
     Waiting(u64),
     Done,
 }
@@ -371,7 +380,7 @@ impl Future for Call<'_> {
                 let Some(request) = request.take() else {
                     return Poll::Pending;
                 };
-                match this.io.send_frame(request) {
+                match this.io.send_frame(*request) {
                     Ok(id) => {
                         this.stage = Stage::Waiting(id);
                         Poll::Pending

@@ -351,6 +351,8 @@ async fn handshake<S: Store>(
             challenge: session.challenge().to_vec(),
             server_time_ms: crate::service::now_ms(),
             frame_bytes_max: FRAME_BYTES_MAX as u32,
+            registration_pow_bits: u32::from(service.limits.registration_pow_bits),
+            invite_required: !service.limits.invite_codes.is_empty(),
         }));
     }
     session.require_hello()?;
@@ -414,6 +416,9 @@ async fn handshake<S: Store>(
                 account_key: r.account_key,
                 device,
                 challenge_signature: r.challenge_signature,
+                proof_of_work: r.proof_of_work,
+                invite_code: r.invite_code,
+                peer: session.peer,
             };
             (
                 service.register(session.challenge(), registration).await?,

@@ -29,6 +29,7 @@ impl<S: Store> Service<S> {
                 "an archive segment must cover at least one log entry",
             ));
         }
+        self.charge_writes(who, segment.ciphertext.len())?;
         Ok(self
             .store
             .append_archive(who.username.as_str(), who.device, segment, now_ms())

@@ -205,6 +205,11 @@ impl<S: Store> Service<S> {
         request: NewDeviceRequest,
     ) -> Result<(), ServiceError> {
         self.require_active(who).await?;
+        super::check_new_device_packages(&request)?;
+        self.device_change_allowed(who)?;
+        let adding = request.key_packages.iter().map(Vec::len).sum::<usize>()
+            + request.last_resort_key_package.len();
+        self.check_key_package_bytes(&who.username, adding).await?;
         let device = request.device;
         let account = self.account_of(&who.username).await?;
         let new = certify_device(&who.username, &account.account_key, request, false)?;
@@ -262,6 +267,7 @@ impl<S: Store> Service<S> {
                 "a device cannot revoke itself; revoke it from another device of the account",
             ));
         }
+        self.device_change_allowed(who)?;
         let record = self.store.device(device).await?;
         let Some(record) = record.filter(|r| r.username == who.username.as_str()) else {
             return Err(ServiceError::bad_request(format!(
@@ -356,6 +362,7 @@ impl<S: Store> Service<S> {
         r: Recovery,
     ) -> Result<Authenticated, ServiceError> {
         let username = parse_username(&r.username)?;
+        super::check_new_device_packages(&r.device)?;
         self.proven_recovery(challenge, &username, &r.recovery_signature)
             .await?;
         check_challenge(
@@ -378,6 +385,22 @@ impl<S: Store> Service<S> {
         }
         tracing::info!(user = %username, %device, revoke_others = r.revoke_others, "account recovered");
         Ok(Authenticated { device, username })
+    }
+
+    /// Counts a device added or revoked by `who`'s account; refuses past the hourly limit (a
+    /// member looping them would make every co-member's next message stale).
+    fn device_change_allowed(&self, who: &Authenticated) -> Result<(), ServiceError> {
+        if self.rates.device_changes.allow(&who.username) {
+            return Ok(());
+        }
+        self.metrics.hit(crate::metrics::LimitHit::DeviceChangeRate);
+        Err(ServiceError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "an account adds or revokes at most {} devices an hour; try later",
+                self.limits.device_changes_per_account_per_hour
+            ),
+        ))
     }
 
     /// The account with its devices, or `UnknownUser`.

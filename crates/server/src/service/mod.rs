@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod devices;
 pub mod files;
+pub mod rate;
 pub mod session;
 pub mod submit;
 
@@ -23,7 +24,8 @@ use chapar_store::{
     Store, WelcomeRecord,
 };
 use chapar_types::limits::{
-    KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_PER_UPLOAD_MAX, SYNC_PAGE_ENTRIES_MAX,
+    KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_AT_REGISTER_MAX, KEY_PACKAGES_PER_UPLOAD_MAX,
+    SYNC_PAGE_ENTRIES_MAX,
 };
 use chapar_types::signed::challenge_payload;
 use chapar_types::{DeviceId, ErrorCode, GroupId, Seq, Username};
@@ -32,7 +34,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use crate::error::ServiceError;
 use crate::hub::Hub;
 use crate::limits::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{LimitHit, Metrics};
 
 /// An authenticated device on a connection.
 #[derive(Debug, Clone)]
@@ -53,6 +55,24 @@ pub struct Registration {
     pub device: devices::NewDeviceRequest,
     /// The device key's signature over the login challenge.
     pub challenge_signature: Vec<u8>,
+    /// The proof of work over the connection's challenge (see `chapar_types::pow`).
+    pub proof_of_work: u64,
+    /// The invite code it carries (empty if none).
+    pub invite_code: String,
+    /// The address it came from, if the transport knows it.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// The rate limits the service keeps (see [`Limits`]).
+pub struct Rates {
+    /// Registrations per address.
+    pub registrations: rate::RateLimiter<std::net::IpAddr>,
+    /// Claims of one account's key packages by another.
+    pub claims: rate::RateLimiter<(Username, Username)>,
+    /// Devices added or revoked per account.
+    pub device_changes: rate::RateLimiter<Username>,
+    /// Bytes written per account per day to logs, welcomes and the archive.
+    pub account_bytes: rate::RateLimiter<Username>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -65,6 +85,8 @@ pub struct Service<S> {
     pub metrics: Arc<Metrics>,
     /// Limits on clients.
     pub limits: Limits,
+    /// Rate limits, per address and per account.
+    pub rates: Rates,
     /// File storage, tokens and their configuration.
     pub files: files::Files,
 }
@@ -97,6 +119,23 @@ pub(crate) fn check_challenge(
             "the challenge signature does not verify",
         ))
     }
+}
+
+/// Refuses a new device that brings more than [`KEY_PACKAGES_AT_REGISTER_MAX`] one-time key
+/// packages.
+pub(crate) fn check_new_device_packages(
+    device: &devices::NewDeviceRequest,
+) -> Result<(), ServiceError> {
+    if device.key_packages.len() > KEY_PACKAGES_AT_REGISTER_MAX {
+        return Err(ServiceError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a new device brings at most {KEY_PACKAGES_AT_REGISTER_MAX} key packages; upload \
+                 more once logged in"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_key_packages(
@@ -153,6 +192,16 @@ impl<S: Store> Service<S> {
             store,
             hub: Hub::default(),
             metrics: Arc::new(Metrics::default()),
+            rates: Rates {
+                registrations: rate::RateLimiter::per_hour(
+                    limits.registrations_per_address_per_hour,
+                ),
+                claims: rate::RateLimiter::per_hour(limits.claims_per_account_pair_per_hour),
+                device_changes: rate::RateLimiter::per_hour(
+                    limits.device_changes_per_account_per_hour,
+                ),
+                account_bytes: rate::RateLimiter::bytes_per_day(limits.account_bytes_per_day),
+            },
             limits,
             files,
         }
@@ -165,8 +214,31 @@ impl<S: Store> Service<S> {
         challenge: &[u8],
         r: Registration,
     ) -> Result<Authenticated, ServiceError> {
+        let limits = &self.limits;
+        if !limits.invite_codes.is_empty() && !limits.invite_codes.contains(&r.invite_code) {
+            self.metrics.hit(LimitHit::Invite);
+            return Err(ServiceError::new(
+                ErrorCode::InviteRequired,
+                "this server registers accounts by invitation only",
+            ));
+        }
         let username = Username::parse(&r.username)
             .map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))?;
+        if !chapar_types::pow::verify(
+            challenge,
+            username.as_str(),
+            limits.registration_pow_bits,
+            r.proof_of_work,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::ProofOfWorkRequired,
+                format!(
+                    "registering needs a proof of work of {} bits over this connection's challenge",
+                    limits.registration_pow_bits
+                ),
+            ));
+        }
+        check_new_device_packages(&r.device)?;
         let device = r.device.device;
         let first = devices::certify_device(&username, &r.account_key, r.device, true)?;
         check_challenge(
@@ -175,6 +247,20 @@ impl<S: Store> Service<S> {
             &first.device.device_key,
             &r.challenge_signature,
         )?;
+        // Counted once the request is well-formed and proven: squatting names costs as much
+        // as taking them.
+        if let Some(peer) = r.peer
+            && !self.rates.registrations.allow(&peer)
+        {
+            self.metrics.hit(LimitHit::RegistrationRate);
+            return Err(ServiceError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} registrations an hour from one address; try later",
+                    limits.registrations_per_address_per_hour
+                ),
+            ));
+        }
         self.store
             .create_account(NewAccount {
                 username: username.as_str().to_owned(),
@@ -222,6 +308,46 @@ impl<S: Store> Service<S> {
         Ok((Authenticated { device, username }, remaining))
     }
 
+    /// Charges `bytes` written to a log, a welcome or the archive to `who`'s account;
+    /// refuses them past its daily budget.
+    pub(crate) fn charge_writes(
+        &self,
+        who: &Authenticated,
+        bytes: usize,
+    ) -> Result<(), ServiceError> {
+        if self.rates.account_bytes.take(&who.username, bytes as u64) {
+            return Ok(());
+        }
+        self.metrics.hit(LimitHit::AccountBytes);
+        Err(ServiceError::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "the account wrote its {} bytes for today to chats and its archive; try later",
+                self.limits.account_bytes_per_day
+            ),
+        ))
+    }
+
+    /// Refuses `adding` bytes of key packages if the account would keep more than its limit.
+    pub(crate) async fn check_key_package_bytes(
+        &self,
+        username: &Username,
+        adding: usize,
+    ) -> Result<(), ServiceError> {
+        let stored = self.store.key_package_bytes(username.as_str()).await?;
+        if stored.saturating_add(adding as u64) <= self.limits.key_package_bytes_per_account_max {
+            return Ok(());
+        }
+        self.metrics.hit(LimitHit::KeyPackageBytes);
+        Err(ServiceError::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "the account keeps {stored} bytes of key packages and may keep {}; upload fewer",
+                self.limits.key_package_bytes_per_account_max
+            ),
+        ))
+    }
+
     /// Adds key packages for the caller's device.
     pub async fn upload_key_packages(
         &self,
@@ -230,6 +356,8 @@ impl<S: Store> Service<S> {
         last_resort: Vec<u8>,
     ) -> Result<u32, ServiceError> {
         check_key_packages(&one_time, &last_resort)?;
+        let adding = one_time.iter().map(Vec::len).sum::<usize>() + last_resort.len();
+        self.check_key_package_bytes(&who.username, adding).await?;
         let last_resort = (!last_resort.is_empty()).then_some(last_resort);
         Ok(self
             .store
@@ -262,6 +390,22 @@ impl<S: Store> Service<S> {
             ));
         }
         let account = self.account(username).await?;
+        // Each claim uses up one-time packages: nobody may drain another account's.
+        if account.username != who.username.as_str() {
+            let target = Username::parse(&account.username).map_err(|_| {
+                ServiceError::new(ErrorCode::Internal, "a stored username is invalid")
+            })?;
+            if !self.rates.claims.allow(&(who.username.clone(), target)) {
+                self.metrics.hit(LimitHit::ClaimRate);
+                return Err(ServiceError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "at most {} claims of one account's key packages an hour; try later",
+                        self.limits.claims_per_account_pair_per_hour
+                    ),
+                ));
+            }
+        }
         let claimed = self
             .store
             .claim_key_packages(&account.username, who.device, only)
@@ -286,6 +430,13 @@ impl<S: Store> Service<S> {
         mut append: Append,
         refs: Option<BlobRefs>,
     ) -> Result<Appended, ServiceError> {
+        let welcome = match &append.kind {
+            chapar_store::AppendKind::Commit { welcome, .. } => {
+                welcome.as_ref().map_or(0, Vec::len)
+            }
+            _ => 0,
+        };
+        self.charge_writes(who, append.payload.len() + welcome)?;
         append.sender = who.device;
         append.now_ms = now_ms();
         let is_message = matches!(append.kind, chapar_store::AppendKind::Application { .. });

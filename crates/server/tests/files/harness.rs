@@ -109,44 +109,62 @@ pub async fn file_token(conn: &Connection) -> (String, u64) {
     }
 }
 
+/// The keys of an account being registered and of its first device.
+pub struct NewAccount {
+    pub account: SecretKey,
+    pub device_key: SecretKey,
+    pub id: DeviceId,
+}
+
+/// A well-formed `Register` of `name` on `conn`, proof of work included; tests change its
+/// fields to break it.
+pub fn registration(conn: &Connection, name: &str) -> (v1::Register, NewAccount) {
+    let mut rng = rand::thread_rng();
+    let keys = NewAccount {
+        account: SecretKey::generate(&mut rng),
+        device_key: SecretKey::generate(&mut rng),
+        id: DeviceId(rng.next_u64()),
+    };
+    let username = Username::parse(name).unwrap();
+    let request = v1::Register {
+        username: name.into(),
+        account_key: keys.account.public().to_vec(),
+        device: Some(v1::DeviceCert {
+            device_id: keys.id.0,
+            device_key: keys.device_key.public().to_vec(),
+            account_signature: identity::certify_device(
+                &keys.account,
+                &username,
+                keys.id,
+                &keys.device_key.public(),
+            ),
+        }),
+        challenge_signature: identity::answer_challenge(
+            &keys.device_key,
+            conn.challenge(),
+            keys.id,
+        ),
+        key_packages: vec![vec![1, 2, 3]],
+        last_resort_key_package: vec![9],
+        sealed_name: Vec::new(),
+        proof_of_work: conn.prove_registration(name),
+        invite_code: String::new(),
+    };
+    (request, keys)
+}
+
 /// Registers a fresh account `name` with one device.
 pub async fn register(server: &TestServer, name: &str) -> Device {
-    let mut rng = rand::thread_rng();
-    let (account, device_key, id) = (
-        SecretKey::generate(&mut rng),
-        SecretKey::generate(&mut rng),
-        DeviceId(rng.next_u64()),
-    );
-    let username = Username::parse(name).unwrap();
     let conn = Connection::open(&server.url).await.unwrap();
-    let reply = conn
-        .request(Request::Register(v1::Register {
-            username: name.into(),
-            account_key: account.public().to_vec(),
-            device: Some(v1::DeviceCert {
-                device_id: id.0,
-                device_key: device_key.public().to_vec(),
-                account_signature: identity::certify_device(
-                    &account,
-                    &username,
-                    id,
-                    &device_key.public(),
-                ),
-            }),
-            challenge_signature: identity::answer_challenge(&device_key, conn.challenge(), id),
-            key_packages: vec![vec![1, 2, 3]],
-            last_resort_key_package: vec![9],
-            sealed_name: Vec::new(),
-        }))
-        .await
-        .unwrap();
+    let (request, keys) = registration(&conn, name);
+    let reply = conn.request(Request::Register(request)).await.unwrap();
     assert!(matches!(reply, Reply::AuthOk(_)), "register: {reply:?}");
     let (token, _) = file_token(&conn).await;
     Device {
         conn,
-        id,
+        id: keys.id,
         username: name.into(),
-        account_key: account,
+        account_key: keys.account,
         token,
     }
 }

@@ -1,6 +1,7 @@
-//! How many transfers run at once: a device past its own limit gets 429 `too_many_transfers`,
-//! anyone past the server-wide limit 503 `unavailable`, both with `Retry-After`; requests that
-//! move no body (HEAD, POST) are not transfers; slots come back when transfers end.
+//! How many transfers run at once: a device or an account past its own limit gets 429
+//! `too_many_transfers`, anyone past the server-wide limit 503 `unavailable`, both with
+//! `Retry-After`; requests that move no body (HEAD, POST) are not transfers; slots come back
+//! when transfers end, and a download nobody reads ends at its idle timeout.
 
 use std::time::Duration;
 
@@ -88,4 +89,73 @@ async fn transfers_are_limited_per_device_and_server_wide() {
     patch(&server, &alice, &path, 0, b"0123456789")
         .await
         .expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devices_of_one_account_share_its_transfers() {
+    let server = start_with(FilesConfig {
+        transfers_in_flight_max: 10,
+        transfers_per_account_max: 2,
+        transfers_per_device_max: 2,
+        ..FilesConfig::default()
+    })
+    .await;
+    let phone = register(&server, "alice").await;
+    let laptop = add_device(&server, &phone).await;
+    let bob = register(&server, "bob").await;
+    let data = pattern(1_000, 4);
+    let blob = upload(&server, &bob, &data).await;
+    let _slow = [
+        slow_patch(&server, &phone).await,
+        slow_patch(&server, &laptop).await,
+    ];
+    // The phone runs one of its two, but the account runs both of its own.
+    let r = get_until(&server, &phone, &blob, 429).await;
+    assert_eq!(r.error_code(), "too_many_transfers", "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("this account"),
+        "{r:?}"
+    );
+    assert_eq!(get(&server, &bob, &blob, &[]).await.expect(200).body, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_nobody_reads_is_cut_off_and_gives_its_slot_back() {
+    let server = start_with(FilesConfig {
+        transfers_per_device_max: 1,
+        download_idle_timeout: Duration::from_millis(300),
+        ..FilesConfig::default()
+    })
+    .await;
+    let alice = register(&server, "alice").await;
+    // More than the socket buffers on both sides hold, so the server must wait for reads.
+    let data = pattern(24 << 20, 5);
+    let blob = upload(&server, &alice, &data).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    let head = format!(
+        "GET {blob} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.addr, alice.token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .unwrap();
+    // Its response has begun, so it holds the device's one slot...
+    let mut status = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut stalled, &mut status)
+        .await
+        .unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    let r = get(&server, &alice, &blob, &[]).await;
+    assert_eq!(r.error_code(), "too_many_transfers", "{r:?}");
+    // ...until the idle timeout cuts it off: the next download runs and is whole.
+    let r = get_until(&server, &alice, &blob, 200).await;
+    assert!(r.body == data, "the download after is whole");
+    let text = metrics(&server).await;
+    assert!(
+        text.contains("chapar_limit_hits_total{limit=\"download_idle_timeout\"} 1"),
+        "{text}"
+    );
+    drop(stalled);
 }

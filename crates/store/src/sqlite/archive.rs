@@ -57,11 +57,11 @@ pub(super) fn append_archive(
     .execute(params![
         username,
         segment.group.as_bytes(),
-        num(segment.from_seq),
-        num(segment.through_seq),
+        num(segment.from_seq)?,
+        num(segment.through_seq)?,
         segment.key_generation,
         segment.ciphertext,
-        num(now_ms),
+        num(now_ms)?,
     ])
     .map_err(sql)?;
     let id = c.last_insert_rowid() as u64;
@@ -73,7 +73,7 @@ pub(super) fn append_archive(
     .execute(params![
         username,
         segment.group.as_bytes(),
-        num(segment.through_seq)
+        num(segment.through_seq)?
     ])
     .map_err(sql)?;
     Ok(id)
@@ -91,7 +91,7 @@ pub(super) fn read_archive(
              WHERE username = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .map_err(sql)?;
-    stmt.query_map(params![username, num(after_id), i64::from(limit)], |r| {
+    stmt.query_map(params![username, num(after_id)?, i64::from(limit)], |r| {
         Ok((
             r.get::<_, i64>(0)? as u64,
             r.get::<_, Vec<u8>>(1)?,

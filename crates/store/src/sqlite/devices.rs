@@ -106,7 +106,7 @@ fn revoke(
 ) -> Result<(), StoreError> {
     c.execute(
         "UPDATE devices SET revoked_ms = ?2 WHERE device_id = ?1 AND revoked_ms IS NULL",
-        params![dev(device), num(now_ms)],
+        params![dev(device), num(now_ms)?],
     )
     .map_err(sql)?;
     c.execute(
@@ -142,7 +142,7 @@ pub(super) fn touch_device(
         .map_err(sql)?;
     c.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE device_id = ?1")
         .map_err(sql)?
-        .execute(params![dev(device), num(now_ms)])
+        .execute(params![dev(device), num(now_ms)?])
         .map_err(sql)?;
     if let Some((username, None)) = first {
         cache.clear();

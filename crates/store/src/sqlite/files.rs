@@ -45,15 +45,10 @@ pub(super) fn create_upload(
     u: &NewUpload,
     quota_bytes: u64,
 ) -> Result<UploadCreated, StoreError> {
-    let unfinished = c
-        .prepare_cached("SELECT COUNT(*) FROM blobs WHERE username = ?1 AND completed_ms IS NULL")
-        .map_err(sql)?
-        .query_row([&u.username], |r| r.get::<_, i64>(0))
-        .map_err(sql)? as u64;
+    let (used, unfinished) = usage(c, &u.username)?;
     if unfinished >= FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX {
         return Ok(UploadCreated::TooManyUnfinished { unfinished });
     }
-    let used = file_usage(c, &u.username)?;
     if used.saturating_add(quota_charge(u.length)) > quota_bytes {
         return Ok(UploadCreated::QuotaExceeded { used_bytes: used });
     }
@@ -67,9 +62,9 @@ pub(super) fn create_upload(
         u.id.as_bytes(),
         u.username,
         dev(u.device),
-        num(u.length),
-        num(u.now_ms),
-        num(u.expires_ms),
+        num(u.length)?,
+        num(u.now_ms)?,
+        num(u.expires_ms)?,
     ])
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -116,10 +111,10 @@ pub(super) fn commit_upload(
         .map_err(sql)?
         .execute(params![
             id.as_bytes(),
-            num(from),
-            num(to),
-            num(now_ms),
-            num(expires_ms)
+            num(from)?,
+            num(to)?,
+            num(now_ms)?,
+            num(expires_ms)?
         ])
         .map_err(sql)?;
     let Some(record) = upload(c, id)? else {
@@ -150,7 +145,7 @@ pub(super) fn complete_upload(
          WHERE blob_id = ?1 AND committed = length AND completed_ms IS NULL",
     )
     .map_err(sql)?
-    .execute(params![id.as_bytes(), num(now_ms)])
+    .execute(params![id.as_bytes(), num(now_ms)?])
     .map_err(sql)?;
     upload(c, id)
 }
@@ -181,16 +176,23 @@ fn quota_charge(length: u64) -> u64 {
     length.max(FILE_QUOTA_CHARGE_MIN_BYTES)
 }
 
-pub(super) fn file_usage(c: &Connection, username: &str) -> Result<u64, StoreError> {
-    // The same charge as `quota_charge`, summed in SQL (two-argument MAX is SQLite's scalar
-    // maximum, not the aggregate).
-    c.prepare_cached("SELECT COALESCE(SUM(MAX(length, ?2)), 0) FROM blobs WHERE username = ?1")
+/// The account's storage charge (each blob at least [`quota_charge`]) and its unfinished
+/// uploads: running totals the schema's triggers keep.
+fn usage(c: &Connection, username: &str) -> Result<(u64, u64), StoreError> {
+    let found = c
+        .prepare_cached("SELECT bytes, unfinished FROM file_usage WHERE username = ?1")
         .map_err(sql)?
-        .query_row(params![username, num(FILE_QUOTA_CHARGE_MIN_BYTES)], |r| {
-            r.get::<_, i64>(0)
+        .query_row([username], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })
-        .map(|n| n as u64)
-        .map_err(sql)
+        .optional()
+        .map_err(sql)?;
+    let (bytes, unfinished) = found.unwrap_or((0, 0));
+    Ok((bytes.max(0) as u64, unfinished.max(0) as u64))
+}
+
+pub(super) fn file_usage(c: &Connection, username: &str) -> Result<u64, StoreError> {
+    usage(c, username).map(|(bytes, _)| bytes)
 }
 
 pub(super) fn append_referencing(
@@ -255,7 +257,7 @@ fn record_references(
             .execute(params![
                 id.as_bytes(),
                 group.as_bytes(),
-                num(refs.deleted_seq),
+                num(refs.deleted_seq)?,
                 username
             ])
             .map_err(sql)?;
@@ -268,7 +270,7 @@ fn record_references(
                AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob_id = ?1)",
         )
         .map_err(sql)?
-        .execute(params![id.as_bytes(), num(now_ms)])
+        .execute(params![id.as_bytes(), num(now_ms)?])
         .map_err(sql)?;
     }
     for id in &refs.add {
@@ -277,7 +279,12 @@ fn record_references(
              VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(sql)?
-        .execute(params![id.as_bytes(), group.as_bytes(), num(seq), username])
+        .execute(params![
+            id.as_bytes(),
+            group.as_bytes(),
+            num(seq)?,
+            username
+        ])
         .map_err(sql)?;
         c.prepare_cached("UPDATE blobs SET unreferenced_ms = NULL WHERE blob_id = ?1")
             .map_err(sql)?
@@ -315,7 +322,7 @@ pub(super) fn collect_garbage(
         let ids = c
             .prepare_cached(query)
             .map_err(sql)?
-            .query_map(params![num(bound), left], |r| r.get::<_, Vec<u8>>(0))
+            .query_map(params![num(bound)?, left], |r| r.get::<_, Vec<u8>>(0))
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
@@ -351,4 +358,15 @@ pub(super) fn known_blobs(c: &Connection, ids: &[BlobId]) -> Result<Vec<BlobId>,
         }
     }
     Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_usage_triggers_charge_what_the_quota_charges() {
+        assert_eq!(
+            super::super::schema::TRIGGER_CHARGE_MIN_BYTES,
+            super::FILE_QUOTA_CHARGE_MIN_BYTES
+        );
+    }
 }

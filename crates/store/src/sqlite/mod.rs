@@ -245,6 +245,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn key_package_bytes(&self, username: &str) -> Result<u64, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| ops::key_package_bytes(c, &username))
+            .await
+    }
+
     async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
         self.read(move |c| ops::key_package_count(c, device)).await
     }

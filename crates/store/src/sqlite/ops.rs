@@ -19,9 +19,11 @@ fn to_dev(n: i64) -> DeviceId {
     DeviceId(n as u64)
 }
 
-pub(super) fn num(n: u64) -> i64 {
-    // Sequence numbers, epochs and times stay far below 2^63.
-    n as i64
+/// An ordered number (position, epoch, time, size, cursor) as SQLite's i64, or
+/// `OutOfRange`: a value from the network at or past 2^63 must not turn negative and compare
+/// before everything.
+pub(super) fn num(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::OutOfRange(n))
 }
 
 pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -47,7 +49,7 @@ const DEVICE_COLUMNS: &str = "device_id, username, device_key, account_signature
 pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO accounts (username, account_key, created_ms) VALUES (?1, ?2, ?3)",
-        params![a.username, a.account_key, num(a.device.created_ms)],
+        params![a.username, a.account_key, num(a.device.created_ms)?],
     )
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -75,9 +77,9 @@ pub(super) fn insert_device(c: &Connection, d: &DeviceRecord) -> Result<(), Stor
             d.username,
             d.device_key,
             d.account_signature,
-            num(d.created_ms),
+            num(d.created_ms)?,
             d.sealed_name,
-            d.last_seen_ms.map(num),
+            d.last_seen_ms.map(num).transpose()?,
         ],
     )
     .map_err(|e| {
@@ -161,6 +163,18 @@ pub(super) fn add_key_packages(
     key_package_count(c, device)
 }
 
+pub(super) fn key_package_bytes(c: &Connection, username: &str) -> Result<u64, StoreError> {
+    c.query_row(
+        "SELECT COALESCE(SUM(LENGTH(k.data)), 0) FROM key_packages k
+           JOIN devices d ON d.device_id = k.device_id
+          WHERE d.username = ?1 AND d.revoked_ms IS NULL",
+        [username],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+    .map_err(sql)
+}
+
 pub(super) fn key_package_count(c: &Connection, device: DeviceId) -> Result<u32, StoreError> {
     c.query_row(
         "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
@@ -226,7 +240,7 @@ pub(super) fn create_group(
 ) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO groups (group_id, epoch, head_seq, last_proposal_seq, created_ms) VALUES (?1, 0, 0, 0, ?2)",
-        params![group.as_bytes(), num(now_ms)],
+        params![group.as_bytes(), num(now_ms)?],
     )
     .map_err(|e| if is_unique_violation(&e) { StoreError::GroupExists } else { sql(e) })?;
     c.execute(
@@ -327,7 +341,7 @@ pub(super) fn append(
     for device in &ended {
         c.execute(
             "UPDATE members SET left_seq = ?3 WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
-            params![a.group.as_bytes(), dev(*device), num(seq)],
+            params![a.group.as_bytes(), dev(*device), num(seq)?],
         )
         .map_err(sql)?;
     }
@@ -338,13 +352,13 @@ pub(super) fn append(
     .map_err(sql)?
     .execute(params![
         a.group.as_bytes(),
-        num(seq),
+        num(seq)?,
         kind_of(&a.kind).as_i64(),
-        num(a.epoch),
+        num(a.epoch)?,
         dev(a.sender),
         message_id.as_ref().map(|m| m.as_bytes()),
         a.payload,
-        num(a.now_ms),
+        num(a.now_ms)?,
     ])
     .map_err(sql)?;
     c.prepare_cached(
@@ -353,9 +367,9 @@ pub(super) fn append(
     .map_err(sql)?
     .execute(params![
         a.group.as_bytes(),
-        num(epoch),
-        num(seq),
-        num(last_proposal_seq)
+        num(epoch)?,
+        num(seq)?,
+        num(last_proposal_seq)?
     ])
     .map_err(sql)?;
     // Only now, with every write done, does the writer's view of the group change.
@@ -436,7 +450,7 @@ fn add_member(
     c.execute(
         "INSERT INTO members (group_id, device_id, joined_seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (group_id, device_id) DO UPDATE SET joined_seq = ?3, left_seq = NULL",
-        params![group.as_bytes(), dev(device), num(seq)],
+        params![group.as_bytes(), dev(device), num(seq)?],
     )
     .map_err(sql)?;
     Ok(())
@@ -452,7 +466,7 @@ fn store_welcome(
 ) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO welcomes (group_id, seq, sender, data) VALUES (?1, ?2, ?3, ?4)",
-        params![group.as_bytes(), num(seq), dev(sender), welcome],
+        params![group.as_bytes(), num(seq)?, dev(sender), welcome],
     )
     .map_err(sql)?;
     let welcome_id = c.last_insert_rowid();
@@ -502,7 +516,7 @@ pub(super) fn read_log(
         .map_err(sql)?;
     let entries = stmt
         .query_map(
-            params![group.as_bytes(), num(from), num(until), i64::from(limit)],
+            params![group.as_bytes(), num(from)?, num(until)?, i64::from(limit)],
             |r| {
                 let message_id: Option<Vec<u8>> = r.get(4)?;
                 Ok(LogEntry {
@@ -541,16 +555,19 @@ pub(super) fn read_welcomes(
              WHERE inbox.device_id = ?1 AND inbox.id > ?2 ORDER BY inbox.id LIMIT ?3",
         )
         .map_err(sql)?;
-    stmt.query_map(params![dev(device), num(after_id), i64::from(limit)], |r| {
-        let group: Vec<u8> = r.get(1)?;
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            group,
-            r.get::<_, i64>(2)? as u64,
-            to_dev(r.get(3)?),
-            r.get(4)?,
-        ))
-    })
+    stmt.query_map(
+        params![dev(device), num(after_id)?, i64::from(limit)],
+        |r| {
+            let group: Vec<u8> = r.get(1)?;
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                group,
+                r.get::<_, i64>(2)? as u64,
+                to_dev(r.get(3)?),
+                r.get(4)?,
+            ))
+        },
+    )
     .map_err(sql)?
     .map(|row| {
         let (id, group, seq, sender, welcome) = row.map_err(sql)?;

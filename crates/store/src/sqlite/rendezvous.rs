@@ -18,7 +18,7 @@ pub(super) fn create_link(
 ) -> Result<(), StoreError> {
     c.prepare_cached("DELETE FROM links WHERE expires_ms <= ?1")
         .map_err(sql)?
-        .execute([num(now_ms)])
+        .execute([num(now_ms)?])
         .map_err(sql)?;
     let pending: i64 = c
         .query_row("SELECT COUNT(*) FROM links", [], |r| r.get(0))
@@ -28,7 +28,7 @@ pub(super) fn create_link(
     }
     c.execute(
         "INSERT INTO links (link_id, request, expires_ms) VALUES (?1, ?2, ?3)",
-        params![link_id, request, num(expires_ms)],
+        params![link_id, request, num(expires_ms)?],
     )
     .map_err(|e| {
         // A 128-bit id derived from a fresh random code: a collision is someone replaying.
@@ -44,7 +44,7 @@ pub(super) fn create_link(
 pub(super) fn link(c: &Connection, link_id: &[u8], now_ms: u64) -> Result<LinkRecord, StoreError> {
     c.query_row(
         "SELECT request, approval, completed FROM links WHERE link_id = ?1 AND expires_ms > ?2",
-        params![link_id, num(now_ms)],
+        params![link_id, num(now_ms)?],
         |r| {
             Ok(LinkRecord {
                 sealed_request: r.get(0)?,

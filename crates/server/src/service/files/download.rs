@@ -4,19 +4,18 @@
 //! authenticates every chunk).
 
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
 use chapar_blob::ByteStream;
 use chapar_store::Store;
 use chapar_types::BlobId;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
-use super::transfers::TransferPermit;
 use super::{blob_error, unknown_blob};
 use crate::error::ServiceError;
+use crate::metrics::LimitHit;
 use crate::service::{Authenticated, Service};
 
 impl<S: Store> Service<S> {
@@ -30,48 +29,64 @@ impl<S: Store> Service<S> {
     }
 
     /// Streams `range` of complete blob `id` (checked by [`Self::blob_length`] first) to the
-    /// caller, counting the bytes that leave. The stream holds one of the caller's transfer
-    /// slots until it is dropped (sent, or abandoned by the client).
+    /// caller, counting the bytes that leave. A task reads the blob and hands each chunk to
+    /// the response body; it holds one of the caller's transfer slots until the body is sent,
+    /// abandoned by the client, or left untaken for the download idle timeout (then the body
+    /// ends short, the connection is cut, and the client resumes with a range request).
     pub async fn read_blob(
         self: &Arc<Self>,
         who: &Authenticated,
         id: BlobId,
         range: Range<u64>,
     ) -> Result<ByteStream, ServiceError> {
-        let transfer = self.files.transfers.try_acquire(who.device)?;
-        let stream = self
+        let transfer = self
+            .files
+            .transfers
+            .try_acquire(&who.username, who.device)?;
+        let mut stream = self
             .files
             .blobs
             .read(id, range)
             .await
             .map_err(|e| blob_error(e, id))?;
+        // One chunk in hand: the body's own buffer and the socket's hold the rest.
+        let (chunks, body) = mpsc::channel(1);
         let service = self.clone();
-        let counted = stream.inspect(move |chunk| match chunk {
-            Ok(bytes) => {
-                service
-                    .metrics
-                    .file_bytes_downloaded_total
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let idle = self.files.config().download_idle_timeout;
+        tokio::spawn(async move {
+            let mut transfer = Some(transfer);
+            let mut next = stream.next().await;
+            while let Some(chunk) = next {
+                next = stream.next().await;
+                if next.is_none() {
+                    // Give the slot back before the last bytes go: once the client has them
+                    // (hyper may end the response there), its next transfer must find it.
+                    transfer = None;
+                }
+                match &chunk {
+                    Ok(bytes) => {
+                        service
+                            .metrics
+                            .file_bytes_downloaded_total
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::error!(blob = %id, error = %e, "reading a blob failed"),
+                }
+                match tokio::time::timeout(idle, chunks.send(chunk)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        service.metrics.hit(LimitHit::DownloadIdle);
+                        tracing::debug!(blob = %id, "download stalled; cut off");
+                        return;
+                    }
+                }
             }
-            Err(e) => tracing::error!(blob = %id, error = %e, "reading a blob failed"),
+            drop(transfer);
         });
-        Ok(Box::pin(Holding {
-            stream: Box::pin(counted),
-            _transfer: transfer,
-        }))
-    }
-}
-
-/// A download's bytes, holding its transfer slot for as long as the response body lives.
-struct Holding {
-    stream: ByteStream,
-    _transfer: TransferPermit,
-}
-
-impl Stream for Holding {
-    type Item = <ByteStream as Stream>::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.stream.as_mut().poll_next(cx)
+        Ok(Box::pin(futures_util::stream::unfold(
+            body,
+            |mut body| async move { body.recv().await.map(|chunk| (chunk, body)) },
+        )))
     }
 }

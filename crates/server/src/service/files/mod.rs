@@ -28,10 +28,11 @@ use std::time::Duration;
 
 use chapar_blob::{BlobError, BlobStore, fs::FsBlobStore};
 use chapar_types::limits::{
-    FILE_CIPHERTEXT_BYTES_MAX_DEFAULT, FILE_GC_INTERVAL_SECS_DEFAULT, FILE_GC_INTERVAL_SECS_MAX,
-    FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT, FILE_TRANSFERS_IN_FLIGHT_MAX,
-    FILE_TRANSFERS_PER_DEVICE_MAX, FILE_UNREFERENCED_GRACE_SECS_DEFAULT,
-    FILE_UNREFERENCED_GRACE_SECS_MAX, FILE_UPLOAD_EXPIRY_SECS_DEFAULT, FILE_UPLOAD_EXPIRY_SECS_MAX,
+    FILE_CIPHERTEXT_BYTES_MAX_DEFAULT, FILE_DOWNLOAD_IDLE_SECS_DEFAULT,
+    FILE_GC_INTERVAL_SECS_DEFAULT, FILE_GC_INTERVAL_SECS_MAX, FILE_QUOTA_BYTES_PER_ACCOUNT_DEFAULT,
+    FILE_TRANSFERS_IN_FLIGHT_MAX, FILE_TRANSFERS_PER_ACCOUNT_MAX, FILE_TRANSFERS_PER_DEVICE_MAX,
+    FILE_UNREFERENCED_GRACE_SECS_DEFAULT, FILE_UNREFERENCED_GRACE_SECS_MAX,
+    FILE_UPLOAD_EXPIRY_SECS_DEFAULT, FILE_UPLOAD_EXPIRY_SECS_MAX,
 };
 use chapar_types::{BlobId, ErrorCode};
 
@@ -55,8 +56,13 @@ pub struct FilesConfig {
     pub gc_at_startup: bool,
     /// Most transfers (PATCH and GET bodies) running at once, server-wide.
     pub transfers_in_flight_max: usize,
+    /// Most transfers the devices of one account run at once (below the server-wide most).
+    pub transfers_per_account_max: usize,
     /// Most transfers one device runs at once.
     pub transfers_per_device_max: usize,
+    /// Longest a download may wait for its client to take the next bytes before it is cut
+    /// off (the client resumes with a range request).
+    pub download_idle_timeout: Duration,
 }
 
 impl Default for FilesConfig {
@@ -69,7 +75,9 @@ impl Default for FilesConfig {
             gc_interval: Duration::from_secs(FILE_GC_INTERVAL_SECS_DEFAULT),
             gc_at_startup: true,
             transfers_in_flight_max: FILE_TRANSFERS_IN_FLIGHT_MAX,
+            transfers_per_account_max: FILE_TRANSFERS_PER_ACCOUNT_MAX,
             transfers_per_device_max: FILE_TRANSFERS_PER_DEVICE_MAX,
+            download_idle_timeout: Duration::from_secs(FILE_DOWNLOAD_IDLE_SECS_DEFAULT),
         }
     }
 }
@@ -106,6 +114,11 @@ impl FilesConfig {
                 FILE_UNREFERENCED_GRACE_SECS_MAX,
             ),
             ("gc_interval", self.gc_interval, FILE_GC_INTERVAL_SECS_MAX),
+            (
+                "download_idle_timeout",
+                self.download_idle_timeout,
+                FILE_UPLOAD_EXPIRY_SECS_MAX,
+            ),
         ];
         for (setting, value, max_secs) in durations {
             let max = Duration::from_secs(max_secs);
@@ -139,6 +152,11 @@ impl FilesConfig {
                 "transfers_in_flight_max",
                 self.transfers_in_flight_max,
                 tokio::sync::Semaphore::MAX_PERMITS,
+            ),
+            (
+                "transfers_per_account_max",
+                self.transfers_per_account_max,
+                usize::MAX,
             ),
             (
                 "transfers_per_device_max",
@@ -190,6 +208,7 @@ impl Files {
             tokens,
             transfers: transfers::TransferSlots::new(
                 config.transfers_in_flight_max,
+                config.transfers_per_account_max,
                 config.transfers_per_device_max,
             ),
             config,

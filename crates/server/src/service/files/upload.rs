@@ -263,7 +263,7 @@ impl<S: Store> Service<S> {
         let id = append.id;
         // Taken before the busy lock and held until the body is consumed: the write buffer
         // lives that long.
-        let _transfer = match self.files.transfers.try_acquire(who.device) {
+        let _transfer = match self.files.transfers.try_acquire(&who.username, who.device) {
             Ok(permit) => permit,
             Err(e) => return Appended::failed(None, e),
         };
