@@ -181,6 +181,17 @@ pub struct Append {
     pub kind: AppendKind,
 }
 
+impl Append {
+    /// The bytes it carries: its payload, and a commit's welcome.
+    pub fn bytes(&self) -> usize {
+        let welcome = match &self.kind {
+            AppendKind::Commit { welcome, .. } => welcome.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        };
+        self.payload.len() + welcome
+    }
+}
+
 /// Kind-specific parts of an [`Append`].
 #[derive(Debug, Clone)]
 pub enum AppendKind {

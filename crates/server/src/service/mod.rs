@@ -430,13 +430,7 @@ impl<S: Store> Service<S> {
         mut append: Append,
         refs: Option<BlobRefs>,
     ) -> Result<Appended, ServiceError> {
-        let welcome = match &append.kind {
-            chapar_store::AppendKind::Commit { welcome, .. } => {
-                welcome.as_ref().map_or(0, Vec::len)
-            }
-            _ => 0,
-        };
-        self.charge_writes(who, append.payload.len() + welcome)?;
+        self.charge_writes(who, append.bytes())?;
         append.sender = who.device;
         append.now_ms = now_ms();
         let is_message = matches!(append.kind, chapar_store::AppendKind::Application { .. });

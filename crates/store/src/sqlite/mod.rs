@@ -29,6 +29,12 @@ use crate::*;
 pub const WRITE_BATCH_JOBS_MAX: usize = 512;
 /// Most write jobs waiting for the writer; senders wait (backpressure) beyond it.
 pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
+/// Most bytes the write jobs waiting for the writer may carry together (messages, commits
+/// with their welcomes, key packages, archive segments); senders wait beyond it, so a burst
+/// of large writes cannot hold `WRITE_QUEUE_DEPTH_MAX` times the largest in memory.
+pub const WRITE_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// What a write job counts against [`WRITE_QUEUE_BYTES_MAX`] at least (its own bookkeeping).
+const WRITE_JOB_BYTES_MIN: usize = 1024;
 /// Reader connections; WAL lets them read while the writer writes.
 pub const READ_CONNECTIONS: usize = 4;
 
@@ -38,8 +44,15 @@ type WriteJob = Box<dyn FnOnce(&Connection, &mut cache::GroupCache) -> (bool, Co
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteJob>,
+    /// Bytes the queued write jobs carry, up to [`WRITE_QUEUE_BYTES_MAX`].
+    queued_bytes: Arc<Semaphore>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<Semaphore>,
+}
+
+/// Bytes of a set of key packages.
+fn packages_bytes(one_time: &[Vec<u8>], last_resort: &[u8]) -> usize {
+    one_time.iter().map(Vec::len).sum::<usize>() + last_resort.len()
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -88,6 +101,7 @@ impl SqliteStore {
             .map_err(backend)?;
         Ok(Self {
             writer: tx,
+            queued_bytes: Arc::new(Semaphore::new(WRITE_QUEUE_BYTES_MAX)),
             readers: Arc::new(Mutex::new(readers)),
             reader_permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
         })
@@ -98,16 +112,36 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.write_with_cache(move |conn, _| f(conn)).await
+        self.write_with_cache(0, move |conn, _| f(conn)).await
     }
 
-    /// Like [`Self::write`], with the writer's group cache (for appends).
+    /// Like [`Self::write`], for a job carrying `bytes` of data.
+    async fn write_sized<T: Send + 'static>(
+        &self,
+        bytes: usize,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_with_cache(bytes, move |conn, _| f(conn)).await
+    }
+
+    /// Like [`Self::write_sized`], with the writer's group cache (for appends). Waits while
+    /// the queue holds its most bytes.
     async fn write_with_cache<T: Send + 'static>(
         &self,
+        bytes: usize,
         f: impl FnOnce(&Connection, &mut cache::GroupCache) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let charge = bytes.clamp(WRITE_JOB_BYTES_MIN, WRITE_QUEUE_BYTES_MAX);
+        let queued = self
+            .queued_bytes
+            .clone()
+            .acquire_many_owned(u32::try_from(charge).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn, cache| {
+            // Out of the queue: the data is the writer's now.
+            drop(queued);
             let result = f(conn, cache);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
@@ -223,7 +257,9 @@ fn run_batch(
 
 impl Store for SqliteStore {
     async fn create_account(&self, account: NewAccount) -> Result<(), StoreError> {
-        self.write(move |c| ops::create_account(c, &account)).await
+        let bytes = packages_bytes(&account.key_packages, &account.last_resort_key_package);
+        self.write_sized(bytes, move |c| ops::create_account(c, &account))
+            .await
     }
 
     async fn account(&self, username: &str) -> Result<Option<AccountRecord>, StoreError> {
@@ -241,8 +277,11 @@ impl Store for SqliteStore {
         one_time: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
     ) -> Result<u32, StoreError> {
-        self.write(move |c| ops::add_key_packages(c, device, &one_time, last_resort.as_deref()))
-            .await
+        let bytes = packages_bytes(&one_time, last_resort.as_deref().unwrap_or_default());
+        self.write_sized(bytes, move |c| {
+            ops::add_key_packages(c, device, &one_time, last_resort.as_deref())
+        })
+        .await
     }
 
     async fn key_package_bytes(&self, username: &str) -> Result<u64, StoreError> {
@@ -267,18 +306,25 @@ impl Store for SqliteStore {
     }
 
     async fn add_device(&self, device: NewDevice) -> Result<(), StoreError> {
-        self.write_with_cache(move |c, cache| devices::add_device(c, cache, &device))
-            .await
+        let bytes = packages_bytes(&device.key_packages, &device.last_resort_key_package);
+        self.write_with_cache(bytes, move |c, cache| {
+            devices::add_device(c, cache, &device)
+        })
+        .await
     }
 
     async fn revoke_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
-        self.write_with_cache(move |c, cache| devices::revoke_device(c, cache, device, now_ms))
-            .await
+        self.write_with_cache(0, move |c, cache| {
+            devices::revoke_device(c, cache, device, now_ms)
+        })
+        .await
     }
 
     async fn touch_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
-        self.write_with_cache(move |c, cache| devices::touch_device(c, cache, device, now_ms))
-            .await
+        self.write_with_cache(0, move |c, cache| {
+            devices::touch_device(c, cache, device, now_ms)
+        })
+        .await
     }
 
     async fn create_link(
@@ -288,7 +334,7 @@ impl Store for SqliteStore {
         now_ms: u64,
         expires_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.write_sized(sealed_request.len(), move |c| {
             rendezvous::create_link(c, &link_id, &sealed_request, now_ms, expires_ms)
         })
         .await
@@ -305,8 +351,10 @@ impl Store for SqliteStore {
         sealed_approval: Vec<u8>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(move |c| rendezvous::approve_link(c, &link_id, &sealed_approval, now_ms))
-            .await
+        self.write_sized(sealed_approval.len(), move |c| {
+            rendezvous::approve_link(c, &link_id, &sealed_approval, now_ms)
+        })
+        .await
     }
 
     async fn complete_link(&self, link_id: Vec<u8>, now_ms: u64) -> Result<(), StoreError> {
@@ -321,8 +369,10 @@ impl Store for SqliteStore {
         expected_auth_key: Vec<u8>,
     ) -> Result<(), StoreError> {
         let username = username.to_owned();
-        self.write(move |c| recovery::set_recovery(c, &username, &record, &expected_auth_key))
-            .await
+        self.write_sized(record.sealed_bundle.len(), move |c| {
+            recovery::set_recovery(c, &username, &record, &expected_auth_key)
+        })
+        .await
     }
 
     async fn recovery(&self, username: &str) -> Result<Option<RecoveryRecord>, StoreError> {
@@ -338,8 +388,10 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<u64, StoreError> {
         let username = username.to_owned();
-        self.write(move |c| archive::append_archive(c, &username, device, &segment, now_ms))
-            .await
+        self.write_sized(segment.ciphertext.len(), move |c| {
+            archive::append_archive(c, &username, device, &segment, now_ms)
+        })
+        .await
     }
 
     async fn read_archive(
@@ -364,8 +416,10 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<Appended, StoreError> {
-        self.write_with_cache(move |c, cache| ops::append(c, cache, append))
-            .await
+        self.write_with_cache(append.bytes(), move |c, cache| {
+            ops::append(c, cache, append)
+        })
+        .await
     }
 
     async fn read_log(
@@ -447,8 +501,10 @@ impl Store for SqliteStore {
         append: Append,
         refs: BlobRefs,
     ) -> Result<Appended, StoreError> {
-        self.write_with_cache(move |c, cache| files::append_referencing(c, cache, append, &refs))
-            .await
+        self.write_with_cache(append.bytes(), move |c, cache| {
+            files::append_referencing(c, cache, append, &refs)
+        })
+        .await
     }
 
     async fn collect_garbage(
@@ -472,6 +528,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_passes_the_conformance_suite() {
@@ -492,6 +550,41 @@ mod tests {
             None,
         );
         assert!(matches!(sql(other), StoreError::Backend(_)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_wait_for_room_in_the_queues_byte_budget_and_all_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("chapar.db")).expect("open"));
+        // Larger than the whole budget: charged as all of it, never waiting forever.
+        assert_eq!(store.write_sized(usize::MAX, |_| Ok(1)).await, Ok(1));
+        // Many jobs of a third of the budget each: at most three queue at once, all run.
+        let (started, ran) = (Instant::now(), Arc::new(AtomicUsize::new(0)));
+        let jobs: Vec<_> = (0..12)
+            .map(|_| {
+                let (store, ran) = (store.clone(), ran.clone());
+                tokio::spawn(async move {
+                    store
+                        .write_sized(WRITE_QUEUE_BYTES_MAX / 3, move |_| {
+                            // The writer is slow: the queue fills up behind it.
+                            std::thread::sleep(Duration::from_millis(5));
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for job in jobs {
+            assert_eq!(job.await.expect("joined"), Ok(()));
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 12);
+        assert_eq!(
+            store.queued_bytes.available_permits(),
+            WRITE_QUEUE_BYTES_MAX,
+            "every byte came back"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
