@@ -21,5 +21,6 @@ fi
 "$bench" catchup --server-only --messages 2000 --json | check
 "$bench" catchup --messages 300 --json | check
 "$bench" history --messages 40 --chats 2 --json | check
+"$bench" soak --intervals 2 --interval-secs 2 --pairs 2 --rate 50 --churn-per-sec 5 --file-bytes 100000 --files-per-sec 2 --json | check
 CHAPAR_BENCH_MAX_MEMBERS=100 cargo bench -p chapar-bench --bench micro --profile dev -- --sample-count 1 --sample-size 1 >/dev/null
 echo "  ok: micro-benchmarks"

@@ -50,6 +50,8 @@ enum Scenario {
     Catchup(scenario::catchup::Args),
     /// A new device linked to an account with a long history, restoring all of it.
     History(scenario::history::Args),
+    /// Minutes of mixed traffic, connection churn and file transfers: RSS and p99 per interval.
+    Soak(scenario::soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -144,6 +146,19 @@ async fn run(cli: &Cli, fd_limit: u64) -> anyhow::Result<Value> {
                     "p99_ms": null,
                 }),
                 json!({"sizes": rows}),
+            )
+        }
+        Scenario::Soak(args) => {
+            let rows = scenario::soak::run(&common, args, &server).await?;
+            let last = rows.last();
+            (
+                "soak",
+                json!({
+                    "messages_per_sec": last.map(|r| r.pairs.messages_per_sec),
+                    "p50_ms": last.map(|r| r.pairs.latency.p50_ms),
+                    "p99_ms": last.map(|r| r.pairs.latency.p99_ms),
+                }),
+                json!({"intervals": rows}),
             )
         }
     };

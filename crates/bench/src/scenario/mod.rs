@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod history;
 pub mod idle;
 pub mod pairs;
+pub mod soak;
 
 use std::sync::{Arc, OnceLock};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chapar_wire::v1::{self, client_frame::Request};
 
 use super::Common;
-use crate::device::{self, message_id, stamped_payload};
+use crate::device::{self, Device, message_id, stamped_payload};
 use crate::nats::{self, NatsConn, NatsServer};
 use crate::pacer::{Phase, SendFn, run_phase};
 use crate::server::ServerUnderTest;
@@ -53,14 +53,16 @@ pub struct TargetReport {
     pub server_peak_rss_bytes: Option<u64>,
 }
 
-/// Sets up Chapar pairs and returns one send function per device.
-async fn chapar_senders(
+/// Sets up `pairs` Chapar pairs sending `size`-byte messages; returns one send function per
+/// device, and the devices.
+pub(crate) async fn chapar_senders(
     common: &Common,
-    args: &Args,
+    pairs: usize,
+    size: usize,
     recorder: &Arc<Recorder>,
-) -> anyhow::Result<Vec<SendFn>> {
-    let mut senders: Vec<SendFn> = Vec::new();
-    for p in 0..args.pairs {
+) -> anyhow::Result<(Vec<SendFn>, Vec<Arc<Device>>)> {
+    let (mut senders, mut devices): (Vec<SendFn>, _) = (Vec::new(), Vec::new());
+    for p in 0..pairs {
         let a = common
             .timed_device(&common.username("pa", p), recorder)
             .await?;
@@ -68,8 +70,8 @@ async fn chapar_senders(
             .timed_device(&common.username("pb", p), recorder)
             .await?;
         let (group, epoch) = device::form_group(&[a.clone(), b.clone()]).await?;
+        devices.extend([a.clone(), b.clone()]);
         for dev in [a, b] {
-            let size = args.size;
             // Message ids must stay unique across phases, or the server dedups them as retries.
             let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
             senders.push(Arc::new(move |due, counter| {
@@ -92,7 +94,7 @@ async fn chapar_senders(
             }));
         }
     }
-    Ok(senders)
+    Ok((senders, devices))
 }
 
 /// Sets up the same pairs on NATS: publish to the peer's subject with a JetStream ack inbox.
@@ -208,7 +210,7 @@ pub async fn run(
     server: &ServerUnderTest,
 ) -> anyhow::Result<(TargetReport, Option<TargetReport>)> {
     let recorder = Arc::new(Recorder::default());
-    let senders = chapar_senders(common, args, &recorder).await?;
+    let (senders, _) = chapar_senders(common, args.pairs, args.size, &recorder).await?;
     eprintln!("chapar: {} senders", senders.len());
     let mark = server.cpu_mark();
     let mut chapar = drive(&senders, args, duration, &recorder).await;
