@@ -12,6 +12,17 @@ use anyhow::{Context, bail};
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux x86_64).
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
+/// The limits of the server the tool starts: none that a load generator would meet.
+const BENCH_LIMITS: &str = "[limits]
+connections_max = 1000000
+connections_per_address_max = 1000000
+registration_pow_bits = 0
+registrations_per_address_per_hour = 1000000000
+claims_per_account_pair_per_hour = 1000000000
+device_changes_per_account_per_hour = 1000000000
+account_bytes_per_day = 1000000000000000
+";
+
 /// A server to drive.
 pub struct ServerUnderTest {
     /// Base URL, `http://host:port`.
@@ -60,22 +71,17 @@ impl ServerUnderTest {
             });
         }
         let dir = tempfile::tempdir()?;
+        // Every benchmark client comes from 127.0.0.1 and registers by the thousand: lift
+        // the caps, rate limits and registration's proof of work, which measure nothing here.
+        // (The hostile-client test and crates/server/tests measure them.)
+        let config = dir.path().join("chapar.toml");
+        std::fs::write(&config, BENCH_LIMITS)?;
         let mut child = Command::new(chapar_binary()?)
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("data"))
-            // Every benchmark client comes from 127.0.0.1 and registers by the thousand:
-            // lift the per-address and total caps and registration's proof of work, which
-            // measure nothing here. (The hostile-client test measures the caps.)
-            .args([
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--connections-max",
-                "1000000",
-                "--connections-per-address-max",
-                "1000000",
-                "--registration-pow-bits",
-                "0",
-            ])
+            .arg("--config")
+            .arg(&config)
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("CHAPAR_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

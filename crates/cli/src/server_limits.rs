@@ -36,6 +36,7 @@ pub struct LimitArgs {
 pub struct LimitsFile {
     connections_max: Option<usize>,
     connections_per_address_max: Option<usize>,
+    connections_per_device_max: Option<usize>,
     handshake_timeout: Option<String>,
     login_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -48,6 +49,7 @@ pub struct LimitsFile {
     key_package_bytes_per_account_max: Option<u64>,
     claims_per_account_pair_per_hour: Option<u32>,
     device_changes_per_account_per_hour: Option<u32>,
+    links_per_address_per_hour: Option<u32>,
 }
 
 fn duration(value: Option<&String>, key: &str) -> anyhow::Result<Option<Duration>> {
@@ -72,6 +74,9 @@ pub fn resolve(args: &LimitArgs, file: LimitsFile) -> anyhow::Result<Limits> {
             .connections_per_address_max
             .or(file.connections_per_address_max)
             .unwrap_or(d.connections_per_address_max),
+        connections_per_device_max: file
+            .connections_per_device_max
+            .unwrap_or(d.connections_per_device_max),
         handshake_timeout: duration(file.handshake_timeout.as_ref(), "handshake_timeout")?
             .unwrap_or(d.handshake_timeout),
         login_timeout: duration(file.login_timeout.as_ref(), "login_timeout")?
@@ -105,6 +110,9 @@ pub fn resolve(args: &LimitArgs, file: LimitsFile) -> anyhow::Result<Limits> {
         device_changes_per_account_per_hour: file
             .device_changes_per_account_per_hour
             .unwrap_or(d.device_changes_per_account_per_hour),
+        links_per_address_per_hour: file
+            .links_per_address_per_hour
+            .unwrap_or(d.links_per_address_per_hour),
     };
     limits.validate()?;
     Ok(limits)

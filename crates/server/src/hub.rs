@@ -98,10 +98,21 @@ impl Hub {
     }
 
     /// Registers an authenticated connection of `device`.
-    pub fn attach(&self, device: DeviceId, target: PushTarget) {
-        if let Ok(mut devices) = self.devices.lock() {
-            devices.entry(device).or_default().push(target);
+    /// Adds a connection of `device`, closing its oldest ones beyond `per_device_max` (a
+    /// phone that changed networks leaves half-open ones behind; one device must not hold
+    /// thousands). Returns how many it closed.
+    pub fn attach(&self, device: DeviceId, target: PushTarget, per_device_max: usize) -> usize {
+        let Ok(mut devices) = self.devices.lock() else {
+            return 0;
+        };
+        let targets = devices.entry(device).or_default();
+        let mut closed = 0;
+        while !targets.is_empty() && targets.len() >= per_device_max.max(1) {
+            targets.remove(0).kick.notify_one();
+            closed += 1;
         }
+        targets.push(target);
+        closed
     }
 
     /// Removes a connection.

@@ -14,6 +14,8 @@ pub struct Limits {
     /// Most connections open at once from one address. (Behind a relay or proxy every client
     /// has the relay's address; the address a proxy reports is not trusted yet.)
     pub connections_per_address_max: usize,
+    /// Most logged-in connections of one device; past it its oldest is closed.
+    pub connections_per_device_max: usize,
     /// Longest from accepting a connection to a complete HTTP request head, and between
     /// requests on a kept-alive connection.
     pub handshake_timeout: Duration,
@@ -41,8 +43,11 @@ pub struct Limits {
     pub key_package_bytes_per_account_max: u64,
     /// Times per hour one account may claim key packages of one other account.
     pub claims_per_account_pair_per_hour: u32,
-    /// Devices one account may add or revoke per hour.
+    /// Devices one account may add or revoke per hour (recoveries included).
     pub device_changes_per_account_per_hour: u32,
+    /// Anonymous link requests one address may file per hour (the server holds 10,000 at
+    /// most, for everyone).
+    pub links_per_address_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
         Self {
             connections_max: 10_000,
             connections_per_address_max: 256,
+            connections_per_device_max: 16,
             handshake_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
@@ -62,6 +68,7 @@ impl Default for Limits {
             key_package_bytes_per_account_max: 2 * 1024 * 1024,
             claims_per_account_pair_per_hour: 120,
             device_changes_per_account_per_hour: 20,
+            links_per_address_per_hour: 30,
         }
     }
 }
@@ -82,6 +89,9 @@ pub struct LimitsError {
 pub const REGISTRATION_POW_BITS_MAX: u8 = 32;
 /// The smallest connection budget: one whole frame must fit, or nothing could be answered.
 pub const CONNECTION_BYTES_MIN: usize = 2 * chapar_types::limits::FRAME_BYTES_MAX;
+/// The largest connection budget (its permits must fit a semaphore, and one connection
+/// holding more is an operator's mistake).
+pub const CONNECTION_BYTES_MAX: usize = 1 << 30;
 
 impl Limits {
     /// Limits for tests: generous, with registration's proof of work nearly free (8 bits).
@@ -91,6 +101,7 @@ impl Limits {
             registrations_per_address_per_hour: 1_000_000,
             claims_per_account_pair_per_hour: 1_000_000,
             device_changes_per_account_per_hour: 1_000_000,
+            links_per_address_per_hour: 1_000_000,
             ..Self::default()
         }
     }
@@ -113,6 +124,10 @@ impl Limits {
             "connections_per_address_max",
             self.connections_per_address_max as u64,
         )?;
+        positive(
+            "connections_per_device_max",
+            self.connections_per_device_max as u64,
+        )?;
         for (setting, value) in [
             ("handshake_timeout", self.handshake_timeout),
             ("login_timeout", self.login_timeout),
@@ -127,10 +142,10 @@ impl Limits {
                 });
             }
         }
-        if self.connection_bytes_max < CONNECTION_BYTES_MIN {
+        if !(CONNECTION_BYTES_MIN..=CONNECTION_BYTES_MAX).contains(&self.connection_bytes_max) {
             return Err(LimitsError {
                 setting: "connection_bytes_max",
-                expected: "at least two frames (2 MiB)",
+                expected: "between two frames (2 MiB) and 1 GiB",
                 got: self.connection_bytes_max.to_string(),
             });
         }
@@ -157,6 +172,10 @@ impl Limits {
         positive(
             "device_changes_per_account_per_hour",
             u64::from(self.device_changes_per_account_per_hour),
+        )?;
+        positive(
+            "links_per_address_per_hour",
+            u64::from(self.links_per_address_per_hour),
         )
     }
 }

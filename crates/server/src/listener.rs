@@ -6,6 +6,7 @@
 //! from HTTP: the count rides on the socket itself ([`Counted`]).
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -91,10 +92,42 @@ impl Drop for Admitted {
     }
 }
 
-/// A socket that keeps its connection's place in the counts for as long as it is open.
+/// A socket that keeps its connection's place in the counts for as long as it is open, and
+/// fails a write that cannot make progress for `write_timeout`: hyper has no write timeout of
+/// its own, so without this a client that never reads would hold a download (and its socket)
+/// forever.
 struct Counted {
     tcp: TcpStream,
     _admitted: Admitted,
+    write_timeout: Duration,
+    /// Set while a write waits for the client to read.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Counted {
+    /// Passes a write's result on, turning one that has been pending for `write_timeout`
+    /// into a `TimedOut` error.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            self.metrics.hit(LimitHit::WriteTimeout);
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
+    }
 }
 
 impl AsyncRead for Counted {
@@ -113,15 +146,18 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let result = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.timed(cx, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let result = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.timed(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        let result = Pin::new(&mut self.tcp).poll_shutdown(cx);
+        self.timed(cx, result)
     }
 
     fn poll_write_vectored(
@@ -129,7 +165,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.timed(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -173,7 +210,8 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let admitted = match admission.admit(peer.ip(), &metrics) {
+        let address = crate::service::rate::address_key(Some(peer.ip()));
+        let admitted = match admission.admit(address, &metrics) {
             Ok(admitted) => admitted,
             Err(limit) => {
                 metrics.hit(limit);
@@ -190,6 +228,9 @@ pub(crate) async fn serve(
                 TokioIo::new(Counted {
                     tcp,
                     _admitted: admitted,
+                    write_timeout: limits.write_timeout,
+                    stalled: None,
+                    metrics: metrics.clone(),
                 }),
                 TowerToHyperService::new(service),
             )

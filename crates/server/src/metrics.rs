@@ -38,10 +38,16 @@ pub enum LimitHit {
     KeyPackageBytes,
     /// A download cut off: its client did not take the next bytes in time.
     DownloadIdle,
+    /// A device's oldest connection closed: it opened more than its most.
+    ConnectionsPerDevice,
+    /// A registration refused: its proof of work falls short.
+    ProofOfWork,
+    /// A link request refused: its address filed too many this hour.
+    LinkRate,
 }
 
 impl LimitHit {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 16] = [
         Self::ConnectionsMax,
         Self::ConnectionsPerAddress,
         Self::LoginTimeout,
@@ -55,6 +61,9 @@ impl LimitHit {
         Self::AccountBytes,
         Self::KeyPackageBytes,
         Self::DownloadIdle,
+        Self::ConnectionsPerDevice,
+        Self::ProofOfWork,
+        Self::LinkRate,
     ];
 
     /// The label value in `/metrics`.
@@ -73,6 +82,9 @@ impl LimitHit {
             Self::AccountBytes => "account_bytes_per_day",
             Self::KeyPackageBytes => "key_package_bytes_per_account_max",
             Self::DownloadIdle => "download_idle_timeout",
+            Self::ConnectionsPerDevice => "connections_per_device_max",
+            Self::ProofOfWork => "registration_pow_bits",
+            Self::LinkRate => "links_per_address_per_hour",
         }
     }
 }

@@ -241,13 +241,22 @@ fn send(group: &[u8], message_id: u8, bytes: usize) -> Request {
 #[tokio::test]
 async fn an_account_writes_its_daily_bytes_and_then_waits_while_others_write_on() {
     let server = serve(Limits {
-        account_bytes_per_day: 10_000,
+        // Creating the group costs 1,024 of them (GROUP_CHARGE_BYTES).
+        account_bytes_per_day: 11_000,
         ..Limits::for_tests()
     })
     .await;
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let (ours, theirs) = (create_group(&alice, 1).await, create_group(&bob, 2).await);
+    // Refused appends are not charged: sends in a stale epoch cost nothing.
+    for n in 10..20 {
+        let mut stale = send(&ours, n, 4_000);
+        if let Request::SendMessage(m) = &mut stale {
+            m.epoch = 7;
+        }
+        assert_eq!(code(alice.conn.request(stale).await), ErrorCode::StaleEpoch);
+    }
     alice.conn.request(send(&ours, 1, 4_000)).await.unwrap();
     alice.conn.request(send(&ours, 2, 4_000)).await.unwrap();
     assert_eq!(
@@ -365,4 +374,62 @@ async fn positions_past_two_to_the_sixty_third_are_refused_not_wrapped() {
         panic!()
     };
     assert_eq!(page.entries.len(), 1);
+}
+
+#[tokio::test]
+async fn one_address_files_a_few_link_requests_an_hour() {
+    let server = serve(Limits {
+        links_per_address_per_hour: 2,
+        ..Limits::for_tests()
+    })
+    .await;
+    let link = |n: u8| {
+        Request::CreateLink(v1::CreateLink {
+            link_id: vec![n; 16],
+            sealed_request: vec![1; 100],
+        })
+    };
+    for n in 0..2 {
+        let conn = Connection::open(&server.url).await.unwrap();
+        conn.request(link(n)).await.unwrap();
+    }
+    let conn = Connection::open(&server.url).await.unwrap();
+    assert_eq!(code(conn.request(link(9)).await), ErrorCode::RateLimited);
+}
+
+#[tokio::test]
+async fn a_device_holds_a_few_connections_and_its_oldest_go_first() {
+    let server = serve(Limits {
+        connections_per_device_max: 2,
+        ..Limits::for_tests()
+    })
+    .await;
+    let first = Connection::open(&server.url).await.unwrap();
+    let (request, keys) = registration(&first, "alice");
+    first.request(Request::Register(request)).await.unwrap();
+    let mut conns = vec![first];
+    for _ in 0..2 {
+        let conn = Connection::open(&server.url).await.unwrap();
+        let login = Request::Authenticate(v1::Authenticate {
+            device_id: keys.id.0,
+            challenge_signature: chapar_crypto::identity::answer_challenge(
+                &keys.device_key,
+                conn.challenge(),
+                keys.id,
+            ),
+        });
+        conn.request(login).await.unwrap();
+        conns.push(conn);
+    }
+    let ping = || Request::Ping(v1::Ping {});
+    // The oldest was closed when the third logged in; the two newest still answer.
+    harness::eventually(
+        std::time::Duration::from_secs(5),
+        "the oldest connection closes",
+        || async { conns[0].request(ping()).await.is_err() },
+    )
+    .await;
+    for conn in &conns[1..] {
+        conn.request(ping()).await.unwrap();
+    }
 }

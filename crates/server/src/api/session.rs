@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chapar_store::{Append, AppendKind, Store};
 use chapar_types::limits::{
-    FRAME_BYTES_MAX, PUSH_QUEUE_DEPTH_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    FRAME_BYTES_MAX, PAGE_BYTES_MAX, PUSH_QUEUE_DEPTH_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
 };
 use chapar_types::{DeviceId, ErrorCode};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::convert;
 use crate::ServiceError;
@@ -53,6 +53,26 @@ type Budget = Arc<Semaphore>;
 /// The permits for `bytes` bytes of the budget (a frame is at most a few MiB).
 fn bytes_of(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// What a request's answer may take, reserved from the budget before it runs when that is
+/// more than a small frame: pages of the log, welcomes, the archive, groups, devices and
+/// claimed key packages. Without it, 64 of them in flight would build ~50 MiB of answers
+/// outside the budget while they wait for room.
+fn answer_reserve(request: &Request) -> u32 {
+    // Room for the page and its framing.
+    const PAGE_ANSWER_BYTES: usize = PAGE_BYTES_MAX + 64 * 1024;
+    match request {
+        Request::FetchLog(_)
+        | Request::FetchWelcomes(_)
+        | Request::FetchArchive(_)
+        | Request::ListGroups(_)
+        | Request::ListDevices(_)
+        | Request::GetAccount(_)
+        | Request::ClaimKeyPackages(_)
+        | Request::FetchLink(_) => bytes_of(PAGE_ANSWER_BYTES),
+        _ => 0,
+    }
 }
 
 /// Serves one connection until either side closes it, or it breaks a limit: it must log in
@@ -102,7 +122,7 @@ pub async fn serve<S, R, W, E>(
         let next = tokio::select! {
             next = frames.next() => next,
             () = kick.notified() => {
-                tracing::info!(connection = session.connection_id, "closing the connection of a revoked device");
+                tracing::info!(connection = session.connection_id, "closing a connection: its device was revoked, or opened too many");
                 break;
             }
             // The writer gave up (the client stopped reading, or went away).
@@ -189,6 +209,13 @@ pub async fn serve<S, R, W, E>(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
+        let reserved = match answer_reserve(&request) {
+            0 => None,
+            bytes => match budget.clone().acquire_many_owned(bytes).await {
+                Ok(reserved) => Some(reserved),
+                Err(_) => break,
+            },
+        };
         let (service, out, budget) = (service.clone(), out.clone(), budget.clone());
         let connection_id = session.connection_id;
         tokio::spawn(async move {
@@ -198,15 +225,21 @@ pub async fn serve<S, R, W, E>(
             // The request's share goes before the response takes its own: a response never
             // waits for room that only a waiting response could free.
             drop(held);
-            let _ = respond(&out, &budget, request_id, result).await;
+            let _ = respond_within(&out, &budget, request_id, result, reserved).await;
             drop(permit);
         });
     }
 
     service.detach(&session);
     drop(out);
-    if !writer.is_finished() {
-        let _ = writer.await;
+    // Requests still running finish and queue their answers; the writer ends when they have
+    // (or at its write timeout). Bounded anyway: nothing may hold a closed connection.
+    if !writer.is_finished()
+        && tokio::time::timeout(limits.write_timeout * 2, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
     }
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -251,8 +284,15 @@ async fn write<W: Sink<Bytes> + Unpin>(
                 next = queue.try_recv().ok();
             }
         }
-        if lagged.swap(false, Ordering::Relaxed) && sink.feed(resync.clone()).await.is_err() {
-            break;
+        if lagged.swap(false, Ordering::Relaxed) {
+            match tokio::time::timeout(write_timeout, sink.feed(resync.clone())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    timed_out();
+                    break;
+                }
+            }
         }
         match tokio::time::timeout(write_timeout, sink.flush()).await {
             Ok(Ok(())) => {}
@@ -315,13 +355,48 @@ async fn respond(
     request_id: u64,
     result: Result<Reply, ServiceError>,
 ) -> Result<(), ()> {
-    let frame = Bytes::from(chapar_wire::encode(&convert::response(request_id, result)));
-    let share = budget
-        .clone()
-        .acquire_many_owned(bytes_of(frame.len()))
-        .await
-        .map_err(|_| ())?;
-    out.send(Outgoing::Frame(frame, Some(share)))
+    respond_within(out, budget, request_id, result, None).await
+}
+
+/// Like [`respond`], taking the response's share from `reserved` where it fits (the rest of
+/// the reservation goes back). An answer larger than a frame, which no client could read
+/// and which could wait forever for room, is replaced by a `too_large` error.
+async fn respond_within(
+    out: &mpsc::Sender<Outgoing>,
+    budget: &Budget,
+    request_id: u64,
+    result: Result<Reply, ServiceError>,
+    reserved: Option<OwnedSemaphorePermit>,
+) -> Result<(), ()> {
+    let mut frame = chapar_wire::encode(&convert::response(request_id, result));
+    if frame.len() > FRAME_BYTES_MAX {
+        tracing::warn!(
+            bytes = frame.len(),
+            "an answer larger than a frame was refused"
+        );
+        let error = ServiceError::new(
+            ErrorCode::TooLarge,
+            "the answer would be larger than a frame; ask for less at a time",
+        );
+        frame = chapar_wire::encode(&convert::response(request_id, Err(error)));
+    }
+    let needed = bytes_of(frame.len());
+    let share = match reserved {
+        Some(mut reserved) if reserved.num_permits() >= needed as usize => {
+            // What is left of `reserved` is dropped, and given back, here.
+            reserved.split(needed as usize)
+        }
+        _ => None,
+    };
+    let share = match share {
+        Some(share) => share,
+        None => budget
+            .clone()
+            .acquire_many_owned(needed)
+            .await
+            .map_err(|_| ())?,
+    };
+    out.send(Outgoing::Frame(Bytes::from(frame), Some(share)))
         .await
         .map_err(|_| ())
 }

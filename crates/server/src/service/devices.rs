@@ -206,7 +206,7 @@ impl<S: Store> Service<S> {
     ) -> Result<(), ServiceError> {
         self.require_active(who).await?;
         super::check_new_device_packages(&request)?;
-        self.device_change_allowed(who)?;
+        self.device_change_allowed(&who.username)?;
         let adding = request.key_packages.iter().map(Vec::len).sum::<usize>()
             + request.last_resort_key_package.len();
         self.check_key_package_bytes(&who.username, adding).await?;
@@ -267,7 +267,7 @@ impl<S: Store> Service<S> {
                 "a device cannot revoke itself; revoke it from another device of the account",
             ));
         }
-        self.device_change_allowed(who)?;
+        self.device_change_allowed(&who.username)?;
         let record = self.store.device(device).await?;
         let Some(record) = record.filter(|r| r.username == who.username.as_str()) else {
             return Err(ServiceError::bad_request(format!(
@@ -371,6 +371,14 @@ impl<S: Store> Service<S> {
             &r.device.device_key,
             &r.challenge_signature,
         )?;
+        // A recovery adds a device (and may revoke the others): it counts as a change, and
+        // its packages against the account's quota, as `add_device` does.
+        self.device_change_allowed(&username)?;
+        if !r.revoke_others {
+            let adding = r.device.key_packages.iter().map(Vec::len).sum::<usize>()
+                + r.device.last_resort_key_package.len();
+            self.check_key_package_bytes(&username, adding).await?;
+        }
         let device = r.device.device;
         let account = self.account_of(&username).await?;
         let new = NewDevice {
@@ -389,8 +397,8 @@ impl<S: Store> Service<S> {
 
     /// Counts a device added or revoked by `who`'s account; refuses past the hourly limit (a
     /// member looping them would make every co-member's next message stale).
-    fn device_change_allowed(&self, who: &Authenticated) -> Result<(), ServiceError> {
-        if self.rates.device_changes.allow(&who.username) {
+    fn device_change_allowed(&self, username: &Username) -> Result<(), ServiceError> {
+        if self.rates.device_changes.allow(username) {
             return Ok(());
         }
         self.metrics.hit(crate::metrics::LimitHit::DeviceChangeRate);

@@ -73,6 +73,8 @@ pub struct Rates {
     pub device_changes: rate::RateLimiter<Username>,
     /// Bytes written per account per day to logs, welcomes and the archive.
     pub account_bytes: rate::RateLimiter<Username>,
+    /// Anonymous link requests per address.
+    pub links: rate::RateLimiter<std::net::IpAddr>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -119,6 +121,23 @@ pub(crate) fn check_challenge(
             "the challenge signature does not verify",
         ))
     }
+}
+
+/// What one log entry costs an account's daily budget at least: its row, index entries and
+/// pushes cost the server that much whatever the payload.
+pub const ENTRY_CHARGE_MIN_BYTES: usize = 256;
+/// What a commit costs the budget per device it adds or removes (member and inbox rows).
+pub const DEVICE_CHANGE_CHARGE_BYTES: usize = 256;
+/// What creating a group costs the budget.
+pub const GROUP_CHARGE_BYTES: usize = 1024;
+
+/// What `append` costs its sender's daily budget.
+fn append_charge(append: &Append) -> usize {
+    let changes = match &append.kind {
+        chapar_store::AppendKind::Commit { added, removed, .. } => added.len() + removed.len(),
+        _ => 0,
+    };
+    append.bytes().max(ENTRY_CHARGE_MIN_BYTES) + changes * DEVICE_CHANGE_CHARGE_BYTES
 }
 
 /// Refuses a new device that brings more than [`KEY_PACKAGES_AT_REGISTER_MAX`] one-time key
@@ -201,6 +220,7 @@ impl<S: Store> Service<S> {
                     limits.device_changes_per_account_per_hour,
                 ),
                 account_bytes: rate::RateLimiter::bytes_per_day(limits.account_bytes_per_day),
+                links: rate::RateLimiter::per_hour(limits.links_per_address_per_hour),
             },
             limits,
             files,
@@ -215,13 +235,6 @@ impl<S: Store> Service<S> {
         r: Registration,
     ) -> Result<Authenticated, ServiceError> {
         let limits = &self.limits;
-        if !limits.invite_codes.is_empty() && !limits.invite_codes.contains(&r.invite_code) {
-            self.metrics.hit(LimitHit::Invite);
-            return Err(ServiceError::new(
-                ErrorCode::InviteRequired,
-                "this server registers accounts by invitation only",
-            ));
-        }
         let username = Username::parse(&r.username)
             .map_err(|e| ServiceError::new(ErrorCode::InvalidUsername, e.to_string()))?;
         if !chapar_types::pow::verify(
@@ -230,12 +243,24 @@ impl<S: Store> Service<S> {
             limits.registration_pow_bits,
             r.proof_of_work,
         ) {
+            self.metrics.hit(LimitHit::ProofOfWork);
             return Err(ServiceError::new(
                 ErrorCode::ProofOfWorkRequired,
                 format!(
                     "registering needs a proof of work of {} bits over this connection's challenge",
                     limits.registration_pow_bits
                 ),
+            ));
+        }
+        // After the work, and counted with the address's registrations: guessing invite
+        // codes costs a proof each, and a few an hour.
+        let address = rate::address_key(r.peer);
+        if !limits.invite_codes.is_empty() && !limits.invite_codes.contains(&r.invite_code) {
+            self.metrics.hit(LimitHit::Invite);
+            self.rates.registrations.allow(&address);
+            return Err(ServiceError::new(
+                ErrorCode::InviteRequired,
+                "this server registers accounts by invitation only",
             ));
         }
         check_new_device_packages(&r.device)?;
@@ -249,9 +274,7 @@ impl<S: Store> Service<S> {
         )?;
         // Counted once the request is well-formed and proven: squatting names costs as much
         // as taking them.
-        if let Some(peer) = r.peer
-            && !self.rates.registrations.allow(&peer)
-        {
+        if !self.rates.registrations.allow(&address) {
             self.metrics.hit(LimitHit::RegistrationRate);
             return Err(ServiceError::new(
                 ErrorCode::RateLimited,
@@ -326,6 +349,13 @@ impl<S: Store> Service<S> {
                 self.limits.account_bytes_per_day
             ),
         ))
+    }
+
+    /// Gives back `bytes` charged for a write that was then not stored.
+    pub(crate) fn refund_writes(&self, who: &Authenticated, bytes: usize) {
+        self.rates
+            .account_bytes
+            .give_back(&who.username, bytes as u64);
     }
 
     /// Refuses `adding` bytes of key packages if the account would keep more than its limit.
@@ -419,7 +449,11 @@ impl<S: Store> Service<S> {
         who: &Authenticated,
         group: GroupId,
     ) -> Result<(), ServiceError> {
-        self.store.create_group(group, who.device, now_ms()).await?;
+        self.charge_writes(who, GROUP_CHARGE_BYTES)?;
+        if let Err(e) = self.store.create_group(group, who.device, now_ms()).await {
+            self.refund_writes(who, GROUP_CHARGE_BYTES);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -430,13 +464,27 @@ impl<S: Store> Service<S> {
         mut append: Append,
         refs: Option<BlobRefs>,
     ) -> Result<Appended, ServiceError> {
-        self.charge_writes(who, append.bytes())?;
+        let charge = append_charge(&append);
+        self.charge_writes(who, charge)?;
         append.sender = who.device;
         append.now_ms = now_ms();
         let is_message = matches!(append.kind, chapar_store::AppendKind::Application { .. });
         let appended = match refs {
-            Some(refs) => self.append_referencing(append, refs).await?,
-            None => self.store.append(append).await?,
+            Some(refs) => self.append_referencing(append, refs).await,
+            None => self.store.append(append).await.map_err(ServiceError::from),
+        };
+        // What was not stored is not charged: a co-member's traffic that makes our commit
+        // stale must not spend our day.
+        let appended = match appended {
+            Ok(appended) if !appended.duplicate => appended,
+            Ok(duplicate) => {
+                self.refund_writes(who, charge);
+                duplicate
+            }
+            Err(e) => {
+                self.refund_writes(who, charge);
+                return Err(e);
+            }
         };
         if !appended.duplicate {
             let counter = if is_message {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,23 @@ pub const RATE_KEYS_MAX: usize = 100_000;
 pub const RATE_ACCOUNTS_MAX: usize = 1_000_000;
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// The key for an address's limits: an IPv4 address, or an IPv6 address's /64 (one subscriber
+/// usually has a whole /64, so counting each /128 would give them 2^64 budgets). A transport
+/// that knows no address gets one shared key: it never bypasses a limit.
+pub fn address_key(peer: Option<IpAddr>) -> IpAddr {
+    match peer {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(IpAddr::V4(v4)) => IpAddr::V4(v4),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 struct Bucket {
@@ -64,6 +82,14 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.take_at(key, cost, Instant::now())
     }
 
+    /// Gives back `cost` tokens taken for work that was then refused (never past full).
+    pub fn give_back(&self, key: &K, cost: u64) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + cost as f64).min(self.capacity);
+        }
+    }
+
     fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
         let seconds = now.saturating_duration_since(bucket.at).as_secs_f64();
         (bucket.tokens + seconds * self.per_second).min(self.capacity)
@@ -72,10 +98,18 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn take_at(&self, key: &K, cost: u64, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(key) && buckets.len() >= self.keys_max {
-            // Forget the keys whose buckets are full again: they are as if never seen.
+            // Forget the keys whose buckets are full again: they are as if never seen. If
+            // none is, forget the fullest, rather than refuse every new key: a table filled
+            // by one attacker must not lock everyone else out.
             buckets.retain(|_, bucket| self.refilled(bucket, now) < self.capacity);
             if buckets.len() >= self.keys_max {
-                return false;
+                let fullest = buckets
+                    .iter()
+                    .max_by(|a, b| self.refilled(a.1, now).total_cmp(&self.refilled(b.1, now)))
+                    .map(|(key, _)| key.clone());
+                if let Some(fullest) = fullest {
+                    buckets.remove(&fullest);
+                }
             }
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
@@ -98,6 +132,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the report
+
     use super::*;
 
     #[test]
@@ -125,18 +161,51 @@ mod tests {
     }
 
     #[test]
-    fn past_its_keys_a_limiter_forgets_full_buckets_and_refuses_new_keys_otherwise() {
+    fn past_its_keys_a_limiter_forgets_the_fullest_bucket_not_new_keys() {
         let limiter = RateLimiter::new(2, HOUR, 2);
         let start = Instant::now();
-        assert!(limiter.take_at(&1, 1, start));
+        assert!(limiter.take_at(&1, 2, start));
         assert!(limiter.take_at(&2, 1, start));
+        assert!(limiter.take_at(&3, 1, start), "a new key is let in...");
         assert!(
-            !limiter.take_at(&3, 1, start),
-            "both tracked keys are in use"
+            !limiter.take_at(&1, 1, start),
+            "...the emptiest bucket is kept"
         );
         assert!(
-            limiter.take_at(&3, 1, start + HOUR),
-            "full buckets are forgotten"
+            limiter.buckets.lock().unwrap().len() <= 2,
+            "the table keeps its size"
+        );
+    }
+
+    #[test]
+    fn tokens_given_back_count_again() {
+        let limiter = RateLimiter::bytes_per_day(100);
+        let start = Instant::now();
+        assert!(limiter.take_at(&"a", 100, start));
+        limiter.give_back(&"a", 60);
+        assert!(limiter.take_at(&"a", 60, start));
+        assert!(!limiter.take_at(&"a", 1, start));
+    }
+
+    #[test]
+    fn addresses_are_keyed_by_ipv4_address_or_ipv6_slash_64() {
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            address_key(ip("::ffff:10.0.0.1")),
+            address_key(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            address_key(None),
+            address_key(None),
+            "no address is one shared key"
         );
     }
 }

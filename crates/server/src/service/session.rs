@@ -123,6 +123,20 @@ impl<S: Store> Service<S> {
                 format!("at most {LINKS_PER_CONNECTION_MAX} link requests per connection"),
             ));
         }
+        if !self
+            .rates
+            .links
+            .allow(&super::rate::address_key(session.peer))
+        {
+            self.metrics.hit(crate::metrics::LimitHit::LinkRate);
+            return Err(ServiceError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} link requests an hour from one address; try later",
+                    self.limits.links_per_address_per_hour
+                ),
+            ));
+        }
         self.create_link(link_id, sealed).await?;
         session.links_created += 1;
         Ok(())
@@ -132,7 +146,13 @@ impl<S: Store> Service<S> {
     /// now found nothing to close: it is checked again once the connection can be found.
     pub async fn attach(&self, who: &Authenticated, target: PushTarget) {
         let kick = target.kick.clone();
-        self.hub.attach(who.device, target);
+        let closed = self
+            .hub
+            .attach(who.device, target, self.limits.connections_per_device_max);
+        for _ in 0..closed {
+            self.metrics
+                .hit(crate::metrics::LimitHit::ConnectionsPerDevice);
+        }
         if self.require_active(who).await.is_err() {
             kick.notify_one();
         }

@@ -91,18 +91,19 @@ pub(super) fn read_archive(
              WHERE username = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .map_err(sql)?;
-    stmt.query_map(params![username, num(after_id)?, i64::from(limit)], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)? as u64,
-            r.get::<_, i64>(3)? as u64,
-            r.get::<_, u32>(4)?,
-            r.get::<_, Vec<u8>>(5)?,
-        ))
-    })
-    .map_err(sql)?
-    .map(|row| {
+    let rows = stmt
+        .query_map(params![username, num(after_id)?, i64::from(limit)], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, u32>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })
+        .map_err(sql)?;
+    let segments = rows.map(|row| {
         let (id, group, from_seq, through_seq, key_generation, ciphertext) = row.map_err(sql)?;
         Ok(ArchiveSegment {
             id,
@@ -112,6 +113,6 @@ pub(super) fn read_archive(
             key_generation,
             ciphertext,
         })
-    })
-    .collect()
+    });
+    super::ops::page_of(segments, |s| s.ciphertext.len())
 }

@@ -26,6 +26,25 @@ pub(super) fn num(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::OutOfRange(n))
 }
 
+/// Collects rows until their bytes pass `PAGE_BYTES_MAX`, the row that passes it included (the
+/// service trims pages to the limit): a page request never loads 500 large rows to send
+/// 768 KiB of them.
+pub(super) fn page_of<T>(
+    rows: impl Iterator<Item = Result<T, StoreError>>,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, StoreError> {
+    let (mut page, mut total) = (Vec::new(), 0usize);
+    for row in rows {
+        let row = row?;
+        total = total.saturating_add(size(&row));
+        page.push(row);
+        if total > chapar_types::limits::PAGE_BYTES_MAX {
+            break;
+        }
+    }
+    Ok(page)
+}
+
 pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -531,9 +550,8 @@ pub(super) fn read_log(
                 })
             },
         )
-        .map_err(sql)?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(sql)?;
+    let entries = page_of(entries.map(|row| row.map_err(sql)), |e| e.payload.len())?;
     let last = entries.last().map_or(from, |e| e.seq);
     Ok(LogPage {
         entries,
@@ -555,21 +573,22 @@ pub(super) fn read_welcomes(
              WHERE inbox.device_id = ?1 AND inbox.id > ?2 ORDER BY inbox.id LIMIT ?3",
         )
         .map_err(sql)?;
-    stmt.query_map(
-        params![dev(device), num(after_id)?, i64::from(limit)],
-        |r| {
-            let group: Vec<u8> = r.get(1)?;
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                group,
-                r.get::<_, i64>(2)? as u64,
-                to_dev(r.get(3)?),
-                r.get(4)?,
-            ))
-        },
-    )
-    .map_err(sql)?
-    .map(|row| {
+    let rows = stmt
+        .query_map(
+            params![dev(device), num(after_id)?, i64::from(limit)],
+            |r| {
+                let group: Vec<u8> = r.get(1)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    group,
+                    r.get::<_, i64>(2)? as u64,
+                    to_dev(r.get(3)?),
+                    r.get(4)?,
+                ))
+            },
+        )
+        .map_err(sql)?;
+    let welcomes = rows.map(|row| {
         let (id, group, seq, sender, welcome) = row.map_err(sql)?;
         Ok(WelcomeRecord {
             id,
@@ -578,8 +597,8 @@ pub(super) fn read_welcomes(
             sender,
             welcome,
         })
-    })
-    .collect()
+    });
+    page_of(welcomes, |w| w.welcome.len())
 }
 
 pub(super) fn device_groups(

@@ -57,21 +57,15 @@ impl<S: Store> Service<S> {
             let mut transfer = Some(transfer);
             let mut next = stream.next().await;
             while let Some(chunk) = next {
+                // Read ahead, to know whether this chunk is the last.
                 next = stream.next().await;
-                if next.is_none() {
-                    // Give the slot back before the last bytes go: once the client has them
-                    // (hyper may end the response there), its next transfer must find it.
-                    transfer = None;
-                }
-                match &chunk {
-                    Ok(bytes) => {
-                        service
-                            .metrics
-                            .file_bytes_downloaded_total
-                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let bytes = match &chunk {
+                    Ok(bytes) => bytes.len() as u64,
+                    Err(e) => {
+                        tracing::error!(blob = %id, error = %e, "reading a blob failed");
+                        0
                     }
-                    Err(e) => tracing::error!(blob = %id, error = %e, "reading a blob failed"),
-                }
+                };
                 match tokio::time::timeout(idle, chunks.send(chunk)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return, // the client went away
@@ -80,6 +74,15 @@ impl<S: Store> Service<S> {
                         tracing::debug!(blob = %id, "download stalled; cut off");
                         return;
                     }
+                }
+                service
+                    .metrics
+                    .file_bytes_downloaded_total
+                    .fetch_add(bytes, Ordering::Relaxed);
+                if next.is_none() {
+                    // The last bytes are handed over: the slot is free before the client
+                    // can have them (hyper may end the response there) and ask again.
+                    transfer = None;
                 }
             }
             drop(transfer);
