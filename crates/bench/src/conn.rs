@@ -92,6 +92,9 @@ impl BenchConn {
                     return;
                 }
             }
+            // Dropped: close the WebSocket, or the reader's half would keep it open until the
+            // server's idle timeout.
+            let _ = sink.close().await;
         });
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>> = Arc::default();
         tokio::spawn({

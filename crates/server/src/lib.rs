@@ -118,7 +118,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let service = open_service(&config)?;
     let gc = service::files::gc::spawn_file_gc(service.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = listen(config.listen)?;
     let operators = tokio::net::TcpListener::bind(config.metrics_listen).await?;
     let bound = Bound {
         address: listener.local_addr()?,
@@ -174,4 +174,21 @@ impl ServerConfig {
             files: FilesConfig::default(),
         }
     }
+}
+
+/// Most connections the kernel queues for `accept` (the default, 128, overflows when
+/// thousands of clients reconnect at once after a network change, and each waits seconds).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `address` with room for [`LISTEN_BACKLOG`] pending connections.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restarted server may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -123,7 +123,7 @@ impl Counted {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stalled.as_mut().poll(cx).is_ready() {
             self.stalled = None;
-            self.metrics.hit(LimitHit::WriteTimeout);
+            self.metrics.hit(LimitHit::SocketWriteTimeout);
             return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
         }
         Poll::Pending

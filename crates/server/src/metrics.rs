@@ -40,6 +40,9 @@ pub enum LimitHit {
     DownloadIdle,
     /// A device's oldest connection closed: it opened more than its most.
     ConnectionsPerDevice,
+    /// A socket closed: a write to it made no progress for the write timeout (HTTP
+    /// included; a protocol connection's own write timeout usually comes first).
+    SocketWriteTimeout,
     /// A registration refused: its proof of work falls short.
     ProofOfWork,
     /// A link request refused: its address filed too many this hour.
@@ -47,7 +50,7 @@ pub enum LimitHit {
 }
 
 impl LimitHit {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::ConnectionsMax,
         Self::ConnectionsPerAddress,
         Self::LoginTimeout,
@@ -62,6 +65,7 @@ impl LimitHit {
         Self::KeyPackageBytes,
         Self::DownloadIdle,
         Self::ConnectionsPerDevice,
+        Self::SocketWriteTimeout,
         Self::ProofOfWork,
         Self::LinkRate,
     ];
@@ -83,6 +87,7 @@ impl LimitHit {
             Self::KeyPackageBytes => "key_package_bytes_per_account_max",
             Self::DownloadIdle => "download_idle_timeout",
             Self::ConnectionsPerDevice => "connections_per_device_max",
+            Self::SocketWriteTimeout => "socket_write_timeout",
             Self::ProofOfWork => "registration_pow_bits",
             Self::LinkRate => "links_per_address_per_hour",
         }
