@@ -17,7 +17,7 @@ pub struct LimitArgs {
     /// Most connections open at once from one address [default: 256]
     #[arg(long, env = "CHAPAR_CONNECTIONS_PER_ADDRESS_MAX")]
     connections_per_address_max: Option<usize>,
-    /// Leading zero bits of registration's proof of work, 0 to 32; each doubles the work
+    /// Leading zero bits of registration's proof of work, 0 to 24; each doubles the work
     /// (20 is about a second on a phone) [default: 20]
     #[arg(long, env = "CHAPAR_REGISTRATION_POW_BITS")]
     registration_pow_bits: Option<u8>,

@@ -85,8 +85,8 @@ pub struct LimitsError {
     pub got: String,
 }
 
-/// Most leading zero bits a proof of work may ask for (past it, registering takes days).
-pub const REGISTRATION_POW_BITS_MAX: u8 = 32;
+/// Most leading zero bits a proof of work may ask for (past it, registering takes minutes on a phone).
+pub const REGISTRATION_POW_BITS_MAX: u8 = chapar_types::pow::BITS_MAX;
 /// The smallest connection budget: one whole frame must fit, or nothing could be answered.
 pub const CONNECTION_BYTES_MIN: usize = 2 * chapar_types::limits::FRAME_BYTES_MAX;
 /// The largest connection budget (its permits must fit a semaphore, and one connection
@@ -152,7 +152,7 @@ impl Limits {
         if self.registration_pow_bits > REGISTRATION_POW_BITS_MAX {
             return Err(LimitsError {
                 setting: "registration_pow_bits",
-                expected: "at most 32",
+                expected: "at most 24",
                 got: self.registration_pow_bits.to_string(),
             });
         }

@@ -8,6 +8,11 @@ use sha2::{Digest, Sha256};
 
 const DOMAIN: &[u8] = b"chapar registration pow v1\0";
 
+/// The most work a server may ask (leading zero bits) and a client will do: 2^24 hashes is
+/// seconds on a desktop and under a minute on a phone, so a hostile server cannot make its
+/// clients spin for hours (2^32 would).
+pub const BITS_MAX: u8 = 24;
+
 fn hash(challenge: &[u8], username: &str, nonce: u64) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);

@@ -19,8 +19,6 @@ use crate::provider::Provider;
 use crate::storage::{Profile, Tx};
 use crate::{CoreError, Usage};
 
-/// The most proof of work a server may ask of a registration (leading zero bits).
-const REGISTRATION_POW_BITS_MAX: u32 = 32;
 /// Below this many one-time key packages on the server, the device uploads a new batch.
 const KEY_PACKAGE_LOW_WATER: u32 = 5;
 
@@ -140,10 +138,10 @@ impl Device {
         let Reply::HelloOk(ok) = reply else {
             return Err(unexpected("HelloOk"));
         };
-        // More than the server's own maximum would take days: treat it as that maximum, and
+        // More than the most a server may ask would take a phone minutes: treat it as that most, and
         // let the server say no.
-        let bits = u8::try_from(ok.registration_pow_bits.min(REGISTRATION_POW_BITS_MAX))
-            .unwrap_or(REGISTRATION_POW_BITS_MAX as u8);
+        let most = chapar_types::pow::BITS_MAX;
+        let bits = u8::try_from(ok.registration_pow_bits.min(u32::from(most))).unwrap_or(most);
         self.io.set_challenge(ok.challenge.clone(), bits);
         Ok(ok.challenge)
     }
