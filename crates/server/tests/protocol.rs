@@ -2,7 +2,6 @@
 //! delivery-service rules and bad input. Each failure names the request that misbehaved.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
-use chapar_client::CoreError as ClientError;
 use chapar_client::connection::Connection;
 use chapar_crypto::identity::{self, SecretKey};
 use chapar_types::limits::{FRAME_BYTES_MAX, MESSAGE_CIPHERTEXT_BYTES_MAX};
@@ -16,16 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[path = "files/harness.rs"]
 mod harness;
 
-use harness::{Device, TestServer, register, start};
-
-fn code(result: Result<Reply, ClientError>) -> ErrorCode {
-    match result {
-        Err(e) => e
-            .code()
-            .unwrap_or_else(|| panic!("not a server error: {e}")),
-        Ok(reply) => panic!("expected an error, got {reply:?}"),
-    }
-}
+use harness::{Device, TestServer, code, register, start};
 
 async fn create_group(device: &Device) -> Vec<u8> {
     let mut id = vec![0u8; 16];

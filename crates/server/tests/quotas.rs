@@ -15,16 +15,7 @@ use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 #[path = "files/harness.rs"]
 mod harness;
 
-use harness::{Device, TestServer, add_device, register, registration, start_configured};
-
-fn code(result: Result<Reply, CoreError>) -> ErrorCode {
-    match result {
-        Err(e) => e
-            .code()
-            .unwrap_or_else(|| panic!("not a server error: {e}")),
-        Ok(reply) => panic!("expected an error, got {reply:?}"),
-    }
-}
+use harness::{Device, TestServer, add_device, code, register, registration, start_configured};
 
 async fn serve(limits: Limits) -> TestServer {
     start_configured(FilesConfig::default(), limits).await

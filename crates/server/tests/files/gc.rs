@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chapar_client::CoreError as ClientError;
 use chapar_server::FilesConfig;
 use chapar_types::ErrorCode;
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
@@ -59,15 +58,6 @@ async fn appended(device: &Device, request: Request) -> u64 {
     match device.conn.request(request).await.unwrap() {
         Reply::Appended(a) => a.seq,
         other => panic!("expected Appended, got {other:?}"),
-    }
-}
-
-fn code(result: Result<Reply, ClientError>) -> ErrorCode {
-    match result {
-        Err(e) => e
-            .code()
-            .unwrap_or_else(|| panic!("not a server error: {e}")),
-        Ok(reply) => panic!("expected an error, got {reply:?}"),
     }
 }
 

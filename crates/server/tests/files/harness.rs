@@ -11,7 +11,7 @@ use std::time::Duration;
 use chapar_client::connection::Connection;
 use chapar_crypto::identity::{self, SecretKey};
 use chapar_server::{FilesConfig, ServerConfig};
-use chapar_types::{DeviceId, Username};
+use chapar_types::{DeviceId, ErrorCode, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +94,16 @@ impl Device {
     /// `Authorization` for this device.
     pub fn auth(&self) -> (&'static str, String) {
         ("Authorization", format!("Bearer {}", self.token))
+    }
+}
+
+/// The error code of a request that must fail.
+pub fn code(result: Result<Reply, chapar_client::CoreError>) -> ErrorCode {
+    match result {
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("not a server error: {e}")),
+        Ok(reply) => panic!("expected an error, got {reply:?}"),
     }
 }
 
