@@ -50,6 +50,13 @@ impl From<StoreError> for ServiceError {
                 Self::new(ErrorCode::GroupExists, "a group with this id exists")
             }
             StoreError::UnknownGroup => Self::new(ErrorCode::UnknownGroup, "no such group"),
+            StoreError::KeyPackageQuota { stored } => Self::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the account keeps {stored} bytes of key packages with these, more than it \
+                     may; upload fewer"
+                ),
+            ),
             StoreError::OutOfRange(n) => Self::new(
                 ErrorCode::BadRequest,
                 format!("{n} is out of range: positions, sizes and times stay below 2^63"),

@@ -179,11 +179,20 @@ async fn key_packages_are_claimed_once_and_last_resort_stays<S: Store>(store: &S
     );
     assert_eq!(
         store
-            .add_key_packages(DeviceId(d), vec![vec![12]], Some(vec![98]))
+            .add_key_packages(DeviceId(d), vec![vec![12]], Some(vec![98]), u64::MAX)
             .await
             .unwrap(),
         1
     );
+    // Past the account's quota nothing is added, the last-resort package included.
+    assert_eq!(
+        store
+            .add_key_packages(DeviceId(d), vec![vec![13; 10]], Some(vec![97; 10]), 11)
+            .await,
+        Err(StoreError::KeyPackageQuota { stored: 21 })
+    );
+    assert_eq!(store.key_package_bytes(&bob).await.unwrap(), 2);
+    assert_eq!(store.key_package_count(DeviceId(d)).await.unwrap(), 1);
     // The claiming device never gets its own packages.
     assert!(
         store

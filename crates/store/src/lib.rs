@@ -39,11 +39,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds one-time key packages, and replaces the last-resort one if given. Returns how many
     /// one-time packages the device has now. Oldest are dropped past the per-device limit.
+    /// If the account's active devices would then keep more than `account_bytes_max` bytes of
+    /// packages, nothing is added (`KeyPackageQuota`): checked in the same transaction, so
+    /// concurrent uploads cannot pass it together.
     fn add_key_packages(
         &self,
         device: DeviceId,
         one_time: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        account_bytes_max: u64,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Bytes of key packages (one-time and last-resort) the account's active devices keep.

@@ -50,6 +50,12 @@ pub enum StoreError {
     /// No such account.
     #[error("unknown user")]
     UnknownUser,
+    /// The account would keep more key package bytes than it may (it keeps `stored` now).
+    #[error("key package quota (the account keeps {stored} bytes)")]
+    KeyPackageQuota {
+        /// Bytes of key packages the account keeps.
+        stored: u64,
+    },
     /// A number (a position, cursor, size or time) does not fit the store: 2^63 or more.
     #[error("number out of range: {0}")]
     OutOfRange(u64),

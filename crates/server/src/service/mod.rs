@@ -391,7 +391,12 @@ impl<S: Store> Service<S> {
         let last_resort = (!last_resort.is_empty()).then_some(last_resort);
         Ok(self
             .store
-            .add_key_packages(who.device, one_time, last_resort)
+            .add_key_packages(
+                who.device,
+                one_time,
+                last_resort,
+                self.limits.key_package_bytes_per_account_max,
+            )
             .await?)
     }
 

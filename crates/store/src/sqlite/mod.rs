@@ -276,10 +276,14 @@ impl Store for SqliteStore {
         device: DeviceId,
         one_time: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        account_bytes_max: u64,
     ) -> Result<u32, StoreError> {
         let bytes = packages_bytes(&one_time, last_resort.as_deref().unwrap_or_default());
         self.write_sized(bytes, move |c| {
-            ops::add_key_packages(c, device, &one_time, last_resort.as_deref())
+            let count = ops::add_key_packages(c, device, &one_time, last_resort.as_deref())?;
+            // Over the quota, the savepoint rolls the upload back.
+            ops::check_key_package_quota(c, device, account_bytes_max)?;
+            Ok(count)
         })
         .await
     }

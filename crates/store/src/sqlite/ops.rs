@@ -194,6 +194,28 @@ pub(super) fn key_package_bytes(c: &Connection, username: &str) -> Result<u64, S
     .map_err(sql)
 }
 
+/// `KeyPackageQuota` if `device`'s account keeps more than `max` bytes of key packages.
+pub(super) fn check_key_package_quota(
+    c: &Connection,
+    device: DeviceId,
+    max: u64,
+) -> Result<(), StoreError> {
+    let username: String = c
+        .query_row(
+            "SELECT username FROM devices WHERE device_id = ?1",
+            [dev(device)],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::UnknownDevice(device))?;
+    let stored = key_package_bytes(c, &username)?;
+    if stored > max {
+        return Err(StoreError::KeyPackageQuota { stored });
+    }
+    Ok(())
+}
+
 pub(super) fn key_package_count(c: &Connection, device: DeviceId) -> Result<u32, StoreError> {
     c.query_row(
         "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
