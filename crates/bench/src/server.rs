@@ -19,6 +19,7 @@ connections_per_address_max = 1000000
 registration_pow_bits = 0
 registrations_per_address_per_hour = 1000000000
 claims_per_account_pair_per_hour = 1000000000
+one_time_claims_per_account_per_hour = 1000000000
 device_changes_per_account_per_hour = 1000000000
 account_bytes_per_day = 1000000000000000
 ";

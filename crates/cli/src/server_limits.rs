@@ -48,6 +48,7 @@ pub struct LimitsFile {
     account_bytes_per_day: Option<u64>,
     key_package_bytes_per_account_max: Option<u64>,
     claims_per_account_pair_per_hour: Option<u32>,
+    one_time_claims_per_account_per_hour: Option<u32>,
     device_changes_per_account_per_hour: Option<u32>,
     links_per_address_per_hour: Option<u32>,
 }
@@ -107,6 +108,9 @@ pub fn resolve(args: &LimitArgs, file: LimitsFile) -> anyhow::Result<Limits> {
         claims_per_account_pair_per_hour: file
             .claims_per_account_pair_per_hour
             .unwrap_or(d.claims_per_account_pair_per_hour),
+        one_time_claims_per_account_per_hour: file
+            .one_time_claims_per_account_per_hour
+            .unwrap_or(d.one_time_claims_per_account_per_hour),
         device_changes_per_account_per_hour: file
             .device_changes_per_account_per_hour
             .unwrap_or(d.device_changes_per_account_per_hour),

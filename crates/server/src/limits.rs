@@ -43,6 +43,10 @@ pub struct Limits {
     pub key_package_bytes_per_account_max: u64,
     /// Times per hour one account may claim key packages of one other account.
     pub claims_per_account_pair_per_hour: u32,
+    /// Claims per hour that get one of an account's one-time key packages, whoever makes
+    /// them; past it, claims get its last-resort packages, so no crowd of accounts can drain
+    /// the one-time ones.
+    pub one_time_claims_per_account_per_hour: u32,
     /// Devices one account may add or revoke per hour (recoveries included).
     pub device_changes_per_account_per_hour: u32,
     /// Anonymous link requests one address may file per hour (the server holds 10,000 at
@@ -67,6 +71,7 @@ impl Default for Limits {
             account_bytes_per_day: 256 * 1024 * 1024,
             key_package_bytes_per_account_max: 2 * 1024 * 1024,
             claims_per_account_pair_per_hour: 120,
+            one_time_claims_per_account_per_hour: 100,
             device_changes_per_account_per_hour: 20,
             links_per_address_per_hour: 30,
         }
@@ -100,6 +105,7 @@ impl Limits {
             registration_pow_bits: 8,
             registrations_per_address_per_hour: 1_000_000,
             claims_per_account_pair_per_hour: 1_000_000,
+            one_time_claims_per_account_per_hour: 1_000_000,
             device_changes_per_account_per_hour: 1_000_000,
             links_per_address_per_hour: 1_000_000,
             ..Self::default()
@@ -168,6 +174,10 @@ impl Limits {
         positive(
             "claims_per_account_pair_per_hour",
             u64::from(self.claims_per_account_pair_per_hour),
+        )?;
+        positive(
+            "one_time_claims_per_account_per_hour",
+            u64::from(self.one_time_claims_per_account_per_hour),
         )?;
         positive(
             "device_changes_per_account_per_hour",

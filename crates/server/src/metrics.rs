@@ -43,6 +43,8 @@ pub enum LimitHit {
     /// A socket closed: a write to it made no progress for the write timeout (HTTP
     /// included; a protocol connection's own write timeout usually comes first).
     SocketWriteTimeout,
+    /// A claim served last-resort packages: the account gave out its most one-time ones.
+    OneTimeClaims,
     /// A registration refused: its proof of work falls short.
     ProofOfWork,
     /// A link request refused: its address filed too many this hour.
@@ -50,7 +52,7 @@ pub enum LimitHit {
 }
 
 impl LimitHit {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::ConnectionsMax,
         Self::ConnectionsPerAddress,
         Self::LoginTimeout,
@@ -66,6 +68,7 @@ impl LimitHit {
         Self::DownloadIdle,
         Self::ConnectionsPerDevice,
         Self::SocketWriteTimeout,
+        Self::OneTimeClaims,
         Self::ProofOfWork,
         Self::LinkRate,
     ];
@@ -88,6 +91,7 @@ impl LimitHit {
             Self::DownloadIdle => "download_idle_timeout",
             Self::ConnectionsPerDevice => "connections_per_device_max",
             Self::SocketWriteTimeout => "socket_write_timeout",
+            Self::OneTimeClaims => "one_time_claims_per_account_per_hour",
             Self::ProofOfWork => "registration_pow_bits",
             Self::LinkRate => "links_per_address_per_hour",
         }

@@ -175,6 +175,39 @@ async fn nobody_drains_another_accounts_key_packages() {
     }
 }
 
+/// The key package a claim of `name` by `device` got.
+async fn claimed_package(device: &Device, name: &str) -> Vec<u8> {
+    match claims(device, name).await.unwrap() {
+        Reply::KeyPackages(k) => k.devices[0].key_package.clone(),
+        other => panic!("ClaimKeyPackages answered {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn past_its_hourly_give_out_an_account_serves_its_last_resort_package() {
+    let server = serve(Limits {
+        one_time_claims_per_account_per_hour: 2,
+        ..Limits::for_tests()
+    })
+    .await;
+    let alice = register(&server, "alice").await;
+    alice.conn.request(upload(3, 5)).await.unwrap();
+    let mut claimers = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        claimers.push(register(&server, name).await);
+    }
+    // The harness registered one one-time package [1, 2, 3] and the last-resort [9].
+    assert_eq!(claimed_package(&claimers[0], "alice").await, vec![1, 2, 3]);
+    assert_eq!(claimed_package(&claimers[1], "alice").await, vec![3; 5]);
+    assert_eq!(
+        claimed_package(&claimers[2], "alice").await,
+        vec![9],
+        "a third claimer gets the last-resort package, though one-time ones are left"
+    );
+    // Bob's own one-time packages are still given out.
+    assert_eq!(claimed_package(&claimers[2], "bob").await, vec![1, 2, 3]);
+}
+
 #[tokio::test]
 async fn an_account_changes_its_devices_a_few_times_an_hour() {
     let server = serve(Limits {

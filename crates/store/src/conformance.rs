@@ -161,10 +161,18 @@ async fn key_packages_are_claimed_once_and_last_resort_stays<S: Store>(store: &S
     let d = unique(4);
     seed_account(store, &bob, d).await;
     assert_eq!(store.key_package_count(DeviceId(d)).await.unwrap(), 2);
+    // Without one-time packages, the last-resort one is given and the others stay.
+    let last_resort = store
+        .claim_key_packages(&bob, DeviceId(0), vec![], false)
+        .await
+        .unwrap();
+    assert_eq!(last_resort.len(), 1);
+    assert_eq!(last_resort[0].key_package, vec![99]);
+    assert_eq!(store.key_package_count(DeviceId(d)).await.unwrap(), 2);
     let mut seen = Vec::new();
     for _ in 0..4 {
         let claimed = store
-            .claim_key_packages(&bob, DeviceId(0), vec![])
+            .claim_key_packages(&bob, DeviceId(0), vec![], true)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
@@ -196,7 +204,7 @@ async fn key_packages_are_claimed_once_and_last_resort_stays<S: Store>(store: &S
     // The claiming device never gets its own packages.
     assert!(
         store
-            .claim_key_packages(&bob, DeviceId(d), vec![])
+            .claim_key_packages(&bob, DeviceId(d), vec![], true)
             .await
             .unwrap()
             .is_empty()
@@ -433,7 +441,7 @@ async fn devices_are_added_limited_and_revoked<S: Store>(store: &S) {
     };
     store.append(unaware).await.unwrap();
     let only = store
-        .claim_key_packages(&ivy, DeviceId(j1), vec![DeviceId(i2)])
+        .claim_key_packages(&ivy, DeviceId(j1), vec![DeviceId(i2)], true)
         .await
         .unwrap();
     assert_eq!(only.len(), 1);
@@ -491,7 +499,7 @@ async fn devices_are_added_limited_and_revoked<S: Store>(store: &S) {
     );
     assert!(
         store
-            .claim_key_packages(&ivy, DeviceId(j1), vec![DeviceId(i2)])
+            .claim_key_packages(&ivy, DeviceId(j1), vec![DeviceId(i2)], true)
             .await
             .unwrap()
             .is_empty()

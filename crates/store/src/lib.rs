@@ -63,13 +63,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Takes one key package for each active device of `username` except `except` (and, if
-    /// `only` is not empty, only for those devices): a one-time package if any is left (it is
-    /// deleted), else the last-resort one (it is kept).
+    /// `only` is not empty, only for those devices): a one-time package if any is left and
+    /// `one_time` allows it (it is deleted), else the last-resort one (it is kept).
     fn claim_key_packages(
         &self,
         username: &str,
         except: DeviceId,
         only: Vec<DeviceId>,
+        one_time: bool,
     ) -> impl Future<Output = Result<Vec<ClaimedKeyPackage>, StoreError>> + Send;
 
     /// Adds a device to an existing account (at most

@@ -75,6 +75,8 @@ pub struct Rates {
     pub account_bytes: rate::RateLimiter<Username>,
     /// Anonymous link requests per address.
     pub links: rate::RateLimiter<std::net::IpAddr>,
+    /// Claims of one account's one-time key packages, by anyone else.
+    pub one_time_claims: rate::RateLimiter<Username>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -221,6 +223,11 @@ impl<S: Store> Service<S> {
                 ),
                 account_bytes: rate::RateLimiter::bytes_per_day(limits.account_bytes_per_day),
                 links: rate::RateLimiter::per_hour(limits.links_per_address_per_hour),
+                one_time_claims: rate::RateLimiter::new(
+                    u64::from(limits.one_time_claims_per_account_per_hour),
+                    std::time::Duration::from_secs(3600),
+                    rate::RATE_ACCOUNTS_MAX,
+                ),
             },
             limits,
             files,
@@ -426,11 +433,16 @@ impl<S: Store> Service<S> {
         }
         let account = self.account(username).await?;
         // Each claim uses up one-time packages: nobody may drain another account's.
+        let mut one_time = true;
         if account.username != who.username.as_str() {
             let target = Username::parse(&account.username).map_err(|_| {
                 ServiceError::new(ErrorCode::Internal, "a stored username is invalid")
             })?;
-            if !self.rates.claims.allow(&(who.username.clone(), target)) {
+            if !self
+                .rates
+                .claims
+                .allow(&(who.username.clone(), target.clone()))
+            {
                 self.metrics.hit(LimitHit::ClaimRate);
                 return Err(ServiceError::new(
                     ErrorCode::RateLimited,
@@ -440,10 +452,17 @@ impl<S: Store> Service<S> {
                     ),
                 ));
             }
+            // Past the account's own hourly give-out, however many claimers there are, its
+            // last-resort packages serve (a new chat still works; its first epoch just
+            // lacks the one-time package's forward secrecy).
+            one_time = self.rates.one_time_claims.allow(&target);
+            if !one_time {
+                self.metrics.hit(LimitHit::OneTimeClaims);
+            }
         }
         let claimed = self
             .store
-            .claim_key_packages(&account.username, who.device, only)
+            .claim_key_packages(&account.username, who.device, only, one_time)
             .await?;
         Ok((account, claimed))
     }

@@ -303,9 +303,10 @@ impl Store for SqliteStore {
         username: &str,
         except: DeviceId,
         only: Vec<DeviceId>,
+        one_time: bool,
     ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
         let username = username.to_owned();
-        self.write(move |c| ops::claim_key_packages(c, &username, except, &only))
+        self.write(move |c| ops::claim_key_packages(c, &username, except, &only, one_time))
             .await
     }
 

@@ -230,6 +230,7 @@ pub(super) fn claim_key_packages(
     username: &str,
     except: DeviceId,
     only: &[DeviceId],
+    one_time: bool,
 ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
     let Some(account) = account(c, username)? else {
         return Ok(Vec::new());
@@ -242,12 +243,14 @@ pub(super) fn claim_key_packages(
         {
             continue;
         }
-        // One-time packages first (lowest last_resort), oldest first.
+        // One-time packages first (lowest last_resort), oldest first; only the last-resort
+        // one when one-time packages are not to be given out.
         let found = c
             .query_row(
-                "SELECT id, last_resort, data FROM key_packages WHERE device_id = ?1
+                "SELECT id, last_resort, data FROM key_packages
+                 WHERE device_id = ?1 AND last_resort >= ?2
                  ORDER BY last_resort, id LIMIT 1",
-                [dev(device.device)],
+                params![dev(device.device), i64::from(!one_time)],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
