@@ -7,12 +7,14 @@
 //! This file holds accounts, key packages and the group logs; [`devices`] holds linking,
 //! revocation and recovery; [`archive`] the accounts' encrypted history archives; [`files`]
 //! encrypted file transfers (uploads, downloads, references, garbage collection);
-//! [`session`] what one connection may do, and [`submit`] appending with its limits and
-//! fan-out.
+//! [`session`] what one connection may do, [`submit`] appending with its limits and
+//! fan-out, [`quotas`] what one account or address may do, and [`rate`] the token buckets
+//! behind it.
 
 pub mod archive;
 pub mod devices;
 pub mod files;
+pub mod quotas;
 pub mod rate;
 pub mod session;
 pub mod submit;
@@ -35,6 +37,8 @@ use crate::error::ServiceError;
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::metrics::{LimitHit, Metrics};
+pub use quotas::Rates;
+use quotas::{GROUP_CHARGE_BYTES, append_charge};
 
 /// An authenticated device on a connection.
 #[derive(Debug, Clone)]
@@ -61,22 +65,6 @@ pub struct Registration {
     pub invite_code: String,
     /// The address it came from, if the transport knows it.
     pub peer: Option<std::net::IpAddr>,
-}
-
-/// The rate limits the service keeps (see [`Limits`]).
-pub struct Rates {
-    /// Registrations per address.
-    pub registrations: rate::RateLimiter<std::net::IpAddr>,
-    /// Claims of one account's key packages by another.
-    pub claims: rate::RateLimiter<(Username, Username)>,
-    /// Devices added or revoked per account.
-    pub device_changes: rate::RateLimiter<Username>,
-    /// Bytes written per account per day to logs, welcomes and the archive.
-    pub account_bytes: rate::RateLimiter<Username>,
-    /// Anonymous link requests per address.
-    pub links: rate::RateLimiter<std::net::IpAddr>,
-    /// Claims of one account's one-time key packages, by anyone else.
-    pub one_time_claims: rate::RateLimiter<Username>,
 }
 
 /// The delivery service: store, live fan-out and metrics.
@@ -123,23 +111,6 @@ pub(crate) fn check_challenge(
             "the challenge signature does not verify",
         ))
     }
-}
-
-/// What one log entry costs an account's daily budget at least: its row, index entries and
-/// pushes cost the server that much whatever the payload.
-pub const ENTRY_CHARGE_MIN_BYTES: usize = 256;
-/// What a commit costs the budget per device it adds or removes (member and inbox rows).
-pub const DEVICE_CHANGE_CHARGE_BYTES: usize = 256;
-/// What creating a group costs the budget.
-pub const GROUP_CHARGE_BYTES: usize = 1024;
-
-/// What `append` costs its sender's daily budget.
-fn append_charge(append: &Append) -> usize {
-    let changes = match &append.kind {
-        chapar_store::AppendKind::Commit { added, removed, .. } => added.len() + removed.len(),
-        _ => 0,
-    };
-    append.bytes().max(ENTRY_CHARGE_MIN_BYTES) + changes * DEVICE_CHANGE_CHARGE_BYTES
 }
 
 /// Refuses a new device that brings more than [`KEY_PACKAGES_AT_REGISTER_MAX`] one-time key
@@ -213,22 +184,7 @@ impl<S: Store> Service<S> {
             store,
             hub: Hub::default(),
             metrics: Arc::new(Metrics::default()),
-            rates: Rates {
-                registrations: rate::RateLimiter::per_hour(
-                    limits.registrations_per_address_per_hour,
-                ),
-                claims: rate::RateLimiter::per_hour(limits.claims_per_account_pair_per_hour),
-                device_changes: rate::RateLimiter::per_hour(
-                    limits.device_changes_per_account_per_hour,
-                ),
-                account_bytes: rate::RateLimiter::bytes_per_day(limits.account_bytes_per_day),
-                links: rate::RateLimiter::per_hour(limits.links_per_address_per_hour),
-                one_time_claims: rate::RateLimiter::new(
-                    u64::from(limits.one_time_claims_per_account_per_hour),
-                    std::time::Duration::from_secs(3600),
-                    rate::RATE_ACCOUNTS_MAX,
-                ),
-            },
+            rates: Rates::new(&limits),
             limits,
             files,
         }
@@ -336,53 +292,6 @@ impl<S: Store> Service<S> {
         let remaining = self.store.key_package_count(device).await?;
         self.store.touch_device(device, now_ms()).await?;
         Ok((Authenticated { device, username }, remaining))
-    }
-
-    /// Charges `bytes` written to a log, a welcome or the archive to `who`'s account;
-    /// refuses them past its daily budget.
-    pub(crate) fn charge_writes(
-        &self,
-        who: &Authenticated,
-        bytes: usize,
-    ) -> Result<(), ServiceError> {
-        if self.rates.account_bytes.take(&who.username, bytes as u64) {
-            return Ok(());
-        }
-        self.metrics.hit(LimitHit::AccountBytes);
-        Err(ServiceError::new(
-            ErrorCode::QuotaExceeded,
-            format!(
-                "the account wrote its {} bytes for today to chats and its archive; try later",
-                self.limits.account_bytes_per_day
-            ),
-        ))
-    }
-
-    /// Gives back `bytes` charged for a write that was then not stored.
-    pub(crate) fn refund_writes(&self, who: &Authenticated, bytes: usize) {
-        self.rates
-            .account_bytes
-            .give_back(&who.username, bytes as u64);
-    }
-
-    /// Refuses `adding` bytes of key packages if the account would keep more than its limit.
-    pub(crate) async fn check_key_package_bytes(
-        &self,
-        username: &Username,
-        adding: usize,
-    ) -> Result<(), ServiceError> {
-        let stored = self.store.key_package_bytes(username.as_str()).await?;
-        if stored.saturating_add(adding as u64) <= self.limits.key_package_bytes_per_account_max {
-            return Ok(());
-        }
-        self.metrics.hit(LimitHit::KeyPackageBytes);
-        Err(ServiceError::new(
-            ErrorCode::QuotaExceeded,
-            format!(
-                "the account keeps {stored} bytes of key packages and may keep {}; upload fewer",
-                self.limits.key_package_bytes_per_account_max
-            ),
-        ))
     }
 
     /// Adds key packages for the caller's device.
