@@ -8,7 +8,8 @@ use chapar_types::limits::DEVICES_PER_ACCOUNT_MAX;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cache::GroupCache;
-use super::ops::{add_key_packages, dev, insert_device, num};
+use super::key_packages::add_key_packages;
+use super::ops::{dev, insert_device, num};
 use super::sql;
 use crate::*;
 

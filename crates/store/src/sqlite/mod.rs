@@ -11,6 +11,7 @@ mod archive;
 mod cache;
 mod devices;
 mod files;
+mod key_packages;
 mod ops;
 mod recovery;
 mod rendezvous;
@@ -280,9 +281,10 @@ impl Store for SqliteStore {
     ) -> Result<u32, StoreError> {
         let bytes = packages_bytes(&one_time, last_resort.as_deref().unwrap_or_default());
         self.write_sized(bytes, move |c| {
-            let count = ops::add_key_packages(c, device, &one_time, last_resort.as_deref())?;
+            let count =
+                key_packages::add_key_packages(c, device, &one_time, last_resort.as_deref())?;
             // Over the quota, the savepoint rolls the upload back.
-            ops::check_key_package_quota(c, device, account_bytes_max)?;
+            key_packages::check_key_package_quota(c, device, account_bytes_max)?;
             Ok(count)
         })
         .await
@@ -290,12 +292,13 @@ impl Store for SqliteStore {
 
     async fn key_package_bytes(&self, username: &str) -> Result<u64, StoreError> {
         let username = username.to_owned();
-        self.read(move |c| ops::key_package_bytes(c, &username))
+        self.read(move |c| key_packages::key_package_bytes(c, &username))
             .await
     }
 
     async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
-        self.read(move |c| ops::key_package_count(c, device)).await
+        self.read(move |c| key_packages::key_package_count(c, device))
+            .await
     }
 
     async fn claim_key_packages(
@@ -306,7 +309,7 @@ impl Store for SqliteStore {
         one_time: bool,
     ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
         let username = username.to_owned();
-        self.write(move |c| ops::claim_key_packages(c, &username, except, &only, one_time))
+        self.write(move |c| key_packages::claim_key_packages(c, &username, except, &only, one_time))
             .await
     }
 
@@ -531,76 +534,4 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_passes_the_conformance_suite() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("chapar.db")).expect("open");
-        crate::conformance::run_all(&store).await;
-    }
-
-    #[test]
-    fn a_full_disk_is_reported_as_such() {
-        let full = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            None,
-        );
-        assert_eq!(sql(full), StoreError::Full);
-        let other = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            None,
-        );
-        assert!(matches!(sql(other), StoreError::Backend(_)));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_wait_for_room_in_the_queues_byte_budget_and_all_run() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(SqliteStore::open(&dir.path().join("chapar.db")).expect("open"));
-        // Larger than the whole budget: charged as all of it, never waiting forever.
-        assert_eq!(store.write_sized(usize::MAX, |_| Ok(1)).await, Ok(1));
-        // Many jobs of a third of the budget each: at most three queue at once, all run.
-        let (started, ran) = (Instant::now(), Arc::new(AtomicUsize::new(0)));
-        let jobs: Vec<_> = (0..12)
-            .map(|_| {
-                let (store, ran) = (store.clone(), ran.clone());
-                tokio::spawn(async move {
-                    store
-                        .write_sized(WRITE_QUEUE_BYTES_MAX / 3, move |_| {
-                            // The writer is slow: the queue fills up behind it.
-                            std::thread::sleep(Duration::from_millis(5));
-                            ran.fetch_add(1, Ordering::SeqCst);
-                            Ok(())
-                        })
-                        .await
-                })
-            })
-            .collect();
-        for job in jobs {
-            assert_eq!(job.await.expect("joined"), Ok(()));
-        }
-        assert_eq!(ran.load(Ordering::SeqCst), 12);
-        assert_eq!(
-            store.queued_bytes.available_permits(),
-            WRITE_QUEUE_BYTES_MAX,
-            "every byte came back"
-        );
-        assert!(started.elapsed() < Duration::from_secs(30));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn data_survives_reopening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("chapar.db");
-        {
-            let store = SqliteStore::open(&path).expect("open");
-            crate::conformance::seed_account(&store, "persist", 1).await;
-        }
-        let store = SqliteStore::open(&path).expect("reopen");
-        assert!(store.account("persist").await.expect("read").is_some());
-    }
-}
+mod tests;

@@ -1,7 +1,6 @@
 //! The SQL behind each [`crate::Store`] method. Writers run inside the writer's savepoint;
 //! readers on a pooled reader connection.
 
-use chapar_types::limits::KEY_PACKAGES_STORED_PER_DEVICE_MAX;
 use chapar_types::{DeviceId, GroupId, MessageId, Seq};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -15,7 +14,7 @@ pub(super) fn dev(d: DeviceId) -> i64 {
     d.0 as i64
 }
 
-fn to_dev(n: i64) -> DeviceId {
+pub(super) fn to_dev(n: i64) -> DeviceId {
     DeviceId(n as u64)
 }
 
@@ -78,7 +77,7 @@ pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), Store
         }
     })?;
     insert_device(c, &a.device)?;
-    add_key_packages(
+    super::key_packages::add_key_packages(
         c,
         a.device.device,
         &a.key_packages,
@@ -148,132 +147,6 @@ pub(super) fn device(c: &Connection, device: DeviceId) -> Result<Option<DeviceRe
     )
     .optional()
     .map_err(sql)
-}
-
-pub(super) fn add_key_packages(
-    c: &Connection,
-    device: DeviceId,
-    one_time: &[Vec<u8>],
-    last_resort: Option<&[u8]>,
-) -> Result<u32, StoreError> {
-    let mut insert = c
-        .prepare_cached(
-            "INSERT INTO key_packages (device_id, last_resort, data) VALUES (?1, ?2, ?3)",
-        )
-        .map_err(sql)?;
-    for kp in one_time {
-        insert.execute(params![dev(device), 0, kp]).map_err(sql)?;
-    }
-    if let Some(kp) = last_resort {
-        c.execute(
-            "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1",
-            [dev(device)],
-        )
-        .map_err(sql)?;
-        insert.execute(params![dev(device), 1, kp]).map_err(sql)?;
-    }
-    // Keep the newest packages within the per-device limit.
-    c.execute(
-        "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 0 AND id NOT IN
-           (SELECT id FROM key_packages WHERE device_id = ?1 AND last_resort = 0 ORDER BY id DESC LIMIT ?2)",
-        params![dev(device), KEY_PACKAGES_STORED_PER_DEVICE_MAX as i64],
-    )
-    .map_err(sql)?;
-    key_package_count(c, device)
-}
-
-pub(super) fn key_package_bytes(c: &Connection, username: &str) -> Result<u64, StoreError> {
-    c.query_row(
-        "SELECT COALESCE(SUM(LENGTH(k.data)), 0) FROM key_packages k
-           JOIN devices d ON d.device_id = k.device_id
-          WHERE d.username = ?1 AND d.revoked_ms IS NULL",
-        [username],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n.max(0) as u64)
-    .map_err(sql)
-}
-
-/// `KeyPackageQuota` if `device`'s account keeps more than `max` bytes of key packages.
-pub(super) fn check_key_package_quota(
-    c: &Connection,
-    device: DeviceId,
-    max: u64,
-) -> Result<(), StoreError> {
-    let username: String = c
-        .query_row(
-            "SELECT username FROM devices WHERE device_id = ?1",
-            [dev(device)],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::UnknownDevice(device))?;
-    let stored = key_package_bytes(c, &username)?;
-    if stored > max {
-        return Err(StoreError::KeyPackageQuota { stored });
-    }
-    Ok(())
-}
-
-pub(super) fn key_package_count(c: &Connection, device: DeviceId) -> Result<u32, StoreError> {
-    c.query_row(
-        "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
-        [dev(device)],
-        |r| r.get::<_, u32>(0),
-    )
-    .map_err(sql)
-}
-
-pub(super) fn claim_key_packages(
-    c: &Connection,
-    username: &str,
-    except: DeviceId,
-    only: &[DeviceId],
-    one_time: bool,
-) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
-    let Some(account) = account(c, username)? else {
-        return Ok(Vec::new());
-    };
-    let mut claimed = Vec::new();
-    for device in account.devices {
-        if device.revoked_ms.is_some()
-            || device.device == except
-            || !(only.is_empty() || only.contains(&device.device))
-        {
-            continue;
-        }
-        // One-time packages first (lowest last_resort), oldest first; only the last-resort
-        // one when one-time packages are not to be given out.
-        let found = c
-            .query_row(
-                "SELECT id, last_resort, data FROM key_packages
-                 WHERE device_id = ?1 AND last_resort >= ?2
-                 ORDER BY last_resort, id LIMIT 1",
-                params![dev(device.device), i64::from(!one_time)],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(sql)?;
-        let Some((id, last_resort, key_package)) = found else {
-            continue;
-        };
-        if !last_resort {
-            c.execute("DELETE FROM key_packages WHERE id = ?1", [id])
-                .map_err(sql)?;
-        }
-        claimed.push(ClaimedKeyPackage {
-            device,
-            key_package,
-        });
-    }
-    Ok(claimed)
 }
 
 pub(super) fn create_group(
