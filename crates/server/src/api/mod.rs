@@ -53,10 +53,15 @@ pub fn operators_router<S: Store>(service: Arc<Service<S>>) -> Router {
 }
 
 async fn metrics<S: Store>(State(service): State<Arc<Service<S>>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        service.metrics.render(),
-    )
+    let mut text = service.metrics.render();
+    // The gauge lives with the slots it counts, not among the counters.
+    let name = "chapar_file_transfers_running";
+    text.push_str(&format!(
+        "# HELP {name} File transfers (PATCH and GET bodies) running now.\n\
+         # TYPE {name} gauge\n{name} {}\n",
+        service.files.transfers_running()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn websocket<S: Store>(

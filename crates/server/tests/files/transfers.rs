@@ -41,6 +41,25 @@ async fn get_until(server: &TestServer, device: &Device, path: &str, status: u16
     }
 }
 
+/// Waits until the server runs `n` transfers: a slot is taken a moment after its request is
+/// sent and given back a moment after its response is read, so a test that counts slots
+/// must let them settle first.
+async fn running_settles_at(server: &TestServer, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let want = format!("\nchapar_file_transfers_running {n}\n");
+    loop {
+        let text = metrics(server).await;
+        if text.contains(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} transfers running:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_are_limited_per_device_and_server_wide() {
     let server = start_with(FilesConfig {
@@ -55,11 +74,13 @@ async fn transfers_are_limited_per_device_and_server_wide() {
     let data = pattern(1_000, 3);
     let blob = upload(&server, &carol, &data).await;
 
+    running_settles_at(&server, 0).await;
     let alice_slow = [
         slow_patch(&server, &alice).await,
         slow_patch(&server, &alice).await,
     ];
-    let r = get_until(&server, &alice, &blob, 429).await;
+    running_settles_at(&server, 2).await;
+    let r = get(&server, &alice, &blob, &[]).await;
     assert_eq!(r.error_code(), "too_many_transfers", "{r:?}");
     assert!(r.header("Retry-After").is_some(), "{r:?}");
     // A PATCH is a transfer too.
@@ -70,8 +91,11 @@ async fn transfers_are_limited_per_device_and_server_wide() {
     // Another device still has its own.
     assert_eq!(get(&server, &bob, &blob, &[]).await.expect(200).body, data);
 
+    // Bob's download must have given its slot back, or his slow PATCH would be the one refused.
+    running_settles_at(&server, 2).await;
     let bob_slow = slow_patch(&server, &bob).await;
-    let r = get_until(&server, &carol, &blob, 503).await;
+    running_settles_at(&server, 3).await;
+    let r = get(&server, &carol, &blob, &[]).await;
     assert_eq!(r.error_code(), "unavailable", "{r:?}");
     assert_eq!(r.header("Retry-After"), Some("1"), "{r:?}");
     // Requests that move no body are not transfers.
@@ -80,7 +104,8 @@ async fn transfers_are_limited_per_device_and_server_wide() {
 
     drop(alice_slow);
     drop(bob_slow);
-    let r = get_until(&server, &carol, &blob, 200).await;
+    running_settles_at(&server, 0).await;
+    let r = get(&server, &carol, &blob, &[]).await.expect(200);
     assert_eq!(r.body, data);
     assert_eq!(
         get(&server, &alice, &blob, &[]).await.expect(200).body,

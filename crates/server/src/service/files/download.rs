@@ -66,6 +66,12 @@ impl<S: Store> Service<S> {
                         0
                     }
                 };
+                if next.is_none() {
+                    // The last bytes go now: the slot is free before the client can have
+                    // them (hyper may end the response there) and ask again. Freed after the
+                    // send instead, a client quick enough could find its own slot still taken.
+                    transfer = None;
+                }
                 match tokio::time::timeout(idle, chunks.send(chunk)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return, // the client went away
@@ -79,11 +85,6 @@ impl<S: Store> Service<S> {
                     .metrics
                     .file_bytes_downloaded_total
                     .fetch_add(bytes, Ordering::Relaxed);
-                if next.is_none() {
-                    // The last bytes are handed over: the slot is free before the client
-                    // can have them (hyper may end the response there) and ask again.
-                    transfer = None;
-                }
             }
             drop(transfer);
         });

@@ -225,6 +225,11 @@ impl Files {
         Ok(Self::new(Arc::new(blobs), tokens, config))
     }
 
+    /// File transfers running now, server-wide.
+    pub fn transfers_running(&self) -> usize {
+        self.transfers.running()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &FilesConfig {
         &self.config

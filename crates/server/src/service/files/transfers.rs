@@ -94,6 +94,11 @@ impl TransferSlots {
         }
     }
 
+    /// Transfers running now, server-wide (for the operators' gauge).
+    pub(crate) fn running(&self) -> usize {
+        self.all_max.saturating_sub(self.all.available_permits())
+    }
+
     /// A slot for a transfer by `device` of `account`, or why there is none now.
     pub(crate) fn try_acquire(
         &self,
