@@ -28,15 +28,28 @@ fn capped(n: usize) -> bool {
     n > cap
 }
 
+/// One account key certifies every benchmark device (the cost of checking a leaf is the
+/// same whichever account it names).
+fn account() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    KEY.get_or_init(|| SecretKey::generate(&mut rand::thread_rng()))
+}
+
 fn signer(i: usize) -> DeviceSigner {
     let key = SecretKey::generate(&mut rand::thread_rng());
-    DeviceSigner::new(
+    DeviceSigner::certified(
         DeviceIdentity {
             username: Username::parse(&format!("user{i}")).unwrap(),
             device: DeviceId(i as u64),
         },
         &key,
+        account(),
     )
+}
+
+/// The check a client makes of every leaf a welcome or commit brings in.
+fn authenticate(member: &mls::GroupMember) -> Result<(), chapar_crypto::CryptoError> {
+    member.verify(&account().public())
 }
 
 /// A group of `n` members as member 0 (the committer) and member 1 (a receiver) see it.
@@ -70,7 +83,13 @@ fn fixture(n: usize) -> Arc<Mutex<Fixture>> {
     }
     let out = mls::add_members(&mut ga, &pa, &sa, packages).unwrap();
     mls::merge_pending_commit(&mut ga, &pa).unwrap();
-    let gb = mls::join_group(&pb, GroupId([n as u8; 16]), &out.welcome.unwrap()).unwrap();
+    let gb = mls::join_group(
+        &pb,
+        GroupId([n as u8; 16]),
+        &out.welcome.unwrap(),
+        &mut authenticate,
+    )
+    .unwrap();
     let spare_signer = signer(n + 1);
     let spare_bytes = mls::new_key_package(&others, &spare_signer, false).unwrap();
     let spare = Some(mls::verify_key_package(&pa, &spare_bytes).unwrap());
@@ -177,7 +196,7 @@ mod mls_ops {
             })
             .bench_local_values(|commit| {
                 let (p, _, g) = &mut f.bob;
-                mls::process(g, p, &commit).unwrap()
+                mls::process(g, p, &commit, &mut authenticate).unwrap()
             });
     }
 
@@ -209,7 +228,7 @@ mod mls_ops {
             })
             .bench_local_values(|ct| {
                 let (p, _, g) = &mut f.bob;
-                mls::process(g, p, &ct).unwrap()
+                mls::process(g, p, &ct, &mut authenticate).unwrap()
             });
     }
 }

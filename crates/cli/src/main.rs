@@ -206,6 +206,12 @@ enum Command {
         /// @username
         user: String,
     },
+    /// Trust @user's changed identity key, after comparing the safety number `fingerprint`
+    /// shows with them. Until then nothing is sent to them or added for them.
+    Trust {
+        /// @username
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -502,6 +508,14 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             println!(
                 "Compare it with @{u} in person or over a call; if it differs, someone is in the middle."
             );
+        }
+        Command::Trust { user: u } => {
+            let u = user(&u)?;
+            if client.trust(&u).await? {
+                println!("Trusting the new identity key of @{u}.");
+            } else {
+                println!("The identity key of @{u} has not changed; nothing to trust.");
+            }
         }
     }
     Ok(())

@@ -7,10 +7,20 @@ use chapar_client::{CoreError, Usage, Warning};
 /// A warning, as a line for stderr.
 pub fn warning(warning: &Warning) -> Option<String> {
     Some(match warning {
-        Warning::KeyChanged { user, .. } => format!(
-            "WARNING: the identity key of @{user} has CHANGED. Someone may be impersonating them, \
-             or they reinstalled. Compare safety numbers with `chapar fingerprint @{user}` before \
-             trusting new messages."
+        Warning::KeyChanged { user } => format!(
+            "WARNING: the server presents a NEW identity key for @{user}. Someone may be \
+             impersonating them, or they reinstalled. Nothing goes to them until you compare \
+             safety numbers (`chapar fingerprint @{user}`) and run `chapar trust @{user}`."
+        ),
+        Warning::OwnKeyMisreported => "WARNING: the server presents an identity key for YOUR \
+             account that is not yours. It is ignored; your key never changes."
+            .into(),
+        Warning::WelcomeRefused { group, reason } => format!(
+            "WARNING: refused to join chat {group}: a member is not who it claims ({reason})"
+        ),
+        Warning::MembersRefused { group, reason } => format!(
+            "WARNING: chat {group} added a device that is not who it claims ({reason}); the \
+             change was refused and the chat ends here. Its history stays readable."
         ),
         Warning::UnverifiableDevice { user, reason } => {
             format!("skipping a device of @{user} that does not verify: {reason}")
@@ -90,6 +100,13 @@ fn usage_error(usage: &Usage) -> String {
         Usage::UnknownStickerPack => {
             "no such sticker pack installed (see `chapar sticker list`)".into()
         }
+        Usage::KeyNotTrusted(user) => format!(
+            "the identity key of @{user} changed and is not trusted yet: compare safety numbers \
+             (`chapar fingerprint @{user}`), then run `chapar trust @{user}`"
+        ),
+        Usage::KeyChangedAgain(user) => format!(
+            "the identity key of @{user} changed again: run `chapar fingerprint @{user}` again"
+        ),
         Usage::FileExists(path) => {
             format!("{path} exists already; choose another --out or move it away")
         }

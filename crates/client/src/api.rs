@@ -179,6 +179,12 @@ impl Client {
         self.run_connected(|e| e.fingerprint(user)).await
     }
 
+    /// Trusts the changed key the server presents for `user`, after the user compared the
+    /// safety number; false if there was no change to trust.
+    pub async fn trust(&mut self, user: &Username) -> Result<bool, CoreError> {
+        self.run_connected(|e| e.trust(user)).await
+    }
+
     /// The account's devices.
     pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>, CoreError> {
         self.run_connected(|e| e.devices()).await

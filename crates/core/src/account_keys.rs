@@ -66,11 +66,17 @@ fn device_name_aad(username: &Username, device: DeviceId) -> Vec<u8> {
     )
 }
 
-/// A generation number above `after`: the next count in the high bits, random low bits.
-fn next_generation(after: u32, env: &Env) -> u32 {
-    let count = (after >> GENERATION_RANDOM_BITS).saturating_add(1);
+/// A generation number above `after`: the next count in the high bits, random low bits;
+/// none once the count is spent (65,535 rotations).
+fn next_generation(after: u32, env: &Env) -> Option<u32> {
+    let count = (after >> GENERATION_RANDOM_BITS) + 1;
+    (count <= u32::MAX >> GENERATION_RANDOM_BITS).then(|| generation_at(count, env))
+}
+
+/// A generation number of rotation `count`, with random low bits.
+fn generation_at(count: u32, env: &Env) -> u32 {
     let random = (env.random_u64() as u32) & ((1 << GENERATION_RANDOM_BITS) - 1);
-    count.min(u32::MAX >> GENERATION_RANDOM_BITS) << GENERATION_RANDOM_BITS | random
+    count << GENERATION_RANDOM_BITS | random
 }
 
 /// Associated data of the recovery bundle.
@@ -90,17 +96,17 @@ pub(crate) struct AccountKeys {
     archive: Vec<(u32, SymmetricKey)>,
     /// Public halves of the recovery key, once one was set.
     pub recovery: Option<RecoveryPublic>,
+    /// The account's self group, as the device that made it recorded it.
+    pub self_group: Option<GroupId>,
 }
 
 impl AccountKeys {
     /// A new account's keys: one archive key, no recovery key yet.
     pub fn generate(env: &Env) -> Self {
         Self {
-            archive: vec![(
-                next_generation(0, env),
-                env.with_rng(SymmetricKey::generate),
-            )],
+            archive: vec![(generation_at(1, env), env.with_rng(SymmetricKey::generate))],
             recovery: None,
+            self_group: None,
         }
     }
 
@@ -138,6 +144,7 @@ impl AccountKeys {
         Ok(Self {
             archive,
             recovery: secrets.recovery.clone(),
+            self_group: GroupId::from_slice(&secrets.self_group_id).ok(),
         })
     }
 
@@ -155,6 +162,10 @@ impl AccountKeys {
                 })
                 .collect(),
             recovery: self.recovery.clone(),
+            self_group_id: self
+                .self_group
+                .map(|g| g.as_bytes().to_vec())
+                .unwrap_or_default(),
         }
     }
 
@@ -187,12 +198,22 @@ impl AccountKeys {
         true
     }
 
-    /// A fresh key of a generation above the newest, added to the ring.
-    pub fn rotate(&mut self, env: &Env) -> (u32, SymmetricKey) {
-        let generation = next_generation(self.latest().0, env);
+    /// Whether `generation` may join the ring: at most one rotation past the newest known
+    /// (devices rotate from the newest they hold, and every rotation reaches every device
+    /// through the self group's ordered log). Anything further would stay the newest for good.
+    pub fn is_sane_generation(&self, generation: u32) -> bool {
+        let count = |g: u32| g >> GENERATION_RANDOM_BITS;
+        count(generation) <= count(self.latest().0).saturating_add(1)
+    }
+
+    /// A fresh key of a generation strictly above the newest, added to the ring.
+    pub fn rotate(&mut self, env: &Env) -> Result<(u32, SymmetricKey), CoreError> {
+        let generation = next_generation(self.latest().0, env).ok_or_else(|| {
+            CoreError::Profile("the account has used every archive key generation".into())
+        })?;
         let key = env.with_rng(SymmetricKey::generate);
         self.add_archive_key(generation, key.clone());
-        (generation, key)
+        Ok((generation, key))
     }
 
     /// Seals a device name: the key generation (4 bytes) and the ciphertext.

@@ -105,6 +105,13 @@ pub enum Usage {
     /// A user with no device that can be added.
     #[error("@{0} has no device that can be added")]
     NoDeviceToAdd(Username),
+    /// The server presents a changed key for a contact; nothing is claimed from them until
+    /// the user trusts it.
+    #[error("the identity key of @{0} changed and is not trusted yet")]
+    KeyNotTrusted(Username),
+    /// The key changed again between the safety number shown and the trust.
+    #[error("the identity key of @{0} changed again since its safety number was shown")]
+    KeyChangedAgain(Username),
     /// Removing a user who is not in the group.
     #[error("@{0} is not in this group")]
     NotInGroup(Username),

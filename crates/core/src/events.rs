@@ -69,13 +69,32 @@ pub enum Question {
 /// Something wrong or suspicious. Each says what was decided, so nothing is silent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
-    /// The server presented an identity key for `user` that differs from the pinned one.
+    /// The server presents an identity key for `user` that differs from the pinned one.
+    /// Nothing changes because of it: the old key stays pinned, nothing is claimed from the
+    /// account and none of its devices is added or removed, until the user compares safety
+    /// numbers and trusts the new key.
     KeyChanged {
         /// Whose key.
         user: Username,
-        /// Whether the new key was pinned (the user asked about this account) or left alone
-        /// (background work: nothing changes because of it).
-        repinned: bool,
+    },
+    /// The server presents an identity key for this account that is not its own (the own
+    /// key never changes): a server that lies, or one under attack.
+    OwnKeyMisreported,
+    /// A welcome was refused: a member of the group it offers is not who it claims (its
+    /// certificate does not verify under the pinned key). The group was not joined.
+    WelcomeRefused {
+        /// The group offered.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
+    /// A change to a chat's members was refused: a device it adds is not who it claims. It
+    /// was not merged; the group moved on without this device, so the chat ends here.
+    MembersRefused {
+        /// The chat.
+        group: GroupId,
+        /// What failed.
+        reason: String,
     },
     /// A device of `user` whose certificate or key package does not verify was skipped.
     UnverifiableDevice {

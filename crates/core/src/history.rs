@@ -11,7 +11,6 @@ use prost::Message as _;
 use crate::CoreError;
 use crate::Usage;
 use crate::model::{ChatMessage, FileInfo, PackInfo};
-use crate::provider::Provider;
 use crate::storage::{ChatKind, MessageRow, NewMessage, Tx};
 
 /// The attachment kinds stored with a message.
@@ -51,7 +50,6 @@ impl Applied {
 /// history of `group`. `seq` is its log position (None for this device's own message before
 /// the server acknowledged it).
 pub(crate) fn apply(
-    provider: &Provider<'_>,
     tx: &Tx<'_>,
     group: GroupId,
     sender: &Username,
@@ -134,7 +132,7 @@ pub(crate) fn apply(
             Ok(target_of(&reaction.target, Applied::Reaction))
         }
         Some(Body::GroupMeta(meta)) => {
-            apply_meta(provider, tx, group, sender, meta)?;
+            apply_meta(tx, group, sender, meta)?;
             Ok(Applied::Nothing)
         }
         // Account-sync messages change device state, not history (see `engine::self_group`).
@@ -144,22 +142,18 @@ pub(crate) fn apply(
 
 /// Applies what a group-meta message says the chat is.
 fn apply_meta(
-    provider: &Provider<'_>,
     tx: &Tx<'_>,
     group: GroupId,
     sender: &Username,
     meta: &chapar_wire::content::GroupMeta,
 ) -> Result<(), CoreError> {
     let me = crate::identity::Identity::load(tx)?.map(|me| me.username);
-    if meta.kind == WireChatKind::Self_ as i32 {
-        // Only the account's own devices may declare a group to be their self group, and
-        // only a group made of nothing but its devices.
-        if let Some(me) = &me
-            && me == sender
-            && crate::engine::self_group::only_my_devices(provider, group, me)?
-        {
-            tx.set_chat_meta(group, ChatKind::SelfGroup, "", None)?;
-        }
+    // What the self group is was recorded when this device made it or joined the account; no
+    // message makes a group the self group, or the self group anything else.
+    if crate::engine::self_group::is_self_group(tx, group)? {
+        tx.set_chat_meta(group, ChatKind::SelfGroup, "", None)?;
+    } else if meta.kind == WireChatKind::Self_ as i32 {
+        tracing::warn!(%group, "ignoring a claim that a group is this account's self group");
     } else if meta.kind == WireChatKind::Direct as i32 {
         // The peer of a direct chat is whoever is not me: the sender, or (for my own other
         // devices) the name the meta carries.

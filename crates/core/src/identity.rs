@@ -53,15 +53,39 @@ impl Identity {
         identity::answer_challenge(&self.device_key, challenge, self.device)
     }
 
-    /// The MLS signer of this device's leaves.
+    /// The MLS signer of this device's leaves (each carries the account's certificate).
     pub(crate) fn signer(&self) -> DeviceSigner {
-        DeviceSigner::new(
+        DeviceSigner::certified(
             DeviceIdentity {
                 username: self.username.clone(),
                 device: self.device,
             },
             &self.device_key,
+            &self.account_key,
         )
+    }
+
+    /// The leaf check for groups this device joins or processes commits of: a leaf counts
+    /// only if its certificate verifies under the account key pinned for its username (this
+    /// account's own key for its own devices, which never changes).
+    pub(crate) fn authenticator<'a>(
+        &'a self,
+        tx: &'a Tx<'_>,
+    ) -> impl FnMut(&mls::GroupMember) -> Result<(), chapar_crypto::CryptoError> + 'a {
+        let own = self.account_key.public();
+        move |member: &mls::GroupMember| {
+            let user = &member.identity.username;
+            if *user == self.username {
+                return member.verify(&own);
+            }
+            match tx.pinned_key(user) {
+                Ok(Some(key)) => member.verify(&key),
+                Ok(None) => Err(chapar_crypto::CryptoError::UnknownAccounts(vec![
+                    user.clone(),
+                ])),
+                Err(e) => Err(chapar_crypto::CryptoError::Storage(e.to_string())),
+            }
+        }
     }
 
     /// Reads the identity from the profile (None: no account yet).

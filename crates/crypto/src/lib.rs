@@ -22,6 +22,8 @@ pub mod mls;
 pub mod safety_number;
 pub mod seal;
 
+use chapar_types::Username;
+
 /// Why a cryptographic operation failed. Messages are safe to show to a user.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -43,6 +45,14 @@ pub enum CryptoError {
     /// Sealed bytes did not open: wrong key, wrong context, or tampered with.
     #[error("cannot decrypt: wrong key or damaged data")]
     Decrypt,
+    /// A leaf in a welcome or commit is not what it claims: its certificate does not verify
+    /// under the pinned account key, its credential is malformed, or it changes identity.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// Leaves name accounts whose keys the caller has not pinned yet: fetch them, then try
+    /// again.
+    #[error("account keys not known yet: {0:?}")]
+    UnknownAccounts(Vec<Username>),
     /// The MLS state store failed.
     #[error("MLS state storage: {0}")]
     Storage(String),

@@ -46,6 +46,10 @@ pub const PUSH_QUEUE_DEPTH_MAX: usize = 1024;
 /// Longest group name, in bytes of UTF-8 (the name travels only inside MLS).
 pub const GROUP_NAME_BYTES_MAX: usize = 256;
 
+/// Most accounts seen for the first time whose keys a device looks up for one welcome or
+/// commit (each is one request); leaves of accounts past it are refused as unknown.
+pub const ACCOUNTS_LEARNT_PER_CHANGE_MAX: usize = 1_000;
+
 // ---- Multi-device ----
 
 /// Most active (not revoked) devices one account may have.

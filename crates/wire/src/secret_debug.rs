@@ -62,6 +62,7 @@ mod tests {
                 key: vec![0xCD; 32],
             }],
             recovery: None,
+            self_group_id: Vec::new(),
         };
         let approval = LinkApprovalBody {
             secrets: Some(secrets),

@@ -263,8 +263,28 @@ fn a_changed_identity_key_is_flagged_loudly() {
     drop(db);
     let out = alice.run(&["fingerprint", "@bob"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NEW identity key for @bob"), "{stderr}");
+    // Nothing is re-pinned on the server's word: the key stays the pinned one, and starting
+    // a group with bob is refused until alice trusts the new key.
+    let pinned = || -> Vec<u8> {
+        let db = rusqlite::Connection::open(alice.profile.join("profile.db")).unwrap();
+        db.query_row(
+            "SELECT account_key FROM contacts WHERE username = 'bob'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(pinned(), vec![0u8; 32], "not re-pinned");
+    let refused = alice.fails(&["group", "create", "club", "--member", "@bob"]);
+    assert!(refused.contains("chapar trust @bob"), "{refused}");
     assert!(
-        stderr.contains("identity key of @bob has CHANGED"),
-        "{stderr}"
+        alice
+            .ok(&["trust", "@bob"])
+            .contains("Trusting the new identity key"),
+        "trusted on the user's word"
     );
+    assert_ne!(pinned(), vec![0u8; 32]);
+    alice.ok(&["group", "create", "club", "--member", "@bob"]);
+    assert!(alice.ok(&["trust", "@bob"]).contains("nothing to trust"));
 }

@@ -282,7 +282,7 @@ impl User {
         let out = self.run(&["fingerprint", "@bob"]);
         String::from_utf8_lossy(&out.stderr)
             .lines()
-            .filter(|l| l.contains("CHANGED"))
+            .filter(|l| l.contains("NEW identity key"))
             .collect()
     }
 

@@ -277,8 +277,7 @@ impl Device {
                             "the server sent archive segments out of order".into(),
                         ));
                     }
-                    let applied =
-                        replay_segment(&self.mls(tx), tx, self.now_ms(), me, &keys, &segment)?;
+                    let applied = replay_segment(tx, self.now_ms(), me, &keys, &segment)?;
                     tx.set_counter(RESTORE_CURSOR, segment.id)?;
                     Ok(applied)
                 })?;
@@ -313,7 +312,6 @@ fn seal_segment(
 
 /// Decrypts one segment and applies its events; returns how many were applied.
 fn replay_segment(
-    provider: &Provider<'_>,
     tx: &Tx<'_>,
     now_ms: u64,
     me: &Identity,
@@ -372,7 +370,6 @@ fn replay_segment(
                     self_group::apply_restored(tx, sync)?;
                 } else {
                     history::apply(
-                        provider,
                         tx,
                         group,
                         &sender,

@@ -17,16 +17,6 @@ use crate::model::Target;
 use crate::storage::{Chat, ChatKind, ChatState};
 use crate::{CoreError, Usage};
 
-/// What to do when the server presents an account key that differs from the pinned one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyChange {
-    /// The user asked for this account (adding them, a fingerprint): warn loudly and pin the
-    /// new key, as messengers do after a reinstall.
-    Warn,
-    /// Background work (bringing groups' devices up to date): keep the old pin, do nothing.
-    Refuse,
-}
-
 impl Device {
     /// The chat a target names, creating the direct chat on first use.
     pub(crate) async fn resolve(&self, target: &Target) -> Result<GroupId, CoreError> {
@@ -100,17 +90,14 @@ impl Device {
         let me = self.me()?;
         let mut packages = Vec::new();
         for user in members.iter().filter(|u| **u != me.username) {
-            let claimed = self.claim_verified(user, &[], KeyChange::Warn).await?;
+            let claimed = self.claim_verified(user, &[]).await?;
             if claimed.is_empty() {
                 return Err(Usage::NoDeviceToAdd(user.clone()).into());
             }
             packages.extend(claimed);
         }
         // This account's other devices.
-        packages.extend(
-            self.claim_verified(&me.username, &[], KeyChange::Warn)
-                .await?,
-        );
+        packages.extend(self.claim_verified(&me.username, &[]).await?);
         let group = GroupId(self.env.random());
         self.call(Request::CreateGroup(v1::CreateGroup {
             group_id: group.as_bytes().to_vec(),
@@ -199,13 +186,12 @@ impl Device {
 
     /// Claims one key package per device of `user` (only the listed devices, all if empty;
     /// never this device) and checks each against the account key, pinning the key on first
-    /// use. With [`KeyChange::Refuse`] nothing is claimed from an account whose key is not the
-    /// pinned one.
+    /// use. Nothing is claimed from an account whose key is not the pinned one: that waits
+    /// for the user's `trust`.
     pub(crate) async fn claim_verified(
         &self,
         user: &Username,
         only: &[DeviceId],
-        on_key_change: KeyChange,
     ) -> Result<Vec<VerifiedKeyPackage>, CoreError> {
         let Reply::KeyPackages(reply) = self
             .call(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
@@ -216,8 +202,8 @@ impl Device {
         else {
             return Err(unexpected("KeyPackages"));
         };
-        if !self.check_account_key(user, &reply.account_key, on_key_change)? {
-            return Ok(Vec::new());
+        if !self.check_account_key(user, &reply.account_key)? {
+            return Err(Usage::KeyNotTrusted(user.clone()).into());
         }
         let mut verified = Vec::new();
         self.read(|tx| {
@@ -257,40 +243,73 @@ impl Device {
         Ok(verified)
     }
 
-    /// Compares `key` with the account key pinned for `user` (pinning it on first contact).
-    /// Returns whether the key is the pinned one now; a change is always warned about, and
-    /// re-pinned only with [`KeyChange::Warn`].
-    pub(crate) fn check_account_key(
-        &self,
-        user: &Username,
-        key: &[u8],
-        on_change: KeyChange,
-    ) -> Result<bool, CoreError> {
-        let now = self.now_ms();
-        let (trusted, changed) = self.write(|tx| match tx.pinned_key(user)? {
-            Some(pinned) if pinned == key => Ok((true, false)),
-            Some(_) => {
-                let repin = on_change == KeyChange::Warn;
-                if repin {
-                    tx.pin_key(user, key, now)?;
-                }
-                Ok((repin, true))
+    /// Compares `key`, which the server presents for `user`, with the pinned account key
+    /// (pinning it on first contact). Returns whether it is the pinned key. A different key is
+    /// never pinned here: it is recorded, warned about once, and waits for the user's word
+    /// ([`Device::trust`]); this account's own key never changes at all.
+    pub(crate) fn check_account_key(&self, user: &Username, key: &[u8]) -> Result<bool, CoreError> {
+        let me = self.me()?;
+        if *user == me.username {
+            let own = me.account_key.public();
+            if key != own {
+                self.warn(Warning::OwnKeyMisreported);
             }
+            return Ok(key == own);
+        }
+        let now = self.now_ms();
+        let (trusted, news) = self.write(|tx| match tx.pinned_key(user)? {
+            Some(pinned) if pinned == key => Ok((true, false)),
+            Some(_) => Ok((false, tx.present_key(user, key)?)),
             None => {
                 tx.pin_key(user, key, now)?;
                 Ok((true, false))
             }
         })?;
-        // Told once it is decided (and stored).
-        if changed {
-            self.warn(Warning::KeyChanged {
-                user: user.clone(),
-                repinned: trusted,
-            });
+        // Told once it is recorded.
+        if news {
+            self.warn(Warning::KeyChanged { user: user.clone() });
         }
         Ok(trusted)
     }
 
+    /// The account `user` as the server lists it, with its key checked (see
+    /// [`Self::check_account_key`]).
+    async fn account(&self, user: &Username) -> Result<(v1::Account, bool), CoreError> {
+        let Reply::Account(account) = self
+            .call(Request::GetAccount(v1::GetAccount {
+                username: user.to_string(),
+            }))
+            .await?
+        else {
+            return Err(unexpected("Account"));
+        };
+        let trusted = self.check_account_key(user, &account.account_key)?;
+        Ok((account, trusted))
+    }
+
+    /// Trusts the key the server now presents for `user` in place of the pinned one, on the
+    /// user's word (after comparing the safety number [`Self::fingerprint`] showed). Returns
+    /// false if there was no change to trust. Groups with `user` are checked again at the next
+    /// sync, so their devices follow the new key.
+    pub(crate) async fn trust(&self, user: &Username) -> Result<bool, CoreError> {
+        self.connect().await?;
+        let (account, trusted) = self.account(user).await?;
+        if trusted {
+            return Ok(false);
+        }
+        let now = self.now_ms();
+        self.write(|tx| {
+            // The key the user compared is the one recorded; a server that switched keys in
+            // between is not trusted on the strength of an older comparison.
+            if tx.presented_key(user)?.as_deref() != Some(account.account_key.as_slice()) {
+                return Err(Usage::KeyChangedAgain(user.clone()).into());
+            }
+            tx.pin_key(user, &account.account_key, now)?;
+            tx.forget_roster_checks()
+        })?;
+        self.sync_all().await?;
+        Ok(true)
+    }
     /// Adds every device of `user` to a group.
     pub(crate) async fn add_member(
         &self,
@@ -306,7 +325,7 @@ impl Device {
         if self.is_member(group, user)? {
             return self.send_owed_meta().await;
         }
-        let packages = self.claim_verified(user, &[], KeyChange::Warn).await?;
+        let packages = self.claim_verified(user, &[]).await?;
         if packages.is_empty() {
             return Err(Usage::NoDeviceToAdd(user.clone()).into());
         }
@@ -426,18 +445,11 @@ impl Device {
         Ok(())
     }
 
-    /// The safety number for the conversation with `user`.
+    /// The safety number for the conversation with `user`, over the key the server presents
+    /// now: the pinned one, or a changed one (warned about) that [`Self::trust`] would pin.
     pub(crate) async fn fingerprint(&self, user: &Username) -> Result<String, CoreError> {
         self.connect().await?;
-        let Reply::Account(account) = self
-            .call(Request::GetAccount(v1::GetAccount {
-                username: user.to_string(),
-            }))
-            .await?
-        else {
-            return Err(unexpected("Account"));
-        };
-        self.check_account_key(user, &account.account_key, KeyChange::Warn)?;
+        let (account, _) = self.account(user).await?;
         let me = self.me()?;
         let mine = me.account_key.public();
         Ok(safety_number(

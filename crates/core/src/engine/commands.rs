@@ -260,6 +260,13 @@ impl Engine {
         self.spawn(move |d| async move { d.fingerprint(&user).await })
     }
 
+    /// Trusts the changed key the server presents for `user` (after comparing the safety
+    /// number `fingerprint` shows); the result says whether there was a change to trust.
+    pub fn trust(&mut self, user: &Username) -> Job<bool> {
+        let user = user.clone();
+        self.spawn(move |d| async move { d.trust(&user).await })
+    }
+
     /// The account's devices.
     pub fn devices(&mut self) -> Job<Vec<DeviceInfo>> {
         self.spawn(|d| async move { d.devices().await })

@@ -122,7 +122,7 @@ impl Device {
         let (generation, key) = self.write(|tx| {
             let mut keys = crate::account_keys::AccountKeys::load(tx)?
                 .ok_or_else(|| CoreError::Profile("this profile has no account keys".into()))?;
-            let rotated = keys.rotate(&self.env);
+            let rotated = keys.rotate(&self.env)?;
             keys.save(tx)?;
             Ok(rotated)
         })?;

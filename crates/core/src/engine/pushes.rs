@@ -27,7 +27,7 @@ impl Device {
                     };
                     match self.read(|tx| tx.chat(group))? {
                         Some(chat) if chat.is_active() && entry.seq == chat.position + 1 => {
-                            self.apply_entry(group, &entry)?;
+                            self.apply_entry(group, &entry).await?;
                         }
                         Some(chat) if chat.is_active() && entry.seq > chat.position => {
                             self.sync_group(group).await?;

@@ -20,7 +20,6 @@ use chapar_crypto::mls;
 use chapar_types::{DeviceId, ErrorCode, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
-use super::chats::KeyChange;
 use super::device::{Device, unexpected};
 use super::sync::Head;
 use crate::CoreError;
@@ -120,13 +119,14 @@ impl Device {
         let account = match reply {
             Ok(Reply::Account(account)) => account,
             Ok(_) => return Err(unexpected("Account")),
+            // The server's word that an account is gone removes none of its devices.
             Err(e) if e.code() == Some(ErrorCode::UnknownUser) => {
-                cache.insert(user.clone(), Some(Devices::default()));
-                return Ok(Some(Devices::default()));
+                cache.insert(user.clone(), None);
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        let devices = if self.check_account_key(user, &account.account_key, KeyChange::Refuse)? {
+        let devices = if self.check_account_key(user, &account.account_key)? {
             let mut devices = Vec::new();
             for cert in &account.devices {
                 let device = DeviceId(cert.device_id);
@@ -217,10 +217,7 @@ impl Device {
         let mut wanted = 0;
         for (user, devices) in &missing {
             wanted += devices.len();
-            packages.extend(
-                self.claim_verified(user, devices, KeyChange::Refuse)
-                    .await?,
-            );
+            packages.extend(self.claim_verified(user, devices).await?);
         }
         let checked = if packages.len() == wanted {
             Checked::Complete

@@ -4,10 +4,13 @@
 //! account's devices like every chat (a revoked device is removed from it, so it never learns
 //! the archive key made after its revocation).
 //!
-//! What makes a group the self group is its membership, checked every time from the MLS state,
-//! never a label: an account-sync message is sent to, and believed from, only a group whose
-//! every member is a device of this account. (A stolen device could otherwise label a group
-//! that includes a stranger and have the next archive key sent there.)
+//! Which group is the self group is a fact each device records (`AccountKeys::self_group`):
+//! the device that creates it records it, and it travels to new devices inside the sealed link
+//! approval and the recovery bundle. It is never inferred from a group's members or from a
+//! label a message carries: anyone can make a group whose every leaf claims to be this
+//! account (and a revoked device, which still holds the account key, can even certify such
+//! leaves). On top of that, an account-sync message is sent to, and believed from, the
+//! recorded group only while every member of it is a device of this account.
 
 use chapar_crypto::mls;
 use chapar_crypto::seal::SymmetricKey;
@@ -38,6 +41,11 @@ pub(crate) fn only_my_devices(
     }))
 }
 
+/// Whether `group` is the self group this device recorded.
+pub(crate) fn is_self_group(tx: &Tx<'_>, group: GroupId) -> Result<bool, CoreError> {
+    Ok(AccountKeys::load(tx)?.is_some_and(|k| k.self_group == Some(group)))
+}
+
 /// Applies an account-sync message from `sender`'s device `sender_device` in `group`. Returns
 /// whether it was believed (only then does it belong in the archive).
 #[allow(clippy::too_many_arguments)] // who said what, where, and to whom
@@ -51,7 +59,7 @@ pub(crate) fn apply_incoming(
     me: &Username,
     sync: &AccountSync,
 ) -> Result<bool, CoreError> {
-    if sender != me || !only_my_devices(provider, group, me)? {
+    if sender != me || !is_self_group(tx, group)? || !only_my_devices(provider, group, me)? {
         tracing::warn!(%group, "ignoring an account-sync message outside the self group");
         return Ok(false);
     }
@@ -62,10 +70,15 @@ pub(crate) fn apply_incoming(
                 return Ok(true);
             };
             match SymmetricKey::from_bytes(&key.key) {
-                Ok(new) => {
+                Ok(new) if keys.is_sane_generation(key.generation) => {
                     if keys.add_archive_key(key.generation, new) {
                         keys.save(tx)?;
                     }
+                }
+                // A generation far past the newest would stay newest for good (no rotation
+                // could go above it): whoever sent it is not rotating as devices do.
+                Ok(_) => {
+                    tracing::warn!(%group, generation = key.generation, "ignoring an archive key generation out of line");
                 }
                 // A malformed key must not wedge the self group; the sender's next rotation
                 // or a relink repairs it.
@@ -109,8 +122,9 @@ pub(crate) fn archivable(sync: &AccountSync) -> bool {
 }
 
 impl Device {
-    /// Creates the self group if this profile has none (a fresh registration, or a recovery
-    /// with no other device left). Other devices are added to the existing one.
+    /// Creates the self group if this profile has no active one (a fresh registration, or a
+    /// recovery with no other device left) and records it. Other devices are added to the
+    /// existing one.
     pub(crate) async fn ensure_self_group(&self) -> Result<(), CoreError> {
         if !self.self_groups()?.is_empty() {
             return Ok(());
@@ -121,30 +135,40 @@ impl Device {
         }))
         .await?;
         let signer = self.me()?.signer();
-        self.write(|tx| {
+        let replaced = self.write(|tx| {
             mls::create_group(&self.mls(tx), &signer, group)?;
             tx.insert_chat(
                 &Chat::new(group, ChatKind::SelfGroup, ChatState::Active, 0),
                 self.now_ms(),
-            )
-        })
+            )?;
+            let mut keys = AccountKeys::load(tx)?
+                .ok_or_else(|| CoreError::Profile("the profile has no account keys".into()))?;
+            let replaced = keys.self_group.replace(group).is_some();
+            keys.save(tx)?;
+            Ok(replaced)
+        })?;
+        if replaced {
+            // A recovery that runs later must learn the new one.
+            self.reseal_recovery_bundle().await?;
+        }
+        Ok(())
     }
 
-    /// The active groups made only of this account's devices.
+    /// The recorded self group, while it is active and made only of this account's devices
+    /// (none or one).
     pub(crate) fn self_groups(&self) -> Result<Vec<GroupId>, CoreError> {
         let me = &self.me()?.username;
         self.read(|tx| {
+            let Some(group) = AccountKeys::load(tx)?.and_then(|k| k.self_group) else {
+                return Ok(Vec::new());
+            };
             let provider = self.mls(tx);
-            let mut out = Vec::new();
-            for chat in tx.chats()? {
-                if chat.kind == ChatKind::SelfGroup
-                    && chat.is_active()
-                    && only_my_devices(&provider, chat.group, me)?
-                {
-                    out.push(chat.group);
-                }
-            }
-            Ok(out)
+            let active = tx.chat(group)?.is_some_and(|c| c.is_active());
+            Ok(if active && only_my_devices(&provider, group, me)? {
+                vec![group]
+            } else {
+                Vec::new()
+            })
         })
     }
 

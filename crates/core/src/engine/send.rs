@@ -67,15 +67,7 @@ impl Device {
             // Before the message changes local history: a delete still finds its file here.
             let references = references::of(tx, group, &bytes);
             references::check(&bytes, &references)?;
-            history::apply(
-                &self.mls(tx),
-                tx,
-                group,
-                &me.username,
-                me.device,
-                None,
-                &message,
-            )?;
+            history::apply(tx, group, &me.username, me.device, None, &message)?;
             tx.queue_outgoing(group, id, &bytes, now)?;
             also(tx)?;
             Ok(references)

@@ -2,8 +2,10 @@
 //! the device's position, one entry per transaction (MLS state, history, archive events and
 //! position move together, so a crash mid-sync neither skips nor repeats an entry).
 
+use chapar_crypto::CryptoError;
 use chapar_crypto::mls::{self, Incoming};
-use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId};
+use chapar_types::limits::ACCOUNTS_LEARNT_PER_CHANGE_MAX;
+use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Username};
 use chapar_wire::content::{AppMessage, app_message::Body, archive_event};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use prost::Message as _;
@@ -13,7 +15,7 @@ use super::commit::{self, Settled};
 use super::device::{Device, unexpected};
 use super::self_group;
 use crate::CoreError;
-use crate::events::Event;
+use crate::events::{Event, Warning};
 use crate::history::{self, Applied};
 use crate::identity::Identity;
 use crate::provider::Provider;
@@ -58,49 +60,131 @@ impl Device {
                 ));
             }
             for welcome in page.welcomes {
-                let joined = self.write(|tx| {
-                    let joined = match GroupId::from_slice(&welcome.group_id) {
-                        Ok(group) => self.join(tx, group, &welcome)?.then_some(group),
-                        Err(_) => None,
-                    };
-                    tx.set_counter(WELCOME_CURSOR, welcome.id)?;
-                    Ok(joined)
-                })?;
-                if let Some(group) = joined {
-                    self.io.emit(Event::ChatJoined(group));
-                }
+                self.take_welcome(&welcome).await?;
             }
         }
     }
 
-    /// Joins `group` from `welcome` unless this device is an active member already. Returns
-    /// whether it joined.
-    fn join(&self, tx: &Tx<'_>, group: GroupId, welcome: &v1::Welcome) -> Result<bool, CoreError> {
+    /// Joins the group `welcome` offers if every member of it is who it claims (learning the
+    /// account keys of people seen for the first time), then moves the welcome cursor past it.
+    async fn take_welcome(&self, welcome: &v1::Welcome) -> Result<(), CoreError> {
+        let group = GroupId::from_slice(&welcome.group_id).ok();
+        let mut learnt = false;
+        loop {
+            let joining = self.write(|tx| {
+                let joining = match group {
+                    Some(group) => self.join(tx, group, welcome)?,
+                    None => Joining::Skipped,
+                };
+                if !matches!(joining, Joining::NeedKeys(_)) {
+                    tx.set_counter(WELCOME_CURSOR, welcome.id)?;
+                }
+                Ok(joining)
+            })?;
+            match (joining, group) {
+                (Joining::Joined, Some(group)) => self.io.emit(Event::ChatJoined(group)),
+                (Joining::NeedKeys(names), _) if !learnt => {
+                    self.learn_accounts(&names).await?;
+                    learnt = true;
+                    continue;
+                }
+                (Joining::NeedKeys(names), Some(group)) => {
+                    self.write(|tx| tx.set_counter(WELCOME_CURSOR, welcome.id))?;
+                    self.warn(Warning::WelcomeRefused {
+                        group,
+                        reason: format!("{} have no account here", names_list(&names)),
+                    });
+                }
+                (Joining::Refused(reason), Some(group)) => {
+                    self.warn(Warning::WelcomeRefused { group, reason });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+    }
+
+    /// Joins `group` from `welcome` unless this device is an active member already.
+    fn join(
+        &self,
+        tx: &Tx<'_>,
+        group: GroupId,
+        welcome: &v1::Welcome,
+    ) -> Result<Joining, CoreError> {
         let existing = tx.chat(group)?;
         if existing.as_ref().is_some_and(Chat::is_active) {
-            return Ok(false);
+            return Ok(Joining::Skipped);
         }
-        // A welcome that does not open must leave nothing behind (joining first deletes what
-        // an earlier membership left).
-        let joined =
-            tx.attempt(|tx| Ok(mls::join_group(&self.mls(tx), group, &welcome.welcome)?))?;
-        if let Err(e) = joined {
-            tracing::warn!(%group, error = %e, "could not join a group from its welcome");
-            return Ok(false);
+        let me = self.me()?;
+        // A welcome that does not open, or is refused, must leave nothing behind (joining
+        // first deletes what an earlier membership left).
+        let joined = tx.attempt(|tx| {
+            Ok(mls::join_group(
+                &self.mls(tx),
+                group,
+                &welcome.welcome,
+                &mut me.authenticator(tx),
+            )?)
+        })?;
+        match joined {
+            Ok(_) => {}
+            Err(CoreError::Crypto(CryptoError::UnknownAccounts(names))) => {
+                return Ok(Joining::NeedKeys(names));
+            }
+            Err(CoreError::Crypto(CryptoError::Unauthenticated(reason))) => {
+                tracing::warn!(%group, %reason, "refused a welcome");
+                return Ok(Joining::Refused(reason));
+            }
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "could not join a group from its welcome");
+                return Ok(Joining::Skipped);
+            }
         }
         if existing.is_some() {
             // Known from before (left, or restored from the archive): keep what it is, start
             // reading after the welcome.
             tx.rejoin_chat(group, welcome.seq)?;
         } else {
+            // The self group is the one this device recorded; every other group is a chat
+            // until its members say what kind (a group-meta message).
+            let kind = if super::self_group::is_self_group(tx, group)? {
+                ChatKind::SelfGroup
+            } else {
+                ChatKind::Group
+            };
             tx.insert_chat(
-                &Chat::new(group, ChatKind::Group, ChatState::Active, welcome.seq),
+                &Chat::new(group, kind, ChatState::Active, welcome.seq),
                 self.now_ms(),
             )?;
         }
         // A pending commit from an earlier membership means nothing in this one.
         tx.settle_commit(group)?;
-        Ok(true)
+        Ok(Joining::Joined)
+    }
+
+    /// Pins the account keys of `names` seen for the first time (trust on first use, as the
+    /// server lists them; safety numbers catch a server that lies here). A name the server
+    /// does not know stays unpinned, so leaves claiming it are refused.
+    pub(crate) async fn learn_accounts(&self, names: &[Username]) -> Result<(), CoreError> {
+        for name in names.iter().take(ACCOUNTS_LEARNT_PER_CHANGE_MAX) {
+            if self.read(|tx| tx.pinned_key(name))?.is_some() {
+                continue;
+            }
+            let reply = self
+                .call(Request::GetAccount(v1::GetAccount {
+                    username: name.to_string(),
+                }))
+                .await;
+            match reply {
+                Ok(Reply::Account(account)) => {
+                    self.check_account_key(name, &account.account_key)?;
+                }
+                Ok(_) => return Err(unexpected("Account")),
+                Err(e) if e.code() == Some(ErrorCode::UnknownUser) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Processes every new entry of one group's log, up to its head. What the user should
@@ -131,7 +215,7 @@ impl Device {
             };
             let last = page.entries.last().map(|e| e.seq);
             for entry in &page.entries {
-                self.apply_entry(group, entry)?;
+                self.apply_entry(group, entry).await?;
             }
             if page.membership_ended {
                 self.end_membership(group, last.unwrap_or(chat.position), ChatState::Removed)?;
@@ -174,28 +258,43 @@ impl Device {
     }
 
     /// Applies one log entry in its own transaction and moves the chat's position past it;
-    /// emits what the user should see.
-    pub(crate) fn apply_entry(
+    /// emits what the user should see. An entry whose new members name accounts seen for the
+    /// first time waits until their keys are learnt; one whose new members are not who they
+    /// claim is refused, and the chat ends here (its next epoch would hold them).
+    pub(crate) async fn apply_entry(
         &self,
         group: GroupId,
         entry: &v1::LogEntry,
     ) -> Result<(), CoreError> {
         let me = self.me()?;
-        let outcome = self.write(|tx| {
-            let Some(chat) = tx.chat(group)? else {
-                return Ok(None);
-            };
-            if entry.seq <= chat.position || !chat.is_active() {
-                return Ok(None); // already processed (a push racing a sync), or not ours now
+        let mut learnt = false;
+        let outcome = loop {
+            let outcome = self.write(|tx| {
+                let Some(chat) = tx.chat(group)? else {
+                    return Ok(None);
+                };
+                if entry.seq <= chat.position || !chat.is_active() {
+                    return Ok(None); // already processed (a push racing a sync), or not ours now
+                }
+                let provider = self.mls(tx);
+                let outcome = self.apply_in(&provider, tx, me, group, entry, learnt)?;
+                if outcome.need_keys.is_empty() {
+                    tx.set_position(group, entry.seq)?;
+                }
+                Ok(Some(outcome))
+            })?;
+            match outcome {
+                Some(outcome) if !outcome.need_keys.is_empty() => {
+                    self.learn_accounts(&outcome.need_keys).await?;
+                    learnt = true;
+                }
+                Some(outcome) => break outcome,
+                None => return Ok(()),
             }
-            let provider = self.mls(tx);
-            let outcome = self.apply_in(&provider, tx, me, group, entry)?;
-            tx.set_position(group, entry.seq)?;
-            Ok(Some(outcome))
-        })?;
-        let Some(outcome) = outcome else {
-            return Ok(());
         };
+        if let Some(reason) = outcome.refused {
+            self.warn(Warning::MembersRefused { group, reason });
+        }
         if outcome.removed {
             self.io.emit(Event::ChatEnded(group));
         }
@@ -212,6 +311,9 @@ impl Device {
         Ok(())
     }
 
+    /// Applies one entry inside the caller's transaction. `learnt`: the keys of accounts
+    /// seen for the first time were asked for already (a name still unknown now has no
+    /// account, and its leaf is refused).
     fn apply_in(
         &self,
         provider: &Provider<'_>,
@@ -219,6 +321,7 @@ impl Device {
         me: &Identity,
         group: GroupId,
         entry: &v1::LogEntry,
+        learnt: bool,
     ) -> Result<EntryOutcome, CoreError> {
         let mut outcome = EntryOutcome::default();
         let own = DeviceId(entry.sender_device) == me.device;
@@ -251,15 +354,37 @@ impl Device {
         // An entry that cannot be processed must not wedge the chat: undo its partial state
         // change, note it, and move on.
         let processed = tx.attempt(|tx| {
-            let incoming = mls::process(&mut state, provider, &entry.payload)?;
+            let incoming = mls::process(
+                &mut state,
+                provider,
+                &entry.payload,
+                &mut me.authenticator(tx),
+            )?;
             self.on_incoming(provider, tx, me, group, entry, incoming)
         })?;
-        match processed {
-            Ok(done) => outcome = done,
+        let refused = match processed {
+            Ok(done) => return Ok(done),
+            Err(CoreError::Crypto(CryptoError::UnknownAccounts(names))) if !learnt => {
+                outcome.need_keys = names;
+                return Ok(outcome);
+            }
+            Err(CoreError::Crypto(CryptoError::UnknownAccounts(names))) => {
+                format!("{} have no account here", names_list(&names))
+            }
+            Err(CoreError::Crypto(CryptoError::Unauthenticated(reason))) => reason,
             Err(e) => {
                 tracing::warn!(%group, seq = entry.seq, error = %e, "could not process a log entry");
+                return Ok(outcome);
             }
-        }
+        };
+        // Not merged: this device stays in the epoch before it, which the group has left, so
+        // the chat ends here for this device (what it holds stays readable).
+        tracing::warn!(%group, seq = entry.seq, %refused, "refused a change of members");
+        tx.set_state(group, ChatState::Removed)?;
+        tx.settle_commit(group)?;
+        record_state(tx, me, group, entry.seq, ChatState::Removed, self.now_ms())?;
+        outcome.refused = Some(refused);
+        outcome.removed = true;
         Ok(outcome)
     }
 
@@ -314,7 +439,6 @@ impl Device {
                     return Ok(EntryOutcome::default());
                 }
                 let applied = history::apply(
-                    provider,
                     tx,
                     group,
                     sender_name,
@@ -324,7 +448,7 @@ impl Device {
                 )?;
                 Ok(EntryOutcome {
                     applied,
-                    removed: false,
+                    ..EntryOutcome::default()
                 })
             }
             Incoming::Commit {
@@ -333,8 +457,8 @@ impl Device {
                 tx.set_state(group, ChatState::Removed)?;
                 record_state(tx, me, group, entry.seq, ChatState::Removed, self.now_ms())?;
                 Ok(EntryOutcome {
-                    applied: Applied::Nothing,
                     removed: true,
+                    ..EntryOutcome::default()
                 })
             }
             Incoming::Commit { .. } | Incoming::Proposal { .. } | Incoming::Own => {
@@ -365,11 +489,15 @@ impl Device {
 }
 
 /// What processing one entry did that the user sees.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct EntryOutcome {
     applied: Applied,
-    /// This device was removed from the group by it.
+    /// This device was removed from the group by it (or refused it).
     removed: bool,
+    /// Why its new members were refused.
+    refused: Option<String>,
+    /// Accounts to learn the keys of before the entry can be checked (not applied yet).
+    need_keys: Vec<Username>,
 }
 
 impl Default for EntryOutcome {
@@ -377,8 +505,30 @@ impl Default for EntryOutcome {
         Self {
             applied: Applied::Nothing,
             removed: false,
+            refused: None,
+            need_keys: Vec::new(),
         }
     }
+}
+
+/// How taking a welcome ended.
+enum Joining {
+    Joined,
+    /// Not joined, and nothing to say: already a member, or a welcome that does not open
+    /// (logged).
+    Skipped,
+    /// A member is not who it claims.
+    Refused(String),
+    /// Accounts to learn the keys of first.
+    NeedKeys(Vec<Username>),
+}
+
+fn names_list(names: &[Username]) -> String {
+    names
+        .iter()
+        .map(|n| format!("@{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The active chats whose server head is ahead of this device's position, or that hold a

@@ -281,6 +281,13 @@ impl Tx<'_> {
         ))
     }
 
+    /// Makes every chat's devices be checked again at the next sync (a contact's key was
+    /// trusted anew, so their device list means something else now).
+    pub fn forget_roster_checks(&self) -> Result<(), CoreError> {
+        self.conn.execute("UPDATE chats SET roster_seen = 0", [])?;
+        Ok(())
+    }
+
     /// Records that the chat's devices match its accounts' lists at roster `version`.
     pub fn set_roster_seen(&self, group: GroupId, version: u64) -> Result<(), CoreError> {
         self.update_chat(

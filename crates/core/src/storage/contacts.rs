@@ -1,5 +1,6 @@
-//! What this device decided about other accounts: their pinned account keys, and devices it
-//! saw revoked (never added back, whatever the server lists later).
+//! What this device decided about other accounts: their pinned account keys (and a different
+//! key the server presents, waiting for the user's word), and devices it saw revoked (never
+//! added back, whatever the server lists later).
 
 use chapar_types::{DeviceId, Username};
 use rusqlite::{OptionalExtension, params};
@@ -17,15 +18,40 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Pins (or re-pins) `username`'s account key.
+    /// Pins (or, on the user's word, re-pins) `username`'s account key; forgets a presented
+    /// change.
     pub fn pin_key(&self, username: &Username, key: &[u8], now_ms: u64) -> Result<(), CoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO contacts (username, account_key, pinned_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (username) DO UPDATE SET account_key = ?2, pinned_ms = ?3",
+                 ON CONFLICT (username) DO UPDATE
+                 SET account_key = ?2, pinned_ms = ?3, presented_key = NULL",
             )?
             .execute(params![username.as_str(), key, to_i64(now_ms)])?;
         Ok(())
+    }
+
+    /// Records that the server presents `key` for `username`, which differs from the pinned
+    /// key; returns whether this is news (not the change recorded already).
+    pub fn present_key(&self, username: &Username, key: &[u8]) -> Result<bool, CoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE contacts SET presented_key = ?2
+                 WHERE username = ?1 AND presented_key IS NOT ?2",
+            )?
+            .execute(params![username.as_str(), key])?;
+        Ok(changed > 0)
+    }
+
+    /// The key the server presents for `username` instead of the pinned one, if it does.
+    pub fn presented_key(&self, username: &Username) -> Result<Option<Vec<u8>>, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT presented_key FROM contacts WHERE username = ?1")?
+            .query_row([username.as_str()], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// Remembers that `device` of `username` was revoked, so it is never added back.

@@ -127,10 +127,17 @@ CREATE TABLE pending_commits (
     created_ms   INTEGER NOT NULL
 );
 "#,
+    // Leaves carry their account's certificate and are checked against pinned keys (older
+    // groups' leaves do not, so profiles before this step are refused). A contact's key the
+    // server presents that differs from the pinned one waits here until the user trusts it.
+    r#"
+ALTER TABLE contacts ADD COLUMN presented_key BLOB;
+"#,
 ];
 
-/// Versions that hold openmls state this version cannot read.
-const UNREADABLE_VERSIONS: std::ops::RangeInclusive<usize> = 1..=4;
+/// Versions that hold openmls state this version cannot read (or, from 5, groups whose
+/// leaves carry no certificate).
+const UNREADABLE_VERSIONS: std::ops::RangeInclusive<usize> = 1..=5;
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), CoreError> {
     let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;

@@ -1,11 +1,13 @@
 //! MLS groups whose members are devices, wrapped to the operations Chapar needs.
 //!
-//! Each leaf carries a basic credential whose identity is `username:device-id-hex`, and whose
-//! signature key is the device key that the account key certified (see [`crate::identity`]).
+//! Each leaf carries a basic credential naming its account and device with the account key's
+//! certificate of the leaf's signature key (the device key); every leaf that enters a group,
+//! through a welcome or a commit, is authenticated by the caller before it counts
+//! ([`leaf`]).
 //! Handshake and application messages are both sent as MLS `PrivateMessage`s, so the server sees
 //! neither content nor who was added; clients tell the server the device ids it must route to.
 
-use chapar_types::{DeviceId, GroupId, Username};
+use chapar_types::{DeviceId, GroupId};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
@@ -23,54 +25,46 @@ const MAXIMUM_FORWARD_DISTANCE: u32 = 10_000;
 
 pub use openmls::group::MlsGroup;
 
-/// Who a leaf is: an account and one of its devices.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DeviceIdentity {
-    /// The account.
-    pub username: Username,
-    /// The device.
-    pub device: DeviceId,
-}
+mod leaf;
+pub use leaf::{Authenticate, DeviceIdentity, GroupMember};
 
-impl DeviceIdentity {
-    /// The bytes carried in the basic credential.
-    pub fn to_credential_bytes(&self) -> Vec<u8> {
-        format!("{}:{}", self.username, self.device).into_bytes()
-    }
-
-    /// Parses a credential's identity bytes.
-    pub fn from_credential_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let bad = || CryptoError::MalformedMls("credential identity".into());
-        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let (name, device) = text.split_once(':').ok_or_else(bad)?;
-        Ok(Self {
-            username: Username::parse(name).map_err(|_| bad())?,
-            device: device.parse().map_err(|_| bad())?,
-        })
-    }
-
-    fn from_credential(credential: &Credential) -> Result<Self, CryptoError> {
-        let basic = BasicCredential::try_from(credential.clone())
-            .map_err(|_| CryptoError::MalformedMls("not a basic credential".into()))?;
-        Self::from_credential_bytes(basic.identity())
-    }
-}
-
-/// A device's MLS signing identity: its leaf credential and the key that signs for it.
+/// A device's MLS signing identity: its leaf credential (with the account's certificate) and
+/// the key that signs for it.
 pub struct DeviceSigner {
     identity: DeviceIdentity,
+    certificate: Vec<u8>,
     keys: SignatureKeyPair,
 }
 
 impl DeviceSigner {
-    /// Builds the MLS signer from the device key.
-    pub fn new(identity: DeviceIdentity, device_key: &SecretKey) -> Self {
+    /// Builds the MLS signer from the device key and the account key's `certificate` of it
+    /// ([`crate::identity::certify_device`]).
+    pub fn new(identity: DeviceIdentity, device_key: &SecretKey, certificate: Vec<u8>) -> Self {
         let keys = SignatureKeyPair::from_raw(
             CIPHERSUITE.signature_algorithm(),
             device_key.to_bytes().to_vec(),
             device_key.public().to_vec(),
         );
-        Self { identity, keys }
+        Self {
+            identity,
+            certificate,
+            keys,
+        }
+    }
+
+    /// Builds the signer of a device certified by `account_key` here and now (tests, tools).
+    pub fn certified(
+        identity: DeviceIdentity,
+        device_key: &SecretKey,
+        account_key: &SecretKey,
+    ) -> Self {
+        let certificate = crate::identity::certify_device(
+            account_key,
+            &identity.username,
+            identity.device,
+            &device_key.public(),
+        );
+        Self::new(identity, device_key, certificate)
     }
 
     /// Who this signer is.
@@ -80,19 +74,14 @@ impl DeviceSigner {
 
     fn credential_with_key(&self) -> CredentialWithKey {
         CredentialWithKey {
-            credential: BasicCredential::new(self.identity.to_credential_bytes()).into(),
+            credential: BasicCredential::new(leaf::credential_bytes(
+                &self.identity,
+                &self.certificate,
+            ))
+            .into(),
             signature_key: self.keys.public().into(),
         }
     }
-}
-
-/// A member of a group as the group's state records it.
-#[derive(Debug, Clone)]
-pub struct GroupMember {
-    /// Account and device of the leaf.
-    pub identity: DeviceIdentity,
-    /// The leaf's signature key: the device key its account certified.
-    pub signature_key: Vec<u8>,
 }
 
 /// A commit to send to the delivery service, with the routing facts the server needs.
@@ -181,6 +170,19 @@ pub struct VerifiedKeyPackage {
     pub identity: DeviceIdentity,
     /// The leaf's signature key, which the caller compares with the device certificate.
     pub signature_key: Vec<u8>,
+    /// The certificate the leaf's credential carries.
+    pub certificate: Vec<u8>,
+}
+
+impl VerifiedKeyPackage {
+    /// The leaf this key package would add, for [`Authenticate`].
+    pub fn member(&self) -> GroupMember {
+        GroupMember {
+            identity: self.identity.clone(),
+            signature_key: self.signature_key.clone(),
+            certificate: self.certificate.clone(),
+        }
+    }
 }
 
 /// Parses and verifies a key package's own signatures and lifetime.
@@ -193,9 +195,11 @@ pub fn verify_key_package<P: OpenMlsProvider>(
         .validate(provider.crypto(), ProtocolVersion::Mls10)
         .map_err(mls_err)?;
     let leaf = key_package.leaf_node();
+    let member = GroupMember::from_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
     Ok(VerifiedKeyPackage {
-        identity: DeviceIdentity::from_credential(leaf.credential())?,
-        signature_key: leaf.signature_key().as_slice().to_vec(),
+        identity: member.identity,
+        signature_key: member.signature_key,
+        certificate: member.certificate,
         key_package,
     })
 }
@@ -234,15 +238,17 @@ pub fn load_group<P: OpenMlsProvider>(
     .map_err(|e| CryptoError::Storage(format!("{e:?}")))
 }
 
-/// Joins group `group_id` from a Welcome addressed to one of this device's key packages. A
-/// Welcome for any other group is refused (the server labels welcomes; it must not be able to
-/// redirect one). State left from an earlier membership of the same group (the device was
-/// removed and is added again) is deleted first: callers only join groups they are not an
-/// active member of.
+/// Joins group `group_id` from a Welcome addressed to one of this device's key packages, if
+/// `auth` accepts every leaf of its tree. A Welcome for any other group is refused (the server
+/// labels welcomes; it must not be able to redirect one). State left from an earlier
+/// membership of the same group (the device was removed and is added again) is deleted first:
+/// callers only join groups they are not an active member of, and undo a refused join's
+/// storage changes (the caller's transaction).
 pub fn join_group<P: OpenMlsProvider>(
     provider: &P,
     group_id: GroupId,
     welcome: &[u8],
+    auth: &mut dyn Authenticate,
 ) -> Result<MlsGroup, CryptoError> {
     let message = MlsMessageIn::tls_deserialize_exact(welcome)
         .map_err(|e| CryptoError::MalformedMls(e.to_string()))?;
@@ -265,6 +271,7 @@ pub fn join_group<P: OpenMlsProvider>(
             "the welcome is for a different group".into(),
         ));
     }
+    leaf::check_welcome(&staged, auth)?;
     staged.into_group(provider).map_err(mls_err)
 }
 
@@ -290,10 +297,7 @@ pub fn members(group: &MlsGroup) -> Vec<GroupMember> {
 }
 
 fn to_group_member(member: &Member) -> Result<GroupMember, CryptoError> {
-    Ok(GroupMember {
-        identity: DeviceIdentity::from_credential(&member.credential)?,
-        signature_key: member.signature_key.clone(),
-    })
+    GroupMember::from_leaf(&member.credential, &member.signature_key)
 }
 
 fn member_at(group: &MlsGroup, index: LeafNodeIndex) -> Result<GroupMember, CryptoError> {
@@ -508,19 +512,22 @@ pub fn encrypt<P: OpenMlsProvider>(
 }
 
 /// Processes one message from the group's log: decrypts application messages, queues proposals
-/// and merges commits (so the group moves to the next epoch).
+/// (a member leaving, the only kind Chapar makes) and merges commits (so the group moves to
+/// the next epoch) if `auth` accepts every leaf the commit brings in. A refused commit is not
+/// merged; the caller undoes the storage changes processing made (its transaction).
 pub fn process<P: OpenMlsProvider>(
     group: &mut MlsGroup,
     provider: &P,
     bytes: &[u8],
+    auth: &mut dyn Authenticate,
 ) -> Result<Incoming, CryptoError> {
     let message = MlsMessageIn::tls_deserialize_exact(bytes)
         .map_err(|e| CryptoError::MalformedMls(e.to_string()))?
         .try_into_protocol_message()
         .map_err(mls_err)?;
     let processed = group.process_message(provider, message).map_err(mls_err)?;
-    let sender = match processed.sender() {
-        Sender::Member(index) => member_at(group, *index)?,
+    let (sender, sender_index) = match processed.sender() {
+        Sender::Member(index) => (member_at(group, *index)?, *index),
         _ => return Err(CryptoError::Mls("message from a non-member".into())),
     };
     match processed.into_content() {
@@ -529,6 +536,7 @@ pub fn process<P: OpenMlsProvider>(
             plaintext: app.into_bytes(),
         }),
         ProcessedMessageContent::ProposalMessage(proposal) => {
+            leaf::check_standalone_proposal(&proposal, sender_index)?;
             group
                 .store_pending_proposal(provider.storage(), *proposal)
                 .map_err(|e| CryptoError::Storage(format!("{e:?}")))?;
@@ -541,14 +549,14 @@ pub fn process<P: OpenMlsProvider>(
             Err(CryptoError::Mls("external joins are not used".into()))
         }
         ProcessedMessageContent::StagedCommitMessage(staged) => {
+            leaf::check_commit(&staged, &sender, auth)?;
             let added = staged
                 .add_proposals()
                 .filter_map(|p| {
-                    DeviceIdentity::from_credential(
-                        p.add_proposal().key_package().leaf_node().credential(),
-                    )
-                    .ok()
+                    let leaf = p.add_proposal().key_package().leaf_node();
+                    GroupMember::from_leaf(leaf.credential(), leaf.signature_key().as_slice()).ok()
                 })
+                .map(|m| m.identity)
                 .collect();
             let removed = staged
                 .remove_proposals()
@@ -575,100 +583,4 @@ pub fn epoch(group: &MlsGroup) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openmls_rust_crypto::OpenMlsRustCrypto;
-
-    fn device(name: &str, id: u64) -> DeviceSigner {
-        let key = SecretKey::generate(&mut rand::thread_rng());
-        DeviceSigner::new(
-            DeviceIdentity {
-                username: Username::parse(name).expect("valid"),
-                device: DeviceId(id),
-            },
-            &key,
-        )
-    }
-
-    #[test]
-    fn three_members_talk_and_a_removed_one_cannot_read() {
-        let providers: Vec<OpenMlsRustCrypto> =
-            (0..3).map(|_| OpenMlsRustCrypto::default()).collect();
-        let signers = [device("alice", 1), device("bob", 2), device("carol", 3)];
-        let mut alice = create_group(&providers[0], &signers[0], GroupId([1; 16])).expect("create");
-
-        let kps: Vec<_> = (1..3)
-            .map(|i| {
-                let bytes = new_key_package(&providers[i], &signers[i], false).expect("kp");
-                verify_key_package(&providers[0], &bytes).expect("valid kp")
-            })
-            .collect();
-        assert_eq!(kps[0].identity.username.as_str(), "bob");
-        let out = add_members(&mut alice, &providers[0], &signers[0], kps).expect("add");
-        assert_eq!(out.added, vec![DeviceId(2), DeviceId(3)]);
-        merge_pending_commit(&mut alice, &providers[0]).expect("merge");
-        let welcome = out.welcome.expect("welcome");
-        let mut bob = join_group(&providers[1], GroupId([1; 16]), &welcome).expect("bob joins");
-        let mut carol = join_group(&providers[2], GroupId([1; 16]), &welcome).expect("carol joins");
-        assert_eq!(epoch(&alice), epoch(&bob));
-
-        let ct = encrypt(&mut alice, &providers[0], &signers[0], b"hello").expect("encrypt");
-        for (group, provider) in [(&mut bob, &providers[1]), (&mut carol, &providers[2])] {
-            match process(group, provider, &ct).expect("decrypt") {
-                Incoming::Application { sender, plaintext } => {
-                    assert_eq!(plaintext, b"hello");
-                    assert_eq!(sender.identity.device, DeviceId(1));
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-
-        let out =
-            remove_devices(&mut alice, &providers[0], &signers[0], &[DeviceId(3)]).expect("remove");
-        merge_pending_commit(&mut alice, &providers[0]).expect("merge");
-        match process(&mut bob, &providers[1], &out.commit).expect("bob processes") {
-            Incoming::Commit {
-                removed,
-                removed_self,
-                ..
-            } => {
-                assert_eq!(removed[0].device, DeviceId(3));
-                assert!(!removed_self);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        match process(&mut carol, &providers[2], &out.commit).expect("carol processes") {
-            Incoming::Commit { removed_self, .. } => assert!(removed_self),
-            other => panic!("unexpected {other:?}"),
-        }
-        let secret = encrypt(&mut alice, &providers[0], &signers[0], b"after").expect("encrypt");
-        assert!(process(&mut carol, &providers[2], &secret).is_err());
-        assert!(matches!(
-            process(&mut bob, &providers[1], &secret),
-            Ok(Incoming::Application { .. })
-        ));
-    }
-
-    #[test]
-    fn leaving_is_a_proposal_another_member_commits() {
-        let pa = OpenMlsRustCrypto::default();
-        let pb = OpenMlsRustCrypto::default();
-        let (sa, sb) = (device("alice", 1), device("bob", 2));
-        let mut alice = create_group(&pa, &sa, GroupId([2; 16])).expect("create");
-        let kp =
-            verify_key_package(&pa, &new_key_package(&pb, &sb, true).expect("kp")).expect("kp");
-        let out = add_members(&mut alice, &pa, &sa, vec![kp]).expect("add");
-        merge_pending_commit(&mut alice, &pa).expect("merge");
-        let mut bob =
-            join_group(&pb, GroupId([2; 16]), &out.welcome.expect("welcome")).expect("join");
-        let proposal = leave_group(&mut bob, &pb, &sb).expect("leave");
-        assert!(matches!(
-            process(&mut alice, &pa, &proposal),
-            Ok(Incoming::Proposal { .. })
-        ));
-        let commit = commit_pending_proposals(&mut alice, &pa, &sa)
-            .expect("commit")
-            .expect("some");
-        assert_eq!(commit.removed, vec![DeviceId(2)]);
-    }
-}
+mod tests;

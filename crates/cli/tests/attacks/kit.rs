@@ -1,0 +1,199 @@
+//! The attacker's kit: a test-only client that talks the real protocol to the real server
+//! over a real WebSocket and crafts its own MLS messages, with whatever leaf credentials it
+//! likes. It is an ordinary registered account (Mallory) unless a test hands it a key it
+//! stole.
+#![allow(dead_code)] // each attack uses part of the kit
+
+use chapar_client::connection::Connection;
+use chapar_crypto::identity::{self, SecretKey};
+use chapar_crypto::mls::{self, DeviceIdentity, DeviceSigner, MlsGroup, VerifiedKeyPackage};
+use chapar_types::{DeviceId, GroupId, Username};
+use chapar_wire::content::{self, AppMessage, app_message::Body};
+use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use prost::Message as _;
+use rand::RngCore as _;
+
+/// A registered account whose one device signs its MLS leaves with `signer`, a credential of
+/// the attacker's choosing.
+pub struct Attacker {
+    pub conn: Connection,
+    pub device: DeviceId,
+    provider: OpenMlsRustCrypto,
+    signer: DeviceSigner,
+}
+
+impl Attacker {
+    /// Registers `username` (its own account key, its own device) on `url`; its MLS leaves
+    /// claim to be device `claims.1` of `claims.0`, certified by `certifier` (the attacker's
+    /// own account key, unless it stole one).
+    pub async fn register(
+        url: &str,
+        username: &str,
+        claims: (&str, u64),
+        certifier: Option<&SecretKey>,
+    ) -> Self {
+        let mut rng = rand::thread_rng();
+        let account = SecretKey::generate(&mut rng);
+        let device_key = SecretKey::generate(&mut rng);
+        let device = DeviceId(rng.next_u64());
+        let name = Username::parse(username).unwrap();
+        let conn = Connection::open(url).await.unwrap();
+        let reply = conn
+            .request(Request::Register(v1::Register {
+                username: username.into(),
+                account_key: account.public().to_vec(),
+                device: Some(v1::DeviceCert {
+                    device_id: device.0,
+                    device_key: device_key.public().to_vec(),
+                    account_signature: identity::certify_device(
+                        &account,
+                        &name,
+                        device,
+                        &device_key.public(),
+                    ),
+                }),
+                challenge_signature: identity::answer_challenge(
+                    &device_key,
+                    conn.challenge(),
+                    device,
+                ),
+                key_packages: vec![vec![1]],
+                last_resort_key_package: vec![2],
+                sealed_name: Vec::new(),
+                proof_of_work: conn.prove_registration(username),
+                invite_code: String::new(),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(reply, Reply::AuthOk(_)), "register: {reply:?}");
+        let leaf = DeviceIdentity {
+            username: Username::parse(claims.0).unwrap(),
+            device: DeviceId(claims.1),
+        };
+        let signer = DeviceSigner::certified(leaf, &device_key, certifier.unwrap_or(&account));
+        Self {
+            conn,
+            device,
+            provider: OpenMlsRustCrypto::default(),
+            signer,
+        }
+    }
+
+    /// Claims a key package of every device of `user`, as anyone may.
+    pub async fn claim(&self, user: &str) -> Vec<(DeviceId, VerifiedKeyPackage)> {
+        let Reply::KeyPackages(reply) = self
+            .conn
+            .request(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+                username: user.into(),
+                devices: Vec::new(),
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!("expected key packages");
+        };
+        reply
+            .devices
+            .iter()
+            .map(|d| {
+                let id = DeviceId(d.device.as_ref().unwrap().device_id);
+                (
+                    id,
+                    mls::verify_key_package(&self.provider, &d.key_package).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Creates a group on the server whose only member is this device (with its crafted
+    /// leaf), then adds `victims` in one commit with a welcome. Returns the group and its
+    /// state.
+    pub async fn group_with(
+        &self,
+        victims: Vec<(DeviceId, VerifiedKeyPackage)>,
+    ) -> (GroupId, MlsGroup) {
+        let mut bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let group = GroupId(bytes);
+        self.conn
+            .request(Request::CreateGroup(v1::CreateGroup {
+                group_id: group.as_bytes().to_vec(),
+            }))
+            .await
+            .unwrap();
+        let mut state = mls::create_group(&self.provider, &self.signer, group).unwrap();
+        let devices: Vec<u64> = victims.iter().map(|(d, _)| d.0).collect();
+        let packages = victims.into_iter().map(|(_, kp)| kp).collect();
+        let out = mls::add_members(&mut state, &self.provider, &self.signer, packages).unwrap();
+        let reply = self
+            .conn
+            .request(Request::SubmitCommit(v1::SubmitCommit {
+                group_id: group.as_bytes().to_vec(),
+                epoch: mls::epoch(&state),
+                seen_seq: 0,
+                commit: out.commit,
+                welcome: out.welcome.unwrap(),
+                added_devices: devices,
+                removed_devices: Vec::new(),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(reply, Reply::Appended(_)), "commit: {reply:?}");
+        mls::merge_pending_commit(&mut state, &self.provider).unwrap();
+        (group, state)
+    }
+
+    /// Sends `body` into `group` as this device's crafted leaf.
+    pub async fn send(&self, group: GroupId, state: &mut MlsGroup, body: Body) {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let message = AppMessage {
+            message_id: id.to_vec(),
+            sent_at_ms: 1,
+            body: Some(body),
+        };
+        let ciphertext = mls::encrypt(
+            state,
+            &self.provider,
+            &self.signer,
+            &message.encode_to_vec(),
+        )
+        .unwrap();
+        let Reply::GroupList(list) = self
+            .conn
+            .request(Request::ListGroups(v1::ListGroups {}))
+            .await
+            .unwrap()
+        else {
+            panic!("expected the group list");
+        };
+        let roster_version = list
+            .groups
+            .iter()
+            .find(|g| g.group_id == group.as_bytes())
+            .map(|g| g.roster_version)
+            .unwrap_or(0);
+        let reply = self
+            .conn
+            .request(Request::SendMessage(v1::SendMessage {
+                group_id: group.as_bytes().to_vec(),
+                epoch: mls::epoch(state),
+                message_id: id.to_vec(),
+                ciphertext,
+                roster_version,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(reply, Reply::Appended(_)), "send: {reply:?}");
+    }
+}
+
+/// A text message body.
+pub fn text(text: &str) -> Body {
+    Body::Text(content::Text {
+        text: text.into(),
+        reply_to: Vec::new(),
+    })
+}
