@@ -385,3 +385,44 @@ fn ten_devices_on_one_account_all_read_the_same_chat() {
         "ten devices of alice, one of bob"
     );
 }
+
+/// Issue 14, bug 6: a chat the contact started was joined from a welcome, and the first device
+/// waited a day to archive it (for an older device of its own that never existed), so a linked
+/// device said "1 messages restored" and showed nothing. The first device of an account in a
+/// group now archives what it receives at once.
+#[test]
+fn a_chat_the_contact_started_is_whole_on_a_linked_and_a_recovered_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (phone, key) = server.register_with_key(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    bob.send("@alice", "bob writes first");
+    phone.sync();
+    assert_eq!(phone.texts("@bob"), ["bob writes first"]);
+    phone.ok(&["read", "@bob"]);
+
+    let laptop = server.link(dir.path(), "alice-laptop", &phone);
+    assert_eq!(laptop.texts("@bob"), ["bob writes first"], "linked device");
+    bob.send("@alice", "and again");
+    laptop.sync();
+    assert_eq!(laptop.texts("@bob"), ["bob writes first", "and again"]);
+    phone.sync();
+
+    std::fs::remove_dir_all(&phone.profile).unwrap();
+    std::fs::remove_dir_all(&laptop.profile).unwrap();
+    let recovered = server.user(dir.path(), "alice-recovered");
+    recovered.ok(&[
+        "recover",
+        "--server",
+        &server.url,
+        "--username",
+        "alice",
+        "--recovery-key",
+        &key,
+    ]);
+    assert_eq!(
+        recovered.texts("@bob"),
+        ["bob writes first", "and again"],
+        "recovered device"
+    );
+}

@@ -156,6 +156,18 @@ impl Device {
                 &Chat::new(group, kind, ChatState::Active, welcome.seq),
                 self.now_ms(),
             )?;
+            // The first of the account's devices in the group: no device of the account can
+            // ever archive what came before the welcome, so nothing is waited for (received
+            // messages are archived from here at once).
+            let provider = self.mls(tx);
+            let others_of_mine = mls::load_group(&provider, group)?.is_some_and(|state| {
+                mls::members(&state)
+                    .iter()
+                    .any(|m| m.identity.username == me.username && m.identity.device != me.device)
+            });
+            if !others_of_mine {
+                tx.record_from_the_start(group)?;
+            }
         }
         // A pending commit from an earlier membership means nothing in this one.
         tx.settle_commit(group)?;

@@ -208,6 +208,17 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records that nothing of the chat's history before this device joined belongs to its
+    /// account (no other device of the account was in the group), so the account's history
+    /// of it starts here and uploading need not wait for anyone to archive an earlier stretch.
+    pub fn record_from_the_start(&self, group: GroupId) -> Result<(), CoreError> {
+        self.update_chat(
+            "UPDATE chats SET recorded_from = ?2 WHERE group_id = ?1",
+            group,
+            &0i64,
+        )
+    }
+
     /// The log position after which this device has recorded the chat's history itself.
     pub fn recorded_from(&self, group: GroupId) -> Result<Seq, CoreError> {
         self.chat_number(group, "recorded_from")
