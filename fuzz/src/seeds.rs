@@ -243,7 +243,7 @@ fn requests() -> Vec<Request> {
             after_id: 0,
             limit: 10,
         }),
-        Request::ListGroups(v1::ListGroups {}),
+        Request::ListGroups(v1::ListGroups::default()),
         Request::GetAccount(v1::GetAccount {
             username: "bob".into(),
         }),
@@ -290,7 +290,10 @@ fn requests() -> Vec<Request> {
 
 /// Handshake requests an anonymous connection makes, by hand.
 fn handshake_requests() -> Vec<Vec<u8>> {
-    let challenge = [0u8; 32];
+    let challenge = crate::server::Challenge {
+        nonce: vec![0; 32],
+        server_id: vec![1; 32],
+    };
     vec![
         alice().register_frame(7, &challenge),
         alice().authenticate_frame(8, &challenge),

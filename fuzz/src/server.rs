@@ -122,10 +122,21 @@ pub fn reply_of(bytes: &[u8]) -> Option<Reply> {
     }
 }
 
+/// What a login answer signs over: a connection's challenge and the server's identity.
+pub struct Challenge {
+    /// The connection's random challenge.
+    pub nonce: Vec<u8>,
+    /// The server's identity.
+    pub server_id: Vec<u8>,
+}
+
 /// The challenge in an encoded `HelloOk` response.
-pub fn challenge_of(bytes: &[u8]) -> Option<Vec<u8>> {
+pub fn challenge_of(bytes: &[u8]) -> Option<Challenge> {
     match reply_of(bytes)? {
-        Reply::HelloOk(ok) => Some(ok.challenge),
+        Reply::HelloOk(ok) => Some(Challenge {
+            nonce: ok.challenge,
+            server_id: ok.server_id,
+        }),
         _ => None,
     }
 }
@@ -145,16 +156,20 @@ impl Identity {
         }
     }
 
-    fn answer(&self, challenge: &[u8]) -> Vec<u8> {
+    fn answer(&self, challenge: &Challenge) -> Vec<u8> {
         self.device_key
-            .sign(&challenge_payload(challenge, self.device))
+            .sign(&challenge_payload(
+                &challenge.nonce,
+                self.device,
+                &challenge.server_id,
+            ))
             .to_bytes()
             .to_vec()
     }
 
     /// A `Register` frame answering `challenge`. The key packages are opaque bytes: the
     /// server never parses MLS.
-    pub fn register_frame(&self, request_id: u64, challenge: &[u8]) -> Vec<u8> {
+    pub fn register_frame(&self, request_id: u64, challenge: &Challenge) -> Vec<u8> {
         let username = Username::parse(self.username).expect("a valid username");
         let device_key = self.device_key.verifying_key().to_bytes().to_vec();
         let account_signature = self
@@ -183,7 +198,7 @@ impl Identity {
     }
 
     /// An `Authenticate` frame answering `challenge`.
-    pub fn authenticate_frame(&self, request_id: u64, challenge: &[u8]) -> Vec<u8> {
+    pub fn authenticate_frame(&self, request_id: u64, challenge: &Challenge) -> Vec<u8> {
         frame(
             request_id,
             Request::Authenticate(v1::Authenticate {

@@ -44,6 +44,8 @@ pub struct BenchConn {
     next_nowait: AtomicU64,
     /// The login challenge.
     pub challenge: Vec<u8>,
+    /// The server's identity, which login answers are bound to.
+    pub server_id: Vec<u8>,
     /// The proof of work the server asks of a registration (the bench's server asks none).
     pub registration_pow_bits: u8,
 }
@@ -141,6 +143,7 @@ impl BenchConn {
             next_id: AtomicU64::new(1),
             next_nowait: AtomicU64::new(NOWAIT_ID_BASE),
             challenge: Vec::new(),
+            server_id: Vec::new(),
             registration_pow_bits: 0,
         };
         let Reply::HelloOk(ok) = conn
@@ -153,6 +156,7 @@ impl BenchConn {
             bail!("expected HelloOk");
         };
         conn.challenge = ok.challenge;
+        conn.server_id = ok.server_id;
         conn.registration_pow_bits = u8::try_from(ok.registration_pow_bits)?;
         Ok(conn)
     }

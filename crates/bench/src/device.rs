@@ -88,7 +88,12 @@ pub async fn register(
                 device_key: key.public().to_vec(),
                 account_signature: identity::certify_device(&account, &username, id, &key.public()),
             }),
-            challenge_signature: identity::answer_challenge(&key, &conn.challenge, id),
+            challenge_signature: identity::answer_challenge(
+                &key,
+                &conn.challenge,
+                id,
+                &conn.server_id,
+            ),
             key_packages,
             last_resort_key_package: last_resort,
             sealed_name: Vec::new(),
@@ -121,6 +126,7 @@ pub async fn login(
                 &device.key,
                 &conn.challenge,
                 device.id,
+                &conn.server_id,
             ),
         }))
         .await?;

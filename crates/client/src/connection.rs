@@ -62,6 +62,8 @@ pub struct Connection {
     next_id: AtomicU64,
     pushes: Mutex<Option<mpsc::Receiver<v1::Push>>>,
     challenge: Vec<u8>,
+    /// The server's identity, as it presented it.
+    server_id: Vec<u8>,
     /// The proof of work the server asks of a registration on this connection.
     registration_pow_bits: u8,
     traffic: Arc<Traffic>,
@@ -110,6 +112,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             pushes: Mutex::new(Some(push_rx)),
             challenge: Vec::new(),
+            server_id: Vec::new(),
             registration_pow_bits: 0,
             traffic,
         };
@@ -127,6 +130,7 @@ impl Connection {
             return Err(ClientError::Protocol("expected HelloOk".into()));
         };
         connection.challenge = ok.challenge;
+        connection.server_id = ok.server_id;
         connection.registration_pow_bits =
             u8::try_from(ok.registration_pow_bits).map_err(|_| {
                 ClientError::Protocol("the server asks for an absurd proof of work".into())
@@ -145,6 +149,11 @@ impl Connection {
     /// The server's login challenge for this connection.
     pub fn challenge(&self) -> &[u8] {
         &self.challenge
+    }
+
+    /// The identity the server presented, which login answers are bound to.
+    pub fn server_id(&self) -> &[u8] {
+        &self.server_id
     }
 
     /// A proof of the work the server asks for registering `username` on this connection

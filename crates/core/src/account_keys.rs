@@ -98,15 +98,18 @@ pub(crate) struct AccountKeys {
     pub recovery: Option<RecoveryPublic>,
     /// The account's self group, as the device that made it recorded it.
     pub self_group: Option<GroupId>,
+    /// The identity of the server the account is on, pinned when it was made.
+    pub server_id: Vec<u8>,
 }
 
 impl AccountKeys {
-    /// A new account's keys: one archive key, no recovery key yet.
-    pub fn generate(env: &Env) -> Self {
+    /// A new account's keys on the server `server_id`: one archive key, no recovery key yet.
+    pub fn generate(env: &Env, server_id: Vec<u8>) -> Self {
         Self {
             archive: vec![(generation_at(1, env), env.with_rng(SymmetricKey::generate))],
             recovery: None,
             self_group: None,
+            server_id,
         }
     }
 
@@ -145,6 +148,7 @@ impl AccountKeys {
             archive,
             recovery: secrets.recovery.clone(),
             self_group: GroupId::from_slice(&secrets.self_group_id).ok(),
+            server_id: secrets.server_id.clone(),
         })
     }
 
@@ -166,7 +170,21 @@ impl AccountKeys {
                 .self_group
                 .map(|g| g.as_bytes().to_vec())
                 .unwrap_or_default(),
+            server_id: self.server_id.clone(),
         }
+    }
+
+    /// Checks that the account these secrets belong to is on the server that presented
+    /// `server_id` (a new device learns where its account is from its own devices, not from
+    /// the server it dialled).
+    pub fn require_server(&mut self, server_id: &[u8]) -> Result<(), CoreError> {
+        if self.server_id.is_empty() {
+            self.server_id = server_id.to_vec();
+        }
+        if self.server_id != server_id {
+            return Err(crate::Usage::WrongServer.into());
+        }
+        Ok(())
     }
 
     /// The newest archive key and its generation.

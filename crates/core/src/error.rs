@@ -112,6 +112,9 @@ pub enum Usage {
     /// The key changed again between the safety number shown and the trust.
     #[error("the identity key of @{0} changed again since its safety number was shown")]
     KeyChangedAgain(Username),
+    /// The server presents another identity than the one the account is on.
+    #[error("this server is not the one this account is on (its identity differs)")]
+    WrongServer,
     /// Removing a user who is not in the group.
     #[error("@{0} is not in this group")]
     NotInGroup(Username),

@@ -48,9 +48,9 @@ impl Identity {
         }
     }
 
-    /// This device's answer to a connection's login challenge.
-    pub(crate) fn answer(&self, challenge: &[u8]) -> Vec<u8> {
-        identity::answer_challenge(&self.device_key, challenge, self.device)
+    /// This device's answer to a connection's login challenge, for the server `server_id`.
+    pub(crate) fn answer(&self, challenge: &[u8], server_id: &[u8]) -> Vec<u8> {
+        identity::answer_challenge(&self.device_key, challenge, self.device, server_id)
     }
 
     /// The MLS signer of this device's leaves (each carries the account's certificate).

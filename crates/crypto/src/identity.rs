@@ -58,15 +58,21 @@ pub fn answer_recovery_challenge(
     recovery_auth: &SecretKey,
     challenge: &[u8],
     username: &Username,
+    server_id: &[u8],
 ) -> Vec<u8> {
     recovery_auth.sign(&chapar_types::signed::recovery_challenge_payload(
-        challenge, username,
+        challenge, username, server_id,
     ))
 }
 
-/// Signs the server's login challenge with the device key.
-pub fn answer_challenge(device_key: &SecretKey, challenge: &[u8], device: DeviceId) -> Vec<u8> {
-    device_key.sign(&challenge_payload(challenge, device))
+/// Signs the server's login challenge with the device key, for the server `server_id`.
+pub fn answer_challenge(
+    device_key: &SecretKey,
+    challenge: &[u8],
+    device: DeviceId,
+    server_id: &[u8],
+) -> Vec<u8> {
+    device_key.sign(&challenge_payload(challenge, device, server_id))
 }
 
 /// Verifies an Ed25519 signature in strict mode (no malleable signatures, no weak keys).
@@ -141,7 +147,7 @@ mod tests {
         assert!(
             verify(
                 &account.public(),
-                &challenge_payload(&[0; 32], DeviceId(7)),
+                &challenge_payload(&[0; 32], DeviceId(7), &[1; 32]),
                 &sig
             )
             .is_err()

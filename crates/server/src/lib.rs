@@ -102,10 +102,25 @@ pub fn open_service(
                 detail,
             }
         })?;
+    let server_id = service::key_file::load_or_create(
+        &config.data_dir.join("server.id"),
+        "server identity",
+        "every device of every account refuses to log in until relinked",
+        || {
+            let mut id = [0u8; chapar_types::signed::SERVER_ID_BYTES];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+            id
+        },
+    )
+    .map_err(|e| ServerError::Storage {
+        path: config.data_dir.clone(),
+        detail: e.to_string(),
+    })?;
     Ok(Arc::new(service::Service::new(
         store,
         files,
         config.limits.clone(),
+        server_id,
     )))
 }
 

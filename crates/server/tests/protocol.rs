@@ -180,12 +180,54 @@ async fn unknown_names_and_non_members_get_clear_codes() {
     assert_eq!(code(huge), ErrorCode::TooLarge);
 }
 
+/// A login answer is bound to the identity of the server the device's account is on, not to
+/// whoever asks. A phishing server that relays this server's challenge to a device gets an
+/// answer signed for the server that device believes it talks to, and that answer is refused
+/// here. Under the old rule (challenge and device only) the relayed answer logged in.
+#[tokio::test]
+async fn a_login_answer_made_for_another_server_is_refused() {
+    let (here, phisher) = (start().await, start().await);
+    let conn = Connection::open(&here.url).await.unwrap();
+    let (request, keys) = harness::registration(&conn, "alice");
+    assert!(matches!(
+        conn.request(Request::Register(request)).await.unwrap(),
+        Reply::AuthOk(_)
+    ));
+    let phishing = Connection::open(&phisher.url).await.unwrap();
+    assert_ne!(
+        phishing.server_id(),
+        conn.server_id(),
+        "each server has its own identity"
+    );
+    assert_eq!(phishing.server_id().len(), 32);
+    let relayed_to = Connection::open(&here.url).await.unwrap();
+    let answer = |server_id: &[u8]| {
+        Request::Authenticate(v1::Authenticate {
+            device_id: keys.id.0,
+            challenge_signature: identity::answer_challenge(
+                &keys.device_key,
+                relayed_to.challenge(),
+                keys.id,
+                server_id,
+            ),
+        })
+    };
+    assert_eq!(
+        code(relayed_to.request(answer(phishing.server_id())).await),
+        ErrorCode::AuthenticationFailed
+    );
+    assert!(matches!(
+        relayed_to.request(answer(conn.server_id())).await.unwrap(),
+        Reply::AuthOk(_)
+    ));
+}
+
 #[tokio::test]
 async fn login_is_required_and_checked() {
     let server = start().await;
     register(&server, "alice").await;
     let conn = Connection::open(&server.url).await.unwrap();
-    let fetch = Request::ListGroups(v1::ListGroups {});
+    let fetch = Request::ListGroups(v1::ListGroups::default());
     assert_eq!(
         code(conn.request(fetch.clone()).await),
         ErrorCode::Unauthenticated
@@ -198,6 +240,7 @@ async fn login_is_required_and_checked() {
                 &forged,
                 conn.challenge(),
                 DeviceId(42),
+                conn.server_id(),
             ),
         }))
         .await;
@@ -226,6 +269,7 @@ async fn login_is_required_and_checked() {
                 &device_key,
                 conn.challenge(),
                 DeviceId(5),
+                conn.server_id(),
             ),
             key_packages: vec![],
             last_resort_key_package: vec![9],

@@ -440,6 +440,7 @@ async fn a_device_holds_a_few_connections_and_its_oldest_go_first() {
                 &keys.device_key,
                 conn.challenge(),
                 keys.id,
+                conn.server_id(),
             ),
         });
         conn.request(login).await.unwrap();

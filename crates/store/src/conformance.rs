@@ -21,6 +21,7 @@ pub async fn run_all<S: Store>(store: &S) {
     recovery_records_change_only_as_expected(store).await;
     archives_accept_only_progress(store).await;
     files::run_all(store).await;
+    groups::run_all(store).await;
 }
 
 /// Registers `name` with one device `device` holding two one-time key packages.
@@ -323,7 +324,7 @@ async fn commits_route_welcomes_and_membership_windows<S: Store>(store: &S) {
         Err(StoreError::NotMember)
     );
 
-    let heads = store.device_groups(DeviceId(b)).await.unwrap();
+    let heads = store.device_groups(DeviceId(b), None, 1000).await.unwrap();
     let head = heads
         .iter()
         .find(|h| h.group == group)
@@ -397,7 +398,7 @@ async fn concurrent_appends_get_distinct_consecutive_seqs<S: Store>(store: &S) {
 
 async fn roster_version<S: Store>(store: &S, device: u64, group: GroupId) -> u64 {
     store
-        .device_groups(DeviceId(device))
+        .device_groups(DeviceId(device), None, 1000)
         .await
         .unwrap()
         .iter()
@@ -687,7 +688,7 @@ async fn archives_accept_only_progress<S: Store>(store: &S) {
     assert_eq!(store.read_archive(&lea, first, 10).await.unwrap().len(), 1);
     assert!(store.read_archive(&max, 0, 10).await.unwrap().is_empty());
     let head = store
-        .device_groups(DeviceId(l1))
+        .device_groups(DeviceId(l1), None, 1000)
         .await
         .unwrap()
         .into_iter()
@@ -729,3 +730,4 @@ async fn futures_join_all<F: std::future::Future>(
 }
 
 mod files;
+mod groups;

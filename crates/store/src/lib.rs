@@ -188,11 +188,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<WelcomeRecord>, StoreError>> + Send;
 
-    /// Every group `device` is or was a member of, with the group's head, the position of the
+    /// The groups `device` is or was a member of, after group `after` (all from the first if
+    /// `None`) in group-id order, at most `limit`: with each group's head, the position of the
     /// device's account archive in it, and its roster version.
     fn device_groups(
         &self,
         device: DeviceId,
+        after: Option<GroupId>,
+        limit: u32,
     ) -> impl Future<Output = Result<Vec<GroupHead>, StoreError>> + Send;
 
     // ---- Files (see docs/files.md) ----

@@ -33,6 +33,10 @@ pub const KEY_PACKAGES_STORED_PER_DEVICE_MAX: usize = 200;
 /// Most log entries or welcomes one sync page returns.
 pub const SYNC_PAGE_ENTRIES_MAX: u32 = 500;
 
+/// Most groups one `ListGroups` page returns (about 60 bytes each, far under a frame), so
+/// a device in very many groups, junk ones included, can always list them.
+pub const GROUP_LIST_PAGE_MAX: u32 = 1_000;
+
 /// Most devices one commit may add or remove, and most welcome recipients it names.
 pub const COMMIT_DEVICE_CHANGES_MAX: usize = 1024;
 

@@ -7,10 +7,13 @@
 use crate::{DeviceId, Username};
 
 const DEVICE_CERT_LABEL: &[u8] = b"chapar device certificate v1\0";
-const AUTH_CHALLENGE_LABEL: &[u8] = b"chapar login challenge v1\0";
+const AUTH_CHALLENGE_LABEL: &[u8] = b"chapar login challenge v2\0";
 
 /// Length of the random login challenge the server sends, in bytes.
 pub const CHALLENGE_BYTES: usize = 32;
+/// Length of a server's identity (`HelloOk.server_id`): random bytes the server makes once
+/// and keeps; what a device's login answer is bound to.
+pub const SERVER_ID_BYTES: usize = 32;
 
 /// The bytes an account key signs to certify `device_key` as device `device` of `username`.
 pub fn device_cert_payload(username: &Username, device: DeviceId, device_key: &[u8]) -> Vec<u8> {
@@ -26,28 +29,39 @@ pub fn device_cert_payload(username: &Username, device: DeviceId, device_key: &[
     out
 }
 
-/// The bytes a device signs to answer the server's login challenge.
-pub fn challenge_payload(challenge: &[u8], device: DeviceId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(AUTH_CHALLENGE_LABEL.len() + challenge.len() + 8);
+/// The bytes a device signs to answer the server's login challenge: the challenge, the
+/// device, and the identity of the server the device's account is on (the one it pinned, not
+/// the address it dialled), so an answer a server relays from elsewhere is refused there,
+/// while relays and proxies that pass the conversation on unchanged still work.
+pub fn challenge_payload(challenge: &[u8], device: DeviceId, server_id: &[u8]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(AUTH_CHALLENGE_LABEL.len() + challenge.len() + 8 + server_id.len());
     out.extend_from_slice(AUTH_CHALLENGE_LABEL);
     out.extend_from_slice(challenge);
     out.extend_from_slice(&device.0.to_be_bytes());
+    out.extend_from_slice(server_id);
     out
 }
 
-const RECOVERY_CHALLENGE_LABEL: &[u8] = b"chapar recovery challenge v1\0";
+const RECOVERY_CHALLENGE_LABEL: &[u8] = b"chapar recovery challenge v2\0";
 
 /// The bytes a recovery key's authentication key signs to fetch the account's recovery bundle
 /// on this connection. The username is bound in, so an answer cannot be replayed for another
-/// account.
-pub fn recovery_challenge_payload(challenge: &[u8], username: &Username) -> Vec<u8> {
+/// account, and the server's identity, so it cannot be relayed to another server.
+pub fn recovery_challenge_payload(
+    challenge: &[u8],
+    username: &Username,
+    server_id: &[u8],
+) -> Vec<u8> {
     let name = username.as_str().as_bytes();
-    let mut out =
-        Vec::with_capacity(RECOVERY_CHALLENGE_LABEL.len() + challenge.len() + 1 + name.len());
+    let mut out = Vec::with_capacity(
+        RECOVERY_CHALLENGE_LABEL.len() + challenge.len() + 1 + name.len() + server_id.len(),
+    );
     out.extend_from_slice(RECOVERY_CHALLENGE_LABEL);
     out.extend_from_slice(challenge);
     // Usernames are at most 32 bytes, so one length byte suffices.
     out.push(name.len() as u8);
     out.extend_from_slice(name);
+    out.extend_from_slice(server_id);
     out
 }

@@ -63,6 +63,7 @@ mod tests {
             }],
             recovery: None,
             self_group_id: Vec::new(),
+            server_id: Vec::new(),
         };
         let approval = LinkApprovalBody {
             secrets: Some(secrets),

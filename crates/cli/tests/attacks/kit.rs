@@ -57,6 +57,7 @@ impl Attacker {
                     &device_key,
                     conn.challenge(),
                     device,
+                    conn.server_id(),
                 ),
                 key_packages: vec![vec![1]],
                 last_resort_key_package: vec![2],
@@ -162,7 +163,7 @@ impl Attacker {
         .unwrap();
         let Reply::GroupList(list) = self
             .conn
-            .request(Request::ListGroups(v1::ListGroups {}))
+            .request(Request::ListGroups(v1::ListGroups::default()))
             .await
             .unwrap()
         else {

@@ -8,3 +8,4 @@
 mod harness;
 mod impostors;
 mod kit;
+mod server_identity;

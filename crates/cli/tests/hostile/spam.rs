@@ -56,7 +56,12 @@ pub async fn register_spammer(server: SocketAddr, index: usize) -> Spammer {
                 &device_key.public(),
             ),
         }),
-        challenge_signature: identity::answer_challenge(&device_key, &hello.challenge, device),
+        challenge_signature: identity::answer_challenge(
+            &device_key,
+            &hello.challenge,
+            device,
+            &hello.server_id,
+        ),
         key_packages: vec![vec![1, 2, 3]],
         last_resort_key_package: vec![9],
         sealed_name: Vec::new(),
@@ -109,8 +114,12 @@ async fn spam(attack: &Attack, spammer: &Spammer) -> (Record, u64) {
     attack.opened();
     let logged_in = async {
         let hello = ws.hello().await?;
-        let challenge_signature =
-            identity::answer_challenge(&spammer.device_key, &hello.challenge, spammer.device);
+        let challenge_signature = identity::answer_challenge(
+            &spammer.device_key,
+            &hello.challenge,
+            spammer.device,
+            &hello.server_id,
+        );
         ws.request(Request::Authenticate(v1::Authenticate {
             device_id: spammer.device.0,
             challenge_signature,

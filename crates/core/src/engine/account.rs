@@ -36,13 +36,15 @@ impl Device {
         let challenge = self.hello().await?;
         let (key_packages, last_resort) =
             self.write(|tx| identity::make_key_packages(&self.mls(tx), &me, true))?;
-        let keys = AccountKeys::generate(&self.env);
+        // The server's identity is pinned here, at first contact, for every later log-in.
+        let server_id = self.io.server_id();
+        let keys = AccountKeys::generate(&self.env, server_id.clone());
         let reply = self
             .call(Request::Register(v1::Register {
                 username: username.to_string(),
                 account_key: me.account_key.public().to_vec(),
                 device: Some(me.certificate()),
-                challenge_signature: me.answer(&challenge),
+                challenge_signature: me.answer(&challenge, &server_id),
                 key_packages,
                 last_resort_key_package: last_resort,
                 sealed_name: keys.seal_device_name(&self.env, &username, me.device, device_name),

@@ -56,12 +56,28 @@ impl Device {
         }
     }
 
+    /// The active direct chat with `user`: one whose members are only this account's and
+    /// `user`'s devices, whatever its label says (a member may have added someone, or called a
+    /// group a direct chat).
     fn active_direct_chat(&self, user: &Username) -> Result<Option<GroupId>, CoreError> {
-        Ok(self
-            .read(|tx| tx.direct_chats(user))?
-            .into_iter()
-            .find(Chat::is_active)
-            .map(|c| c.group))
+        let me = &self.me()?.username;
+        self.read(|tx| {
+            let provider = self.mls(tx);
+            for chat in tx.direct_chats(user)? {
+                if !chat.is_active() {
+                    continue;
+                }
+                let only_us = mls::load_group(&provider, chat.group)?.is_some_and(|state| {
+                    mls::members(&state)
+                        .iter()
+                        .all(|m| m.identity.username == *me || m.identity.username == *user)
+                });
+                if only_us {
+                    return Ok(Some(chat.group));
+                }
+            }
+            Ok(None)
+        })
     }
 
     /// Creates a group chat named `name` with `members` and returns its id.
@@ -224,11 +240,14 @@ impl Device {
                     let matches = kp.identity.username == *user
                         && kp.identity.device.0 == cert.device_id
                         && kp.signature_key == cert.device_key;
-                    if matches {
-                        Ok(kp)
-                    } else {
-                        Err(chapar_crypto::CryptoError::KeyPackageMismatch)
+                    if !matches {
+                        return Err(chapar_crypto::CryptoError::KeyPackageMismatch);
                     }
+                    // The certificate the leaf itself carries is what every other member
+                    // checks: one that does not verify would have them refuse the commit
+                    // (and end the chat), so it is never committed.
+                    kp.member().verify(&reply.account_key)?;
+                    Ok(kp)
                 });
                 match checked {
                     Ok(kp) => verified.push(kp),
@@ -299,9 +318,10 @@ impl Device {
         }
         let now = self.now_ms();
         self.write(|tx| {
-            // The key the user compared is the one recorded; a server that switched keys in
-            // between is not trusted on the strength of an older comparison.
-            if tx.presented_key(user)?.as_deref() != Some(account.account_key.as_slice()) {
+            // Only the key whose safety number `fingerprint` last showed may be trusted: a
+            // server that presents another now (or showed the pinned one to `fingerprint`
+            // and a new one here) is not trusted on the strength of that comparison.
+            if tx.shown_key(user)?.as_deref() != Some(account.account_key.as_slice()) {
                 return Err(Usage::KeyChangedAgain(user.clone()).into());
             }
             tx.pin_key(user, &account.account_key, now)?;
@@ -450,6 +470,7 @@ impl Device {
     pub(crate) async fn fingerprint(&self, user: &Username) -> Result<String, CoreError> {
         self.connect().await?;
         let (account, _) = self.account(user).await?;
+        self.write(|tx| tx.set_shown_key(user, &account.account_key))?;
         let me = self.me()?;
         let mine = me.account_key.public();
         Ok(safety_number(

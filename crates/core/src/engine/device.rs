@@ -5,6 +5,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
+use chapar_types::signed::SERVER_ID_BYTES;
 use chapar_types::{GroupId, MessageId};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use openmls_rust_crypto::RustCrypto;
@@ -142,7 +143,13 @@ impl Device {
         // let the server say no.
         let most = chapar_types::pow::BITS_MAX;
         let bits = u8::try_from(ok.registration_pow_bits.min(u32::from(most))).unwrap_or(most);
-        self.io.set_challenge(ok.challenge.clone(), bits);
+        if ok.server_id.len() != SERVER_ID_BYTES {
+            return Err(CoreError::Protocol(
+                "the server presents no identity of the right size".into(),
+            ));
+        }
+        self.io
+            .set_challenge(ok.challenge.clone(), bits, ok.server_id);
         Ok(ok.challenge)
     }
 
@@ -154,10 +161,16 @@ impl Device {
         }
         let challenge = self.hello().await?;
         let me = self.me()?;
+        // The server the account is on, whatever address was dialled: a relay passes its
+        // identity on unchanged, another server does not have it.
+        let server_id = self.account_keys()?.server_id;
+        if server_id != self.io.server_id() {
+            return Err(Usage::WrongServer.into());
+        }
         let reply = self
             .call(Request::Authenticate(v1::Authenticate {
                 device_id: me.device.0,
-                challenge_signature: me.answer(&challenge),
+                challenge_signature: me.answer(&challenge, &server_id),
             }))
             .await?;
         let Reply::AuthOk(ok) = reply else {

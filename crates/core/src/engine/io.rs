@@ -41,6 +41,8 @@ struct Session {
     challenge: Option<Vec<u8>>,
     /// The proof of work registering on this connection needs (leading zero bits).
     registration_pow_bits: u8,
+    /// The identity the server presented in `HelloOk`.
+    server_id: Vec<u8>,
     /// This device logged in on this connection.
     logged_in: bool,
 }
@@ -306,10 +308,21 @@ impl Io {
         self.state.borrow().session.challenge.clone()
     }
 
-    pub(crate) fn set_challenge(&self, challenge: Vec<u8>, registration_pow_bits: u8) {
+    pub(crate) fn set_challenge(
+        &self,
+        challenge: Vec<u8>,
+        registration_pow_bits: u8,
+        server_id: Vec<u8>,
+    ) {
         let mut state = self.state.borrow_mut();
         state.session.challenge = Some(challenge);
         state.session.registration_pow_bits = registration_pow_bits;
+        state.session.server_id = server_id;
+    }
+
+    /// The identity the server presented on this connection (empty before `Hello`).
+    pub(crate) fn server_id(&self) -> Vec<u8> {
+        self.state.borrow().session.server_id.clone()
     }
 
     pub(crate) fn registration_pow_bits(&self) -> u8 {

@@ -159,7 +159,8 @@ impl Device {
         if !self.io.ask(Question::JoinAccount(preview)).await {
             return Err(Usage::LinkDeclined(username).into());
         }
-        let keys = AccountKeys::from_secrets(secrets)?;
+        let mut keys = AccountKeys::from_secrets(secrets)?;
+        keys.require_server(&self.io.server_id())?;
         let me = Identity {
             server: server.trim_end_matches('/').to_owned(),
             username: username.clone(),

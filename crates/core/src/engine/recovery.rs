@@ -118,8 +118,13 @@ impl Device {
         let recovery_key =
             RecoveryKey::parse(recovery_key).map_err(|_| Usage::InvalidRecoveryKey)?;
         let challenge = self.hello().await?;
-        let recovery_signature =
-            identity::answer_recovery_challenge(&recovery_key.auth_key(), &challenge, username);
+        let server_id = self.io.server_id();
+        let recovery_signature = identity::answer_recovery_challenge(
+            &recovery_key.auth_key(),
+            &challenge,
+            username,
+            &server_id,
+        );
         let bundle = self
             .call(Request::FetchRecovery(v1::FetchRecovery {
                 username: username.to_string(),
@@ -142,7 +147,8 @@ impl Device {
             )?,
             "recovery bundle",
         )?;
-        let keys = AccountKeys::from_secrets(&secrets)?;
+        let mut keys = AccountKeys::from_secrets(&secrets)?;
+        keys.require_server(&server_id)?;
         let me = Identity {
             server: server.trim_end_matches('/').to_owned(),
             username: username.clone(),
@@ -157,7 +163,7 @@ impl Device {
                 username: username.to_string(),
                 recovery_signature,
                 device: Some(me.certificate()),
-                challenge_signature: me.answer(&challenge),
+                challenge_signature: me.answer(&challenge, &server_id),
                 key_packages: one_time,
                 last_resort_key_package: last_resort,
                 sealed_name: keys.seal_device_name(&self.env, username, me.device, device_name),

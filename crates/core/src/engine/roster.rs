@@ -142,6 +142,13 @@ impl Device {
                 }
                 devices.push(device);
             }
+            // An account is never without a device: a list with none is the server's word
+            // against every device in the group, and is not acted on. (A device the server
+            // revoked stops receiving the group's entries at once anyway.)
+            if devices.is_empty() {
+                cache.insert(user.clone(), None);
+                return Ok(None);
+            }
             Some(Devices {
                 active: devices,
                 pending: account

@@ -4,7 +4,7 @@
 
 use chapar_crypto::CryptoError;
 use chapar_crypto::mls::{self, Incoming};
-use chapar_types::limits::ACCOUNTS_LEARNT_PER_CHANGE_MAX;
+use chapar_types::limits::{ACCOUNTS_LEARNT_PER_CHANGE_MAX, GROUP_LIST_PAGE_MAX};
 use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Username};
 use chapar_wire::content::{AppMessage, app_message::Body, archive_event};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
@@ -115,6 +115,13 @@ impl Device {
         if existing.as_ref().is_some_and(Chat::is_active) {
             return Ok(Joining::Skipped);
         }
+        if existing.is_some() && super::self_group::is_self_group(tx, group)? {
+            // The self group is never joined again from a welcome: whoever sends one may hold
+            // a stolen account key. A device that lost it is linked again.
+            return Ok(Joining::Refused(
+                "a welcome back into this account's own group (link this device again)".into(),
+            ));
+        }
         let me = self.me()?;
         // A welcome that does not open, or is refused, must leave nothing behind (joining
         // first deletes what an earlier membership left).
@@ -141,8 +148,9 @@ impl Device {
             }
         }
         if existing.is_some() {
-            // Known from before (left, or restored from the archive): keep what it is, start
-            // reading after the welcome.
+            // Known from before (left, or restored from the archive): start reading after the
+            // welcome, and forget what it was said to be (a direct chat's peer, a name):
+            // its members say again what it is now.
             tx.rejoin_chat(group, welcome.seq)?;
         } else {
             // The self group is the one this device recorded; every other group is a chat
@@ -479,24 +487,49 @@ impl Device {
         }
     }
 
-    /// Every group the server lists for this device.
+    /// Every group the server lists for this device, a page at a time.
     pub(crate) async fn heads(&self) -> Result<Vec<Head>, CoreError> {
-        let Reply::GroupList(list) = self.call(Request::ListGroups(v1::ListGroups {})).await?
-        else {
-            return Err(unexpected("GroupList"));
-        };
-        Ok(list
-            .groups
-            .into_iter()
-            .filter_map(|h| {
-                Some(Head {
-                    group: GroupId::from_slice(&h.group_id).ok()?,
-                    head_seq: h.head_seq,
-                    archived_seq: h.archived_seq,
-                    roster_version: h.roster_version,
+        let mut heads: Vec<Head> = Vec::new();
+        loop {
+            let after = heads.last().map(|h| h.group.as_bytes().to_vec());
+            let Reply::GroupList(list) = self
+                .call(Request::ListGroups(v1::ListGroups {
+                    after_group_id: after.clone().unwrap_or_default(),
+                    limit: GROUP_LIST_PAGE_MAX,
+                }))
+                .await?
+            else {
+                return Err(unexpected("GroupList"));
+            };
+            let full = list.groups.len() >= GROUP_LIST_PAGE_MAX as usize;
+            let page: Vec<Head> = list
+                .groups
+                .into_iter()
+                .filter_map(|h| {
+                    Some(Head {
+                        group: GroupId::from_slice(&h.group_id).ok()?,
+                        head_seq: h.head_seq,
+                        archived_seq: h.archived_seq,
+                        roster_version: h.roster_version,
+                    })
                 })
-            })
-            .collect())
+                .collect();
+            // A page must move on, or it would be asked for forever.
+            if page
+                .first()
+                .zip(after.as_deref())
+                .is_some_and(|(first, after)| first.group.as_bytes()[..] <= *after)
+            {
+                return Err(CoreError::Protocol(
+                    "the server's group list does not move on".into(),
+                ));
+            }
+            let empty = page.is_empty();
+            heads.extend(page);
+            if !full || empty {
+                return Ok(heads);
+            }
+        }
     }
 }
 

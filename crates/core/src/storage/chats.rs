@@ -224,11 +224,13 @@ impl Tx<'_> {
         self.chat_number(group, "recorded_from")
     }
 
-    /// Marks a chat joined again from a welcome at `position`, keeping what the archive said
-    /// it is.
+    /// Marks a chat joined again from a welcome at `position`, as a group until its members
+    /// say what it is (what it was, a direct chat with someone, may no longer be true).
     pub fn rejoin_chat(&self, group: GroupId, position: Seq) -> Result<(), CoreError> {
         self.update_chat(
-            "UPDATE chats SET position = ?2, recorded_from = ?2, state = 'active' WHERE group_id = ?1",
+            "UPDATE chats SET position = ?2, recorded_from = ?2, state = 'active',
+                              kind = 'group', name = '', peer = NULL
+             WHERE group_id = ?1",
             group,
             &to_i64(position),
         )

@@ -25,7 +25,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "INSERT INTO contacts (username, account_key, pinned_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (username) DO UPDATE
-                 SET account_key = ?2, pinned_ms = ?3, presented_key = NULL",
+                 SET account_key = ?2, pinned_ms = ?3, presented_key = NULL, shown_key = NULL",
             )?
             .execute(params![username.as_str(), key, to_i64(now_ms)])?;
         Ok(())
@@ -44,11 +44,20 @@ impl Tx<'_> {
         Ok(changed > 0)
     }
 
-    /// The key the server presents for `username` instead of the pinned one, if it does.
-    pub fn presented_key(&self, username: &Username) -> Result<Option<Vec<u8>>, CoreError> {
+    /// Records the key whose safety number `fingerprint` showed for `username` (the only one
+    /// `trust` may pin).
+    pub fn set_shown_key(&self, username: &Username, key: &[u8]) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached("UPDATE contacts SET shown_key = ?2 WHERE username = ?1")?
+            .execute(params![username.as_str(), key])?;
+        Ok(())
+    }
+
+    /// The key whose safety number was last shown for `username`.
+    pub fn shown_key(&self, username: &Username) -> Result<Option<Vec<u8>>, CoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT presented_key FROM contacts WHERE username = ?1")?
+            .prepare_cached("SELECT shown_key FROM contacts WHERE username = ?1")?
             .query_row([username.as_str()], |r| r.get(0))
             .optional()?
             .flatten())

@@ -132,6 +132,7 @@ CREATE TABLE pending_commits (
     // server presents that differs from the pinned one waits here until the user trusts it.
     r#"
 ALTER TABLE contacts ADD COLUMN presented_key BLOB;
+ALTER TABLE contacts ADD COLUMN shown_key BLOB;     -- whose safety number `fingerprint` showed
 "#,
 ];
 

@@ -111,15 +111,18 @@ fn parse_credential(credential: &Credential) -> Result<(DeviceIdentity, Vec<u8>)
     else {
         return Err(bad("not username:device:certificate"));
     };
-    Ok((
-        DeviceIdentity {
-            username: Username::parse(name).map_err(|_| bad("bad username"))?,
-            device: device.parse().map_err(|_| bad("bad device id"))?,
-        },
-        HEXLOWER
-            .decode(certificate.as_bytes())
-            .map_err(|_| bad("bad certificate"))?,
-    ))
+    let identity = DeviceIdentity {
+        username: Username::parse(name).map_err(|_| bad("bad username"))?,
+        device: device.parse().map_err(|_| bad("bad device id"))?,
+    };
+    let certificate = HEXLOWER
+        .decode(certificate.as_bytes())
+        .map_err(|_| bad("bad certificate"))?;
+    // One encoding per identity: what parses must be exactly what this device would write.
+    if credential_bytes(&identity, &certificate) != basic.identity() {
+        return Err(bad("not in its one canonical form"));
+    }
+    Ok((identity, certificate))
 }
 
 /// Runs the caller's check over leaves, collecting every account it does not know yet, so
@@ -166,13 +169,30 @@ pub(crate) fn check_welcome(
     auth: &mut dyn Authenticate,
 ) -> Result<(), CryptoError> {
     let mut checker = Checker::new(auth);
+    let mut devices = std::collections::HashSet::new();
     for member in staged.members() {
-        checker.check(&GroupMember::from_leaf(
-            &member.credential,
-            &member.signature_key,
-        )?)?;
+        let member = GroupMember::from_leaf(&member.credential, &member.signature_key)?;
+        unique_device(&mut devices, &member)?;
+        checker.check(&member)?;
     }
     checker.finish()
+}
+
+/// Device ids are unique on the server, and devices are told apart by id alone: a tree
+/// holding one id twice (another account certifying a leaf with someone else's device id)
+/// would have that device removed or left out along with its double.
+fn unique_device(
+    seen: &mut std::collections::HashSet<DeviceId>,
+    member: &GroupMember,
+) -> Result<(), CryptoError> {
+    if seen.insert(member.identity.device) {
+        Ok(())
+    } else {
+        Err(CryptoError::Unauthenticated(format!(
+            "two leaves claim device {}",
+            member.identity.device
+        )))
+    }
 }
 
 /// The committer's new leaf keeps its identity, and every Add and Update passes; any other
@@ -180,9 +200,12 @@ pub(crate) fn check_welcome(
 pub(crate) fn check_commit(
     staged: &StagedCommit,
     committer: &GroupMember,
+    members: &[GroupMember],
     auth: &mut dyn Authenticate,
 ) -> Result<(), CryptoError> {
     let mut checker = Checker::new(auth);
+    let mut devices: std::collections::HashSet<DeviceId> =
+        members.iter().map(|m| m.identity.device).collect();
     if let Some(leaf) = staged.update_path_leaf_node() {
         let member = GroupMember::from_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
         if member.identity != committer.identity {
@@ -197,18 +220,24 @@ pub(crate) fn check_commit(
         checker.check(&member)?;
     }
     for queued in staged.queued_proposals() {
-        check_proposal(queued.proposal(), &mut checker)?;
+        if let Some(added) = check_proposal(queued.proposal(), &mut checker)? {
+            unique_device(&mut devices, &added)?;
+        }
     }
     checker.finish()
 }
 
-/// A proposal inside a commit: Adds and Updates bring leaves that must pass; Removes bring
-/// none; nothing else is used by Chapar.
-fn check_proposal(proposal: &Proposal, checker: &mut Checker<'_>) -> Result<(), CryptoError> {
-    let leaf = match proposal {
-        Proposal::Add(add) => add.key_package().leaf_node(),
-        Proposal::Update(update) => update.leaf_node(),
-        Proposal::Remove(_) => return Ok(()),
+/// A proposal inside a commit: Adds and Updates bring leaves that must pass (an Add's is
+/// returned, to check it is a new device); Removes bring none; nothing else is used by
+/// Chapar.
+fn check_proposal(
+    proposal: &Proposal,
+    checker: &mut Checker<'_>,
+) -> Result<Option<GroupMember>, CryptoError> {
+    let (leaf, adds) = match proposal {
+        Proposal::Add(add) => (add.key_package().leaf_node(), true),
+        Proposal::Update(update) => (update.leaf_node(), false),
+        Proposal::Remove(_) => return Ok(None),
         other => {
             return Err(CryptoError::Unauthenticated(format!(
                 "a {:?} proposal, which Chapar does not use",
@@ -216,10 +245,9 @@ fn check_proposal(proposal: &Proposal, checker: &mut Checker<'_>) -> Result<(), 
             )));
         }
     };
-    checker.check(&GroupMember::from_leaf(
-        leaf.credential(),
-        leaf.signature_key().as_slice(),
-    )?)
+    let member = GroupMember::from_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
+    checker.check(&member)?;
+    Ok(adds.then_some(member))
 }
 
 /// A standalone proposal must be its sender leaving: the only one Chapar makes. (Anything

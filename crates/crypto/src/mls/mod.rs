@@ -549,7 +549,7 @@ pub fn process<P: OpenMlsProvider>(
             Err(CryptoError::Mls("external joins are not used".into()))
         }
         ProcessedMessageContent::StagedCommitMessage(staged) => {
-            leaf::check_commit(&staged, &sender, auth)?;
+            leaf::check_commit(&staged, &sender, &members(group), auth)?;
             let added = staged
                 .add_proposals()
                 .filter_map(|p| {

@@ -335,7 +335,7 @@ impl<S: Store> Service<S> {
             .ok_or_else(failed)?;
         if !verify(
             &record.auth_key,
-            &recovery_challenge_payload(challenge, username),
+            &recovery_challenge_payload(challenge, username, &self.server_id),
             signature,
         ) {
             return Err(failed());
@@ -366,6 +366,7 @@ impl<S: Store> Service<S> {
         self.proven_recovery(challenge, &username, &r.recovery_signature)
             .await?;
         check_challenge(
+            &self.server_id,
             challenge,
             r.device.device,
             &r.device.device_key,

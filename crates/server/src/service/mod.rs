@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod devices;
 pub mod files;
+pub(crate) mod key_file;
 pub mod quotas;
 pub mod rate;
 pub mod session;
@@ -26,10 +27,10 @@ use chapar_store::{
     Store, WelcomeRecord,
 };
 use chapar_types::limits::{
-    KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_AT_REGISTER_MAX, KEY_PACKAGES_PER_UPLOAD_MAX,
-    SYNC_PAGE_ENTRIES_MAX,
+    GROUP_LIST_PAGE_MAX, KEY_PACKAGE_BYTES_MAX, KEY_PACKAGES_AT_REGISTER_MAX,
+    KEY_PACKAGES_PER_UPLOAD_MAX, SYNC_PAGE_ENTRIES_MAX,
 };
-use chapar_types::signed::challenge_payload;
+use chapar_types::signed::{SERVER_ID_BYTES, challenge_payload};
 use chapar_types::{DeviceId, ErrorCode, GroupId, Seq, Username};
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -81,6 +82,8 @@ pub struct Service<S> {
     pub rates: Rates,
     /// File storage, tokens and their configuration.
     pub files: files::Files,
+    /// This server's identity, which devices bind their login answers to.
+    pub server_id: [u8; SERVER_ID_BYTES],
 }
 
 pub(crate) fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
@@ -96,14 +99,19 @@ pub(crate) fn verify(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     key.verify_strict(message, &signature).is_ok()
 }
 
-/// Checks that a new device's key answered this connection's challenge.
+/// Checks that a new device's key answered this connection's challenge for this server.
 pub(crate) fn check_challenge(
+    server_id: &[u8],
     challenge: &[u8],
     device: DeviceId,
     device_key: &[u8],
     signature: &[u8],
 ) -> Result<(), ServiceError> {
-    if verify(device_key, &challenge_payload(challenge, device), signature) {
+    if verify(
+        device_key,
+        &challenge_payload(challenge, device, server_id),
+        signature,
+    ) {
         Ok(())
     } else {
         Err(ServiceError::new(
@@ -179,7 +187,12 @@ pub(crate) fn now_ms() -> u64 {
 impl<S: Store> Service<S> {
     /// A service over `store`, with `files` for file transfers, holding clients to
     /// `limits`.
-    pub fn new(store: S, files: files::Files, limits: Limits) -> Self {
+    pub fn new(
+        store: S,
+        files: files::Files,
+        limits: Limits,
+        server_id: [u8; SERVER_ID_BYTES],
+    ) -> Self {
         Self {
             store,
             hub: Hub::default(),
@@ -187,6 +200,7 @@ impl<S: Store> Service<S> {
             rates: Rates::new(&limits),
             limits,
             files,
+            server_id,
         }
     }
 
@@ -230,6 +244,7 @@ impl<S: Store> Service<S> {
         let device = r.device.device;
         let first = devices::certify_device(&username, &r.account_key, r.device, true)?;
         check_challenge(
+            &self.server_id,
             challenge,
             device,
             &first.device.device_key,
@@ -277,7 +292,7 @@ impl<S: Store> Service<S> {
         let record = self.store.device(device).await?.ok_or_else(failed)?;
         if !verify(
             &record.device_key,
-            &challenge_payload(challenge, device),
+            &challenge_payload(challenge, device, &self.server_id),
             signature,
         ) {
             return Err(failed());
@@ -465,7 +480,16 @@ impl<S: Store> Service<S> {
     }
 
     /// The caller's groups and their heads.
-    pub async fn groups(&self, who: &Authenticated) -> Result<Vec<GroupHead>, ServiceError> {
-        Ok(self.store.device_groups(who.device).await?)
+    pub async fn groups(
+        &self,
+        who: &Authenticated,
+        after: Option<GroupId>,
+        limit: u32,
+    ) -> Result<Vec<GroupHead>, ServiceError> {
+        let limit = match limit {
+            0 => GROUP_LIST_PAGE_MAX,
+            n => n.min(GROUP_LIST_PAGE_MAX),
+        };
+        Ok(self.store.device_groups(who.device, after, limit).await?)
     }
 }

@@ -153,6 +153,7 @@ pub fn registration(conn: &Connection, name: &str) -> (v1::Register, NewAccount)
             &keys.device_key,
             conn.challenge(),
             keys.id,
+            conn.server_id(),
         ),
         key_packages: vec![vec![1, 2, 3]],
         last_resort_key_package: vec![9],
@@ -207,7 +208,12 @@ pub async fn add_device(server: &TestServer, first: &Device) -> Device {
     let reply = conn
         .request(Request::Authenticate(v1::Authenticate {
             device_id: id.0,
-            challenge_signature: identity::answer_challenge(&device_key, conn.challenge(), id),
+            challenge_signature: identity::answer_challenge(
+                &device_key,
+                conn.challenge(),
+                id,
+                conn.server_id(),
+            ),
         }))
         .await
         .unwrap();

@@ -451,8 +451,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupHead>, StoreError> {
-        self.read(move |c| ops::device_groups(c, device)).await
+    async fn device_groups(
+        &self,
+        device: DeviceId,
+        after: Option<GroupId>,
+        limit: u32,
+    ) -> Result<Vec<GroupHead>, StoreError> {
+        self.read(move |c| ops::device_groups(c, device, after, limit))
+            .await
     }
 
     async fn create_upload(

@@ -245,7 +245,14 @@ pub(super) fn append(
             for device in added {
                 add_member(c, a.group, *device, seq)?;
             }
-            ended.extend(removed.iter().copied());
+            // Only members can be removed: a listed device that is not one is ignored (it
+            // is neither marked nor pushed to, so a commit cannot reach strangers).
+            ended.extend(
+                removed
+                    .iter()
+                    .filter(|d| state.members.contains(d))
+                    .copied(),
+            );
             if let Some(welcome) = welcome
                 && !added.is_empty()
             {
@@ -502,7 +509,11 @@ pub(super) fn read_welcomes(
 pub(super) fn device_groups(
     c: &Connection,
     device: DeviceId,
+    after: Option<GroupId>,
+    limit: u32,
 ) -> Result<Vec<GroupHead>, StoreError> {
+    // Every group id is 16 bytes, so the empty blob sorts before all of them.
+    let after = after.map(|g| g.as_bytes().to_vec()).unwrap_or_default();
     let mut stmt = c
         .prepare_cached(
             "SELECT g.group_id, g.head_seq, m.joined_seq, m.left_seq,
@@ -511,11 +522,13 @@ pub(super) fn device_groups(
              FROM members m
              JOIN groups g ON g.group_id = m.group_id
              JOIN devices me ON me.device_id = m.device_id
-             WHERE m.device_id = ?1",
+             WHERE m.device_id = ?1 AND m.group_id > ?2
+             ORDER BY m.group_id
+             LIMIT ?3",
         )
         .map_err(sql)?;
     let rows = stmt
-        .query_map([dev(device)], |r| {
+        .query_map(params![dev(device), after, limit], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, i64>(1)? as u64,

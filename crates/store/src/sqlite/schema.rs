@@ -160,6 +160,11 @@ CREATE TRIGGER file_usage_delete AFTER DELETE ON blobs BEGIN
      WHERE username = OLD.username;
 END;
 "#,
+    // A device's groups are listed in pages ordered by group id.
+    r#"
+CREATE INDEX members_by_device_group ON members(device_id, group_id);
+DROP INDEX members_by_device;
+"#,
 ];
 
 /// What the schema's file-usage triggers charge a blob at least (see the last migration).

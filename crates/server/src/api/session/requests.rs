@@ -31,6 +31,7 @@ pub(super) async fn handshake<S: Store>(
             frame_bytes_max: FRAME_BYTES_MAX as u32,
             registration_pow_bits: u32::from(service.limits.registration_pow_bits),
             invite_required: !service.limits.invite_codes.is_empty(),
+            server_id: service.server_id.to_vec(),
         }));
     }
     session.require_hello()?;
@@ -189,8 +190,17 @@ pub(super) async fn handle<S: Store>(
                     .collect(),
             }));
         }
-        Request::ListGroups(_) => {
-            let heads = service.groups(who).await?;
+        Request::ListGroups(list) => {
+            let after = if list.after_group_id.is_empty() {
+                None
+            } else {
+                Some(
+                    chapar_types::GroupId::from_slice(&list.after_group_id).map_err(|_| {
+                        ServiceError::new(ErrorCode::BadRequest, "after_group_id is not a group id")
+                    })?,
+                )
+            };
+            let heads = service.groups(who, after, list.limit).await?;
             return Ok(Reply::GroupList(v1::GroupList {
                 groups: heads
                     .into_iter()

@@ -11,7 +11,6 @@
 //! endian), expiry in ms since the Unix epoch (8, big endian), HMAC-SHA256 over a domain label
 //! and those 17 bytes (32).
 
-use std::io::Write as _;
 use std::path::Path;
 
 use chapar_store::Store;
@@ -34,6 +33,12 @@ const TOKEN_BYTES: usize = 1 + 8 + 8 + 32;
 /// Keeps these MACs from ever being valid for anything else the key might sign.
 const TOKEN_DOMAIN: &[u8] = b"chapar-file-token\0";
 
+fn random_key() -> [u8; TOKEN_KEY_BYTES] {
+    let mut key = [0u8; TOKEN_KEY_BYTES];
+    rand::thread_rng().fill_bytes(&mut key);
+    key
+}
+
 /// The server's token secret. Zeroized on drop and without `Debug`, so it cannot be logged.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct TokenKey([u8; TOKEN_KEY_BYTES]);
@@ -55,9 +60,7 @@ pub enum TokenError {
 impl TokenKey {
     /// A fresh random key.
     pub fn generate() -> Self {
-        let mut key = [0u8; TOKEN_KEY_BYTES];
-        rand::thread_rng().fill_bytes(&mut key);
-        Self(key)
+        Self(random_key())
     }
 
     /// Reads the key at `path`, or creates it (mode 0600) if there is none.
@@ -66,29 +69,13 @@ impl TokenKey {
     /// place (then the directory is synced), so a crash leaves either no key (a new one is
     /// made at the next start) or a whole one, never a short file the server refuses.
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
-        match std::fs::read(path) {
-            Ok(mut bytes) => {
-                let key = <[u8; TOKEN_KEY_BYTES]>::try_from(bytes.as_slice()).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "{} must hold exactly {TOKEN_KEY_BYTES} bytes; delete it to make a \
-                             new one (existing file tokens stop working)",
-                            path.display()
-                        ),
-                    )
-                });
-                bytes.zeroize();
-                Ok(Self(key?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate();
-                write_new_key(path, &key)?;
-                tracing::info!(path = %path.display(), "created the file token key");
-                Ok(key)
-            }
-            Err(e) => Err(e),
-        }
+        crate::service::key_file::load_or_create(
+            path,
+            "file token key",
+            "existing file tokens stop working",
+            random_key,
+        )
+        .map(Self)
     }
 
     fn mac(&self, signed: &[u8]) -> Hmac<Sha256> {
@@ -136,35 +123,6 @@ impl TokenKey {
         }
         Ok(DeviceId(device))
     }
-}
-
-/// Writes `key` to `path` through a synced temporary file and a rename.
-fn write_new_key(path: &Path, key: &TokenKey) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = std::path::PathBuf::from(temporary);
-    // A leftover of a crash may hold part of an older attempt, and its mode is whatever it
-    // was made with: start from nothing, so the new file gets 0600.
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(&key.0)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl<S: Store> Service<S> {
