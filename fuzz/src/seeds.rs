@@ -640,6 +640,7 @@ fn engine_replies() -> Vec<(String, Vec<u8>)> {
                     frame_bytes_max: 1 << 20,
                     registration_pow_bits: bits,
                     invite_required: false,
+                    server_id: vec![2; 32],
                 })),
             })),
         })
