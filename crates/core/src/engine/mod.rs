@@ -29,6 +29,7 @@ mod roster;
 pub(crate) mod self_group;
 mod send;
 mod sync;
+mod welcomes;
 
 use std::any::Any;
 use std::cell::Cell;

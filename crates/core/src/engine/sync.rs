@@ -1,10 +1,10 @@
-//! Catching up: joining groups from welcomes, then processing each group's log in order from
-//! the device's position, one entry per transaction (MLS state, history, archive events and
+//! Catching up: processing each group's log in order from the device's position (after the
+//! welcomes, `welcomes`), one entry per transaction (MLS state, history, archive events and
 //! position move together, so a crash mid-sync neither skips nor repeats an entry).
 
 use chapar_crypto::CryptoError;
 use chapar_crypto::mls::{self, Incoming};
-use chapar_types::limits::{ACCOUNTS_LEARNT_PER_CHANGE_MAX, GROUP_LIST_PAGE_MAX};
+use chapar_types::limits::GROUP_LIST_PAGE_MAX;
 use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Username};
 use chapar_wire::content::{AppMessage, app_message::Body, archive_event};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
@@ -19,14 +19,10 @@ use crate::events::{Event, Warning};
 use crate::history::{self, Applied};
 use crate::identity::Identity;
 use crate::provider::Provider;
-use crate::storage::{Chat, ChatKind, ChatState, Tx};
+use crate::storage::{ChatState, Tx};
 
 /// Log entries fetched per request.
 const FETCH_PAGE_ENTRIES: u32 = 200;
-/// Welcomes fetched per request.
-const FETCH_PAGE_WELCOMES: u32 = 50;
-/// Profile key of the last welcome processed.
-const WELCOME_CURSOR: &str = "welcome_cursor";
 
 /// One group as the server lists it for this device.
 #[derive(Debug, Clone)]
@@ -38,175 +34,6 @@ pub(crate) struct Head {
 }
 
 impl Device {
-    /// Joins every group this device was welcomed into since the last sync.
-    pub(crate) async fn sync_welcomes(&self) -> Result<(), CoreError> {
-        loop {
-            let cursor = self.read(|tx| tx.counter(WELCOME_CURSOR))?;
-            let Reply::WelcomePage(page) = self
-                .call(Request::FetchWelcomes(v1::FetchWelcomes {
-                    after_id: cursor,
-                    limit: FETCH_PAGE_WELCOMES,
-                }))
-                .await?
-            else {
-                return Err(unexpected("WelcomePage"));
-            };
-            if page.welcomes.is_empty() {
-                return Ok(());
-            }
-            if page.welcomes.iter().any(|w| w.id <= cursor) {
-                return Err(CoreError::Protocol(
-                    "the server sent welcomes out of order".into(),
-                ));
-            }
-            for welcome in page.welcomes {
-                self.take_welcome(&welcome).await?;
-            }
-        }
-    }
-
-    /// Joins the group `welcome` offers if every member of it is who it claims (learning the
-    /// account keys of people seen for the first time), then moves the welcome cursor past it.
-    async fn take_welcome(&self, welcome: &v1::Welcome) -> Result<(), CoreError> {
-        let group = GroupId::from_slice(&welcome.group_id).ok();
-        let mut learnt = false;
-        loop {
-            let joining = self.write(|tx| {
-                let joining = match group {
-                    Some(group) => self.join(tx, group, welcome)?,
-                    None => Joining::Skipped,
-                };
-                if !matches!(joining, Joining::NeedKeys(_)) {
-                    tx.set_counter(WELCOME_CURSOR, welcome.id)?;
-                }
-                Ok(joining)
-            })?;
-            match (joining, group) {
-                (Joining::Joined, Some(group)) => self.io.emit(Event::ChatJoined(group)),
-                (Joining::NeedKeys(names), _) if !learnt => {
-                    self.learn_accounts(&names).await?;
-                    learnt = true;
-                    continue;
-                }
-                (Joining::NeedKeys(names), Some(group)) => {
-                    self.write(|tx| tx.set_counter(WELCOME_CURSOR, welcome.id))?;
-                    self.warn(Warning::WelcomeRefused {
-                        group,
-                        reason: format!("{} have no account here", names_list(&names)),
-                    });
-                }
-                (Joining::Refused(reason), Some(group)) => {
-                    self.warn(Warning::WelcomeRefused { group, reason });
-                }
-                _ => {}
-            }
-            return Ok(());
-        }
-    }
-
-    /// Joins `group` from `welcome` unless this device is an active member already.
-    fn join(
-        &self,
-        tx: &Tx<'_>,
-        group: GroupId,
-        welcome: &v1::Welcome,
-    ) -> Result<Joining, CoreError> {
-        let existing = tx.chat(group)?;
-        if existing.as_ref().is_some_and(Chat::is_active) {
-            return Ok(Joining::Skipped);
-        }
-        if existing.is_some() && super::self_group::is_self_group(tx, group)? {
-            // The self group is never joined again from a welcome: whoever sends one may hold
-            // a stolen account key. A device that lost it is linked again.
-            return Ok(Joining::Refused(
-                "a welcome back into this account's own group (link this device again)".into(),
-            ));
-        }
-        let me = self.me()?;
-        // A welcome that does not open, or is refused, must leave nothing behind (joining
-        // first deletes what an earlier membership left).
-        let joined = tx.attempt(|tx| {
-            Ok(mls::join_group(
-                &self.mls(tx),
-                group,
-                &welcome.welcome,
-                &mut me.authenticator(tx),
-            )?)
-        })?;
-        match joined {
-            Ok(_) => {}
-            Err(CoreError::Crypto(CryptoError::UnknownAccounts(names))) => {
-                return Ok(Joining::NeedKeys(names));
-            }
-            Err(CoreError::Crypto(CryptoError::Unauthenticated(reason))) => {
-                tracing::warn!(%group, %reason, "refused a welcome");
-                return Ok(Joining::Refused(reason));
-            }
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "could not join a group from its welcome");
-                return Ok(Joining::Skipped);
-            }
-        }
-        if existing.is_some() {
-            // Known from before (left, or restored from the archive): start reading after the
-            // welcome, and forget what it was said to be (a direct chat's peer, a name):
-            // its members say again what it is now.
-            tx.rejoin_chat(group, welcome.seq)?;
-        } else {
-            // The self group is the one this device recorded; every other group is a chat
-            // until its members say what kind (a group-meta message).
-            let kind = if super::self_group::is_self_group(tx, group)? {
-                ChatKind::SelfGroup
-            } else {
-                ChatKind::Group
-            };
-            tx.insert_chat(
-                &Chat::new(group, kind, ChatState::Active, welcome.seq),
-                self.now_ms(),
-            )?;
-            // The first of the account's devices in the group: no device of the account can
-            // ever archive what came before the welcome, so nothing is waited for (received
-            // messages are archived from here at once).
-            let provider = self.mls(tx);
-            let others_of_mine = mls::load_group(&provider, group)?.is_some_and(|state| {
-                mls::members(&state)
-                    .iter()
-                    .any(|m| m.identity.username == me.username && m.identity.device != me.device)
-            });
-            if !others_of_mine {
-                tx.record_from_the_start(group)?;
-            }
-        }
-        // A pending commit from an earlier membership means nothing in this one.
-        tx.settle_commit(group)?;
-        Ok(Joining::Joined)
-    }
-
-    /// Pins the account keys of `names` seen for the first time (trust on first use, as the
-    /// server lists them; safety numbers catch a server that lies here). A name the server
-    /// does not know stays unpinned, so leaves claiming it are refused.
-    pub(crate) async fn learn_accounts(&self, names: &[Username]) -> Result<(), CoreError> {
-        for name in names.iter().take(ACCOUNTS_LEARNT_PER_CHANGE_MAX) {
-            if self.read(|tx| tx.pinned_key(name))?.is_some() {
-                continue;
-            }
-            let reply = self
-                .call(Request::GetAccount(v1::GetAccount {
-                    username: name.to_string(),
-                }))
-                .await;
-            match reply {
-                Ok(Reply::Account(account)) => {
-                    self.check_account_key(name, &account.account_key)?;
-                }
-                Ok(_) => return Err(unexpected("Account")),
-                Err(e) if e.code() == Some(ErrorCode::UnknownUser) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     /// Processes every new entry of one group's log, up to its head. What the user should
     /// see is emitted as events and noted for the job ([`Device::take_seen`]).
     pub(crate) async fn sync_group(&self, group: GroupId) -> Result<(), CoreError> {
@@ -389,7 +216,10 @@ impl Device {
                 return Ok(outcome);
             }
             Err(CoreError::Crypto(CryptoError::UnknownAccounts(names))) => {
-                format!("{} have no account here", names_list(&names))
+                format!(
+                    "{} have no account here",
+                    super::welcomes::names_list(&names)
+                )
             }
             Err(CoreError::Crypto(CryptoError::Unauthenticated(reason))) => reason,
             Err(e) => {
@@ -554,26 +384,6 @@ impl Default for EntryOutcome {
             need_keys: Vec::new(),
         }
     }
-}
-
-/// How taking a welcome ended.
-enum Joining {
-    Joined,
-    /// Not joined, and nothing to say: already a member, or a welcome that does not open
-    /// (logged).
-    Skipped,
-    /// A member is not who it claims.
-    Refused(String),
-    /// Accounts to learn the keys of first.
-    NeedKeys(Vec<Username>),
-}
-
-fn names_list(names: &[Username]) -> String {
-    names
-        .iter()
-        .map(|n| format!("@{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The active chats whose server head is ahead of this device's position, or that hold a
