@@ -198,3 +198,63 @@ pub fn text(text: &str) -> Body {
         reply_to: Vec::new(),
     })
 }
+
+/// An account key and one device of it made up by a server: the device's certificate and a
+/// real MLS key package, so that a client believing the key would add the device.
+pub struct Forged {
+    pub account_key: Vec<u8>,
+    pub device: v1::DeviceCert,
+    pub key_package: Vec<u8>,
+}
+
+impl Forged {
+    /// A forged device `id` of `username`.
+    pub fn device_of(username: &str, id: u64) -> Self {
+        let mut rng = rand::thread_rng();
+        let (account, device_key) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+        let name = Username::parse(username).unwrap();
+        let signer = DeviceSigner::certified(
+            DeviceIdentity {
+                username: name.clone(),
+                device: DeviceId(id),
+            },
+            &device_key,
+            &account,
+        );
+        let key_package =
+            mls::new_key_package(&OpenMlsRustCrypto::default(), &signer, false).unwrap();
+        Self {
+            account_key: account.public().to_vec(),
+            device: v1::DeviceCert {
+                device_id: id,
+                device_key: device_key.public().to_vec(),
+                account_signature: identity::certify_device(
+                    &account,
+                    &name,
+                    DeviceId(id),
+                    &device_key.public(),
+                ),
+            },
+            key_package,
+        }
+    }
+
+    /// Rewrites an answer about the account: the forged key, and the forged device beside
+    /// (or instead of) the real ones.
+    pub fn lie_about(&self, reply: &mut Reply) {
+        match reply {
+            Reply::Account(account) => {
+                account.account_key.clone_from(&self.account_key);
+                account.devices.push(self.device.clone());
+            }
+            Reply::KeyPackages(packages) => {
+                packages.account_key.clone_from(&self.account_key);
+                packages.devices.push(v1::DeviceKeyPackage {
+                    device: Some(self.device.clone()),
+                    key_package: self.key_package.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+}

@@ -7,5 +7,7 @@
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod impostors;
+mod keys;
 mod kit;
+mod lying;
 mod server_identity;

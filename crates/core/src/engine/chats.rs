@@ -42,6 +42,10 @@ impl Device {
                 if *user == self.me()?.username {
                     return Err(Usage::DirectChatWithSelf.into());
                 }
+                // Nothing goes to someone whose key changed until the user trusts it.
+                if self.read(|tx| tx.has_key_change(user))? {
+                    return Err(Usage::KeyNotTrusted(user.clone()).into());
+                }
                 if let Some(group) = self.active_direct_chat(user)? {
                     return Ok(group);
                 }
@@ -219,6 +223,11 @@ impl Device {
             return Err(unexpected("KeyPackages"));
         };
         if !self.check_account_key(user, &reply.account_key)? {
+            if *user == self.me()?.username {
+                // A server lying about this account's own key adds no device (it was warned
+                // about); this device's own work goes on.
+                return Ok(Vec::new());
+            }
             return Err(Usage::KeyNotTrusted(user.clone()).into());
         }
         let mut verified = Vec::new();
@@ -277,7 +286,10 @@ impl Device {
         }
         let now = self.now_ms();
         let (trusted, news) = self.write(|tx| match tx.pinned_key(user)? {
-            Some(pinned) if pinned == key => Ok((true, false)),
+            Some(pinned) if pinned == key => {
+                tx.clear_presented_key(user)?;
+                Ok((true, false))
+            }
             Some(_) => Ok((false, tx.present_key(user, key)?)),
             None => {
                 tx.pin_key(user, key, now)?;

@@ -44,6 +44,30 @@ impl Tx<'_> {
         Ok(changed > 0)
     }
 
+    /// Forgets a changed key the server presented (it presents the pinned one again).
+    pub fn clear_presented_key(&self, username: &Username) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE contacts SET presented_key = NULL
+                 WHERE username = ?1 AND presented_key IS NOT NULL",
+            )?
+            .execute([username.as_str()])?;
+        Ok(())
+    }
+
+    /// Whether the server presents a key for `username` other than the pinned one (the last
+    /// time it was asked), which the user has not trusted.
+    pub fn has_key_change(&self, username: &Username) -> Result<bool, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM contacts WHERE username = ?1 AND presented_key IS NOT NULL",
+            )?
+            .query_row([username.as_str()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Records the key whose safety number `fingerprint` showed for `username` (the only one
     /// `trust` may pin).
     pub fn set_shown_key(&self, username: &Username, key: &[u8]) -> Result<(), CoreError> {
