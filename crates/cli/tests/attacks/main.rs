@@ -4,6 +4,7 @@
 //! and shows it failing now, with nothing lost for the victim.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
+mod archive;
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod impostors;

@@ -168,12 +168,34 @@ impl Server {
     /// reads the code from its first line, approves it on `approver`, and waits for the link
     /// to finish. The device is named after its profile.
     pub fn link(&self, dir: &Path, profile: &str, approver: &User) -> User {
+        let (user, status, rest, stderr) = self.link_via(&self.url, dir, profile, approver);
+        assert!(
+            status.success(),
+            "`chapar link` failed ({status}):\n--- stdout\n{rest}\n--- stderr\n{stderr}"
+        );
+        assert!(
+            rest.contains("linked to @"),
+            "unexpected link output: {rest}"
+        );
+        user
+    }
+
+    /// Runs a link as [`Self::link`] does, with the new device dialling `url` (a proxy in
+    /// front of this server, say); returns the device, how `chapar link` exited, and what
+    /// it printed after the code on stdout and on stderr.
+    pub fn link_via(
+        &self,
+        url: &str,
+        dir: &Path,
+        profile: &str,
+        approver: &User,
+    ) -> (User, std::process::ExitStatus, String, String) {
         let mut user = self.user(dir, profile);
         user.name = approver.name.clone();
         let mut child = Command::new(BIN)
             .arg("--profile")
             .arg(&user.profile)
-            .args(["link", "--server", &self.url, "--device-name", profile])
+            .args(["link", "--server", url, "--device-name", profile])
             .env_remove("CHAPAR_PROFILE")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -208,15 +230,7 @@ impl Server {
         let rest = reader.join().unwrap();
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert!(
-            status.success(),
-            "`chapar link` failed ({status}):\n--- stdout\n{rest}\n--- stderr\n{stderr}"
-        );
-        assert!(
-            rest.contains("linked to @"),
-            "unexpected link output: {rest}"
-        );
-        user
+        (user, status, rest, stderr)
     }
 }
 

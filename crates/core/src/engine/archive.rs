@@ -194,12 +194,16 @@ impl Device {
                     // was there may still upload it, and would be refused after a later segment.
                     break;
                 }
-                let (body, through) = segment_of(&events, group);
+                let (mut body, through) = segment_of(&events, group);
                 if body.events.is_empty() {
                     self.write(|tx| tx.forget_archive_events(group, through))?;
                     continue;
                 }
                 let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
+                // Starting past the archived position skips what no device of the account
+                // holds; said inside the seal, so a restoring device can tell it from a
+                // segment the server dropped.
+                body.starts_after_gap = from > known;
                 let ciphertext =
                     seal_segment(self, &keys, &me.username, group, from, through, &body);
                 let reply = self
@@ -310,6 +314,38 @@ fn seal_segment(
     })
 }
 
+/// A group's segments form a chain: each reaches past the one before (the server keeps
+/// only progress), and starts where it ended or earlier, unless its uploader said (inside
+/// the sealed body) that it skips a stretch no device of the account held. So a segment the
+/// server dropped, reordered or served from an older copy shows as a gap or a step back,
+/// and restoring stops there with an error instead of restoring a history with a hole.
+fn check_chain(
+    tx: &Tx<'_>,
+    group: GroupId,
+    segment: &v1::ArchiveSegment,
+    body: &ArchiveBody,
+) -> Result<(), CoreError> {
+    let Some(previous) = tx.restored_through(group)? else {
+        return tx.set_restored_through(group, segment.through_seq);
+    };
+    if segment.through_seq <= previous {
+        return Err(CoreError::Protocol(format!(
+            "the archive of chat {group} goes back (a segment through {} after one through \
+             {previous}): the server reordered or replayed it; restoring stops here",
+            segment.through_seq
+        )));
+    }
+    if segment.from_seq > previous && !body.starts_after_gap {
+        return Err(CoreError::Protocol(format!(
+            "the archive of chat {group} has a gap (entries {} to {} are missing): the server \
+             dropped a segment; restoring stops here",
+            previous + 1,
+            segment.from_seq
+        )));
+    }
+    tx.set_restored_through(group, segment.through_seq)
+}
+
 /// Decrypts one segment and applies its events; returns how many were applied.
 fn replay_segment(
     tx: &Tx<'_>,
@@ -346,6 +382,7 @@ fn replay_segment(
         tracing::warn!(%group, "an archive segment does not decode; skipped");
         return Ok(0);
     };
+    check_chain(tx, group, segment, &body)?;
     if tx.chat(group)?.is_none() {
         tx.insert_chat(
             &Chat::new(group, ChatKind::Group, ChatState::Restored, 0),

@@ -1,8 +1,9 @@
 //! History events recorded for the account archive and not uploaded yet (table
-//! `archive_pending`). See `crate::engine::archive` for what is recorded and when.
+//! `archive_pending`), and how far restoring replayed each group's archive (table
+//! `archive_chain`). See `crate::engine::archive` for what is recorded and when.
 
 use chapar_types::{GroupId, Seq};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Tx, group_from, to_i64, to_u64};
 use crate::CoreError;
@@ -74,5 +75,26 @@ impl Tx<'_> {
             .prepare_cached("DELETE FROM archive_pending WHERE group_id = ?1 AND seq <= ?2")?
             .execute(params![group.as_bytes(), to_i64(seq)])?;
         self.set_archived_seq(group, seq)
+    }
+
+    /// How far the archive of `group` was replayed here (the last segment's `through_seq`).
+    pub fn restored_through(&self, group: GroupId) -> Result<Option<Seq>, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT through_seq FROM archive_chain WHERE group_id = ?1")?
+            .query_row([group.as_bytes()], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(to_u64))
+    }
+
+    /// Records that the archive of `group` was replayed through `seq`.
+    pub fn set_restored_through(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO archive_chain (group_id, through_seq) VALUES (?1, ?2)
+                 ON CONFLICT (group_id) DO UPDATE SET through_seq = ?2",
+            )?
+            .execute(params![group.as_bytes(), to_i64(seq)])?;
+        Ok(())
     }
 }

@@ -133,6 +133,10 @@ CREATE TABLE pending_commits (
     r#"
 ALTER TABLE contacts ADD COLUMN presented_key BLOB;
 ALTER TABLE contacts ADD COLUMN shown_key BLOB;     -- whose safety number `fingerprint` showed
+CREATE TABLE archive_chain (            -- how far restoring has replayed each group's archive
+    group_id     BLOB PRIMARY KEY,
+    through_seq  INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -1,0 +1,99 @@
+//! A server that tampers with the account archive a new device restores from: it drops a
+//! segment, or serves a group's segments out of order. Old rule: restore checked only that
+//! segment ids increase, so the new device showed the history with a hole in it, silently.
+//! Now each group's segments must chain (each starts where the previous ended), and the
+//! restore stops with an error naming the chat; once the server behaves, it goes on.
+
+use chapar_wire::v1::response::Result as Reply;
+
+use crate::harness::Server;
+use crate::lying::LyingServer;
+
+/// Runs `tamper` on every archive page the new device fetches while linking through a
+/// lying server; returns the texts of the chat with bob on the new device afterwards and
+/// what the link printed on stderr.
+fn link_with_tampered_archive(
+    tamper: fn(&mut Vec<chapar_wire::v1::ArchiveSegment>),
+) -> (bool, String, Vec<String>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let liar = LyingServer::start(&server.url);
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    // Each send is archived at once, in a segment of its own.
+    for text in ["one", "two", "three"] {
+        alice.send("@bob", text);
+    }
+    bob.sync();
+    liar.tell(Box::new(move |_, reply| {
+        if let Reply::ArchivePage(page) = reply {
+            tamper(&mut page.segments);
+        }
+    }));
+    let (laptop, status, _, stderr) =
+        server.link_via(&liar.url, dir.path(), "alice-laptop", &alice);
+    let during = laptop.texts("@bob");
+    liar.stop_lying();
+    laptop.sync();
+    (status.success(), stderr, during, laptop.texts("@bob"))
+}
+
+/// The middle one of the first group holding three segments in a page.
+fn middle_of_three(segments: &[chapar_wire::v1::ArchiveSegment]) -> Option<usize> {
+    (0..segments.len()).find_map(|first| {
+        let group = &segments[first].group_id;
+        let same: Vec<usize> = (first..segments.len())
+            .filter(|i| segments[*i].group_id == *group)
+            .collect();
+        (same.len() >= 3).then(|| same[1])
+    })
+}
+
+#[test]
+fn a_dropped_archive_segment_stops_the_restore_with_an_error_and_loses_nothing() {
+    let (linked, stderr, during, after) = link_with_tampered_archive(|segments| {
+        if let Some(middle) = middle_of_three(segments) {
+            segments.remove(middle);
+        }
+    });
+    assert!(!linked, "the link reports the broken archive");
+    assert!(stderr.contains("has a gap"), "{stderr}");
+    assert!(
+        !during.contains(&"three".to_owned()),
+        "nothing after the hole is shown as if whole: {during:?}"
+    );
+    assert_eq!(
+        after,
+        ["one", "two", "three"],
+        "whole once the server behaves"
+    );
+}
+
+#[test]
+fn reordered_archive_segments_stop_the_restore_with_an_error_and_lose_nothing() {
+    let (linked, stderr, _, after) = link_with_tampered_archive(|segments| {
+        if let Some(middle) = middle_of_three(segments) {
+            // The chat's second and third segments swap places (their ids with them, so
+            // the page still looks ordered by id).
+            let group = segments[middle].group_id.clone();
+            if let Some(third) =
+                (middle + 1..segments.len()).find(|i| segments[*i].group_id == group)
+            {
+                let (a, b) = (segments[middle].id, segments[third].id);
+                segments.swap(middle, third);
+                segments[middle].id = a;
+                segments[third].id = b;
+            }
+        }
+    });
+    assert!(!linked, "the link reports the broken archive");
+    assert!(
+        stderr.contains("goes back") || stderr.contains("has a gap"),
+        "{stderr}"
+    );
+    assert_eq!(
+        after,
+        ["one", "two", "three"],
+        "whole once the server behaves"
+    );
+}
