@@ -219,6 +219,7 @@ fn requests() -> Vec<Request> {
             welcome: vec![2; 40],
             added_devices: vec![2],
             removed_devices: vec![],
+            added_key_packages: vec![vec![4; 32]],
         }),
         Request::SendMessage(v1::SendMessage {
             group_id: GROUP.to_vec(),

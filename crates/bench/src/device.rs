@@ -10,6 +10,7 @@ use chapar_types::{DeviceId, GroupId, Username};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::RngCore;
+use sha2::Digest as _;
 
 use crate::conn::{BenchConn, Handler};
 
@@ -25,6 +26,8 @@ pub struct Mls {
 
 /// One simulated device with its connection.
 pub struct Device {
+    /// The account.
+    pub username: String,
     /// Device id.
     pub id: DeviceId,
     /// Device key, to log in again on other connections.
@@ -108,7 +111,13 @@ pub async fn register(
     if !matches!(reply, Reply::AuthOk(_)) {
         bail!("expected AuthOk");
     }
-    Ok(Device { id, key, conn, mls })
+    Ok(Device {
+        username: name.to_owned(),
+        id,
+        key,
+        conn,
+        mls,
+    })
 }
 
 /// Opens another connection for `device` from `source` and logs it in.
@@ -152,19 +161,34 @@ pub async fn form_group(members: &[Arc<Device>]) -> anyhow::Result<(GroupId, u64
         }))
         .await?;
     let added: Vec<u64> = members[1..].iter().map(|m| m.id.0).collect();
+    // A device is added only with a key package claimed from the server (it checks).
+    let mut claimed = Vec::with_capacity(added.len());
+    for member in &members[1..] {
+        let Reply::KeyPackages(reply) = creator
+            .conn
+            .request(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+                username: member.username.clone(),
+                devices: vec![member.id.0],
+            }))
+            .await?
+        else {
+            bail!("expected key packages for {}", member.username)
+        };
+        let Some(package) = reply.devices.into_iter().next() else {
+            bail!("no key package left for {}", member.username)
+        };
+        claimed.push(package.key_package);
+    }
+    let added_key_packages: Vec<Vec<u8>> = claimed
+        .iter()
+        .map(|kp| sha2::Sha256::digest(kp).to_vec())
+        .collect();
     let (commit, welcome) = match &creator.mls {
         Some(m) => {
             let mut g = mls::create_group(&m.provider, &m.signer, group)?;
-            let packages = members[1..]
+            let packages = claimed
                 .iter()
-                .map(|member| {
-                    let theirs = member
-                        .mls
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("mixed modes"))?;
-                    let kp = mls::new_key_package(&theirs.provider, &theirs.signer, false)?;
-                    Ok(mls::verify_key_package(&m.provider, &kp)?)
-                })
+                .map(|kp| Ok(mls::verify_key_package(&m.provider, kp)?))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let out = mls::add_members(&mut g, &m.provider, &m.signer, packages)?;
             mls::merge_pending_commit(&mut g, &m.provider)?;
@@ -197,6 +221,7 @@ pub async fn form_group(members: &[Arc<Device>]) -> anyhow::Result<(GroupId, u64
                 welcome,
                 added_devices: added,
                 removed_devices: vec![],
+                added_key_packages,
             }))
             .await?;
     }

@@ -68,6 +68,13 @@ impl From<StoreError> for ServiceError {
             StoreError::UnknownDevice(d) => {
                 Self::new(ErrorCode::BadRequest, format!("unknown device {d}"))
             }
+            StoreError::Unclaimed(d) => Self::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "device {d} can be added only with a key package this account claimed \
+                     (and has not used)"
+                ),
+            ),
             StoreError::StaleEpoch {
                 current_epoch,
                 head_seq,

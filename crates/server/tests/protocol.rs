@@ -107,6 +107,7 @@ async fn stale_epochs_and_commits_off_the_head_are_refused_with_the_current_posi
             welcome: vec![],
             added_devices: vec![],
             removed_devices: vec![],
+            added_key_packages: vec![],
         })
     };
     // The committer has not seen entry 1: refused.
@@ -178,6 +179,45 @@ async fn unknown_names_and_non_members_get_clear_codes() {
         ))
         .await;
     assert_eq!(code(huge), ErrorCode::TooLarge);
+}
+
+/// Adding a device to a group takes a key package its committer's account claimed, each
+/// used once: flooding someone with junk groups costs a (rate-limited) claim per group.
+/// Under the old rule any registered device could be added to any number of groups.
+#[tokio::test]
+async fn a_commit_adds_only_devices_whose_key_packages_its_account_claimed() {
+    let server = start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let add_bob = |group: &[u8], claimed: Vec<Vec<u8>>| {
+        Request::SubmitCommit(v1::SubmitCommit {
+            group_id: group.to_vec(),
+            epoch: 0,
+            seen_seq: 0,
+            commit: vec![0xC0; 10],
+            welcome: vec![0xEE; 10],
+            added_devices: vec![bob.id.0],
+            removed_devices: vec![],
+            added_key_packages: claimed,
+        })
+    };
+    let first = create_group(&alice).await;
+    let refused = alice.conn.request(add_bob(&first, vec![])).await;
+    assert_eq!(code(refused), ErrorCode::BadRequest);
+    let invented = alice.conn.request(add_bob(&first, vec![vec![7; 32]])).await;
+    assert_eq!(code(invented), ErrorCode::BadRequest);
+    let claimed = harness::claim(&alice, "bob").await;
+    assert!(matches!(
+        alice
+            .conn
+            .request(add_bob(&first, vec![claimed.clone()]))
+            .await
+            .unwrap(),
+        Reply::Appended(_)
+    ));
+    let second = create_group(&alice).await;
+    let reused = alice.conn.request(add_bob(&second, vec![claimed])).await;
+    assert_eq!(code(reused), ErrorCode::BadRequest, "a claim is used once");
 }
 
 /// A login answer is bound to the identity of the server the device's account is on, not to

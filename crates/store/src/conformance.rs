@@ -89,7 +89,7 @@ fn app(group: GroupId, sender: u64, epoch: u64, id: u8) -> Append {
     }
 }
 
-fn commit(
+pub(crate) fn commit(
     group: GroupId,
     sender: u64,
     epoch: u64,
@@ -106,10 +106,48 @@ fn commit(
         kind: AppendKind::Commit {
             seen_seq: seen,
             added: added.into_iter().map(DeviceId).collect(),
+            added_key_packages: Vec::new(),
             removed: removed.into_iter().map(DeviceId).collect(),
             welcome: Some(vec![0xEE; 8]),
         },
     }
+}
+
+/// A commit as [`commit`] makes it, with a key package claimed by `sender`'s account for
+/// each added device (as a client claims them before it adds anyone).
+pub(crate) async fn claimed_commit<S: Store>(
+    store: &S,
+    group: GroupId,
+    sender: u64,
+    epoch: u64,
+    seen: u64,
+    added: Vec<u64>,
+    removed: Vec<u64>,
+) -> Append {
+    use sha2::{Digest as _, Sha256};
+    let mut digests = Vec::new();
+    for device in &added {
+        let owner = store
+            .device(DeviceId(*device))
+            .await
+            .unwrap()
+            .expect("an added device exists")
+            .username;
+        let claimed = store
+            .claim_key_packages(&owner, DeviceId(sender), vec![DeviceId(*device)], true)
+            .await
+            .unwrap();
+        let package = &claimed.first().expect("a key package to claim").key_package;
+        digests.push(Sha256::digest(package).into());
+    }
+    let mut append = commit(group, sender, epoch, seen, added, removed);
+    if let AppendKind::Commit {
+        added_key_packages, ..
+    } = &mut append.kind
+    {
+        *added_key_packages = digests;
+    }
+    append
 }
 
 async fn new_group<S: Store>(store: &S, creator: u64) -> GroupId {
@@ -273,7 +311,7 @@ async fn commits_route_welcomes_and_membership_windows<S: Store>(store: &S) {
         Err(StoreError::UnknownDevice(DeviceId(ghost)))
     );
     let added = store
-        .append(commit(group, a, 0, 1, vec![b], vec![]))
+        .append(claimed_commit(store, group, a, 0, 1, vec![b], vec![]).await)
         .await
         .unwrap();
     assert_eq!((added.seq, added.epoch), (2, 1));
@@ -341,7 +379,7 @@ async fn proposals_block_commits_that_did_not_see_them<S: Store>(store: &S) {
     seed_account(store, &name("gus"), b).await;
     let group = new_group(store, a).await;
     store
-        .append(commit(group, a, 0, 0, vec![b], vec![]))
+        .append(claimed_commit(store, group, a, 0, 0, vec![b], vec![]).await)
         .await
         .unwrap();
     let leave = store
@@ -415,7 +453,7 @@ async fn devices_are_added_limited_and_revoked<S: Store>(store: &S) {
     seed_account(store, &jon, j1).await;
     let group = new_group(store, j1).await;
     store
-        .append(commit(group, j1, 0, 0, vec![i1], vec![]))
+        .append(claimed_commit(store, group, j1, 0, 0, vec![i1], vec![]).await)
         .await
         .unwrap();
     let before = roster_version(store, j1, group).await;
@@ -471,7 +509,7 @@ async fn devices_are_added_limited_and_revoked<S: Store>(store: &S) {
 
     // i2 joins the group, then is revoked: it reads nothing after, cannot append or be re-added.
     let joined = store
-        .append(commit(group, j1, 1, 2, vec![i2], vec![]))
+        .append(claimed_commit(store, group, j1, 1, 2, vec![i2], vec![]).await)
         .await
         .unwrap();
     store.revoke_device(DeviceId(i2), 5_000).await.unwrap();

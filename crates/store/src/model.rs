@@ -23,6 +23,10 @@ pub enum StoreError {
     /// A device named in a commit does not exist.
     #[error("unknown device {0}")]
     UnknownDevice(DeviceId),
+    /// A commit adds a device whose key package (by its SHA-256) the committer's account
+    /// was not handed, or used already.
+    #[error("device {0} was not claimed for this commit")]
+    Unclaimed(DeviceId),
     /// The append was made against an older epoch, or a commit did not see every proposal.
     #[error("stale epoch (group is at epoch {current_epoch}, head {head_seq})")]
     StaleEpoch {
@@ -214,6 +218,9 @@ pub enum AppendKind {
         seen_seq: Seq,
         /// Devices that become members at this entry.
         added: Vec<DeviceId>,
+        /// The SHA-256 of the key package each added device joins with (same order as
+        /// `added`): each must be one the committer's account claimed and has not used.
+        added_key_packages: Vec<[u8; 32]>,
         /// Devices whose membership ends at this entry.
         removed: Vec<DeviceId>,
         /// The Welcome for the added devices.

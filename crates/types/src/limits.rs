@@ -33,6 +33,10 @@ pub const KEY_PACKAGES_STORED_PER_DEVICE_MAX: usize = 200;
 /// Most log entries or welcomes one sync page returns.
 pub const SYNC_PAGE_ENTRIES_MAX: u32 = 500;
 
+/// Most unused key-package claims the server remembers per claiming account (the oldest go
+/// first): what its commits may add devices with. Claims are rate-limited well below this.
+pub const CLAIMS_KEPT_PER_ACCOUNT_MAX: usize = 10_000;
+
 /// Most groups one `ListGroups` page returns (about 60 bytes each, far under a frame), so
 /// a device in very many groups, junk ones included, can always list them.
 pub const GROUP_LIST_PAGE_MAX: u32 = 1_000;

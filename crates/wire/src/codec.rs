@@ -72,6 +72,10 @@ mod tests {
                         seen_seq: epoch / 2,
                         commit,
                         welcome: vec![],
+                        added_key_packages: added_devices
+                            .iter()
+                            .map(|d| vec![*d as u8; 32])
+                            .collect(),
                         added_devices,
                         removed_devices,
                     })),

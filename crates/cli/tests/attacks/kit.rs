@@ -125,6 +125,8 @@ impl Attacker {
             .unwrap();
         let mut state = mls::create_group(&self.provider, &self.signer, group).unwrap();
         let devices: Vec<u64> = victims.iter().map(|(d, _)| d.0).collect();
+        // The claims the server handed this account: what it takes to add anyone.
+        let claimed: Vec<Vec<u8>> = victims.iter().map(|(_, kp)| kp.sha256.to_vec()).collect();
         let packages = victims.into_iter().map(|(_, kp)| kp).collect();
         let out = mls::add_members(&mut state, &self.provider, &self.signer, packages).unwrap();
         let reply = self
@@ -137,6 +139,7 @@ impl Attacker {
                 welcome: out.welcome.unwrap(),
                 added_devices: devices,
                 removed_devices: Vec::new(),
+                added_key_packages: claimed,
             }))
             .await
             .unwrap();

@@ -172,6 +172,7 @@ impl Device {
                     welcome: out.welcome.unwrap_or_default(),
                     added_devices: out.added.iter().map(|d| d.0).collect(),
                     removed_devices: out.removed.iter().map(|d| d.0).collect(),
+                    added_key_packages: out.added_key_packages.iter().map(|h| h.to_vec()).collect(),
                 };
                 tx.record_pending_commit(
                     &PendingCommit {

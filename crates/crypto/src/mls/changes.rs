@@ -19,6 +19,7 @@ pub fn add_members<P: OpenMlsProvider>(
     key_packages: Vec<VerifiedKeyPackage>,
 ) -> Result<OutgoingCommit, CryptoError> {
     let added = key_packages.iter().map(|k| k.identity.device).collect();
+    let added_key_packages = key_packages.iter().map(|k| k.sha256).collect();
     let packages: Vec<KeyPackage> = key_packages.into_iter().map(|k| k.key_package).collect();
     let (commit, welcome, _) = group
         .add_members(provider, &signer.keys, &packages)
@@ -27,6 +28,7 @@ pub fn add_members<P: OpenMlsProvider>(
         commit: serialize(&commit)?,
         welcome: Some(serialize(&welcome)?),
         added,
+        added_key_packages,
         removed: Vec::new(),
     })
 }
@@ -60,6 +62,7 @@ pub fn remove_devices<P: OpenMlsProvider>(
         commit: serialize(&commit)?,
         welcome: welcome.as_ref().map(serialize).transpose()?,
         added: Vec::new(),
+        added_key_packages: Vec::new(),
         removed,
     })
 }
@@ -87,6 +90,7 @@ pub fn change_devices<P: OpenMlsProvider>(
         return Err(CryptoError::Mls("nothing to change".into()));
     }
     let added = add.iter().map(|k| k.identity.device).collect();
+    let added_key_packages = add.iter().map(|k| k.sha256).collect();
     let packages: Vec<KeyPackage> = add.into_iter().map(|k| k.key_package).collect();
     let bundle = group
         .commit_builder()
@@ -103,6 +107,7 @@ pub fn change_devices<P: OpenMlsProvider>(
         commit: serialize(&commit)?,
         welcome: welcome.as_ref().map(serialize).transpose()?,
         added,
+        added_key_packages,
         removed,
     })
 }
@@ -131,6 +136,7 @@ pub fn commit_pending_proposals<P: OpenMlsProvider>(
         commit: serialize(&commit)?,
         welcome: welcome.as_ref().map(serialize).transpose()?,
         added: Vec::new(),
+        added_key_packages: Vec::new(),
         removed,
     }))
 }
@@ -149,6 +155,7 @@ pub fn update_own_keys<P: OpenMlsProvider>(
         commit: serialize(bundle.commit())?,
         welcome: None,
         added: Vec::new(),
+        added_key_packages: Vec::new(),
         removed: Vec::new(),
     })
 }

@@ -11,6 +11,7 @@ use chapar_types::{DeviceId, GroupId};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
+use sha2::Digest as _;
 
 use crate::CryptoError;
 use crate::identity::SecretKey;
@@ -94,6 +95,8 @@ pub struct OutgoingCommit {
     pub welcome: Option<Vec<u8>>,
     /// Devices this commit adds.
     pub added: Vec<DeviceId>,
+    /// The SHA-256 of each added device's key package, in the order of `added`.
+    pub added_key_packages: Vec<[u8; 32]>,
     /// Devices this commit removes.
     pub removed: Vec<DeviceId>,
 }
@@ -174,6 +177,9 @@ pub struct VerifiedKeyPackage {
     pub signature_key: Vec<u8>,
     /// The certificate the leaf's credential carries.
     pub certificate: Vec<u8>,
+    /// The SHA-256 of the key package as the server handed it out (how the delivery
+    /// service recognises the claim a commit uses).
+    pub sha256: [u8; 32],
 }
 
 impl VerifiedKeyPackage {
@@ -202,6 +208,7 @@ pub fn verify_key_package<P: OpenMlsProvider>(
         identity: member.identity,
         signature_key: member.signature_key,
         certificate: member.certificate,
+        sha256: sha2::Sha256::digest(bytes).into(),
         key_package,
     })
 }

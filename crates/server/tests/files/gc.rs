@@ -85,6 +85,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
         }))
         .await
         .unwrap();
+    let claimed = claim(&alice, "bob").await;
     alice
         .conn
         .request(Request::SubmitCommit(v1::SubmitCommit {
@@ -95,6 +96,7 @@ async fn gc_keeps_referenced_blobs_and_forgets_the_rest() {
             welcome: vec![0xEE; 10],
             added_devices: vec![bob.id.0],
             removed_devices: vec![],
+            added_key_packages: vec![claimed],
         }))
         .await
         .unwrap();

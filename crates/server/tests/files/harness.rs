@@ -180,6 +180,24 @@ pub async fn register(server: &TestServer, name: &str) -> Device {
     }
 }
 
+/// Claims a key package of `user`'s device as `by`, and returns its SHA-256: what a commit
+/// that adds the device must name.
+pub async fn claim(by: &Device, user: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    let reply = by
+        .conn
+        .request(Request::ClaimKeyPackages(v1::ClaimKeyPackages {
+            username: user.into(),
+            devices: Vec::new(),
+        }))
+        .await
+        .unwrap();
+    let Reply::KeyPackages(packages) = reply else {
+        panic!("claim: {reply:?}");
+    };
+    sha2::Sha256::digest(&packages.devices[0].key_package).to_vec()
+}
+
 /// Adds a second device to `first`'s account and logs it in on its own connection.
 pub async fn add_device(server: &TestServer, first: &Device) -> Device {
     let mut rng = rand::thread_rng();

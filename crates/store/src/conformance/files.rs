@@ -317,7 +317,7 @@ async fn a_delete_drops_only_the_deleted_entrys_own_references<S: Store>(store: 
     let group = new_group(store, a).await;
     let other_group = new_group(store, a).await;
     store
-        .append(super::commit(group, a, 0, 0, vec![b], vec![]))
+        .append(super::claimed_commit(store, group, a, 0, 0, vec![b], vec![]).await)
         .await
         .unwrap();
     let id = complete_blob(store, &alice, a, 100).await;

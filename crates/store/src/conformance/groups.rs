@@ -1,16 +1,52 @@
-//! Conformance checks for what a device is told about its groups: the group list comes in
-//! pages in group-id order, and a commit cannot reach devices that are not members by naming
-//! them as removed.
+//! Conformance checks for who a commit can reach: the group list comes in pages in group-id
+//! order, a commit cannot reach devices that are not members by naming them as removed, and
+//! it adds a device only with a key package its committer's account claimed.
 
 use chapar_types::DeviceId;
 
-use super::{commit, name, new_group, seed_account, unique};
+use super::{claimed_commit, commit, name, new_group, seed_account, unique};
 use crate::*;
 
 /// Runs every group-listing check.
 pub async fn run_all<S: Store>(store: &S) {
     the_group_list_comes_in_pages(store).await;
     a_commit_removes_only_members(store).await;
+    a_commit_adds_only_devices_its_account_claimed(store).await;
+}
+
+async fn a_commit_adds_only_devices_its_account_claimed<S: Store>(store: &S) {
+    let (adder, victim, other) = (unique(43), unique(44), unique(45));
+    let victim_name = name("vera");
+    seed_account(store, &name("adam"), adder).await;
+    seed_account(store, &victim_name, victim).await;
+    seed_account(store, &name("olga"), other).await;
+    let group = new_group(store, adder).await;
+    assert_eq!(
+        store
+            .append(commit(group, adder, 0, 0, vec![victim], vec![]))
+            .await,
+        Err(StoreError::Unclaimed(DeviceId(victim))),
+        "no claim at all"
+    );
+    // Another account's claim is not the adder's.
+    let theirs = claimed_commit(store, group, other, 0, 0, vec![victim], vec![]).await;
+    let mut borrowed = commit(group, adder, 0, 0, vec![victim], vec![]);
+    borrowed.kind = theirs.kind;
+    assert_eq!(
+        store.append(borrowed).await,
+        Err(StoreError::Unclaimed(DeviceId(victim)))
+    );
+    let own = claimed_commit(store, group, adder, 0, 0, vec![victim], vec![]).await;
+    let again = own.clone();
+    store.append(own).await.expect("a claimed device is added");
+    // A claim is used once: the same key package does not add the device to another group.
+    let second = new_group(store, adder).await;
+    let mut reused = again;
+    reused.group = second;
+    assert_eq!(
+        store.append(reused).await,
+        Err(StoreError::Unclaimed(DeviceId(victim)))
+    );
 }
 
 async fn the_group_list_comes_in_pages<S: Store>(store: &S) {

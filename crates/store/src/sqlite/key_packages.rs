@@ -1,9 +1,11 @@
 //! Key packages in SQLite: adding (within the per-device count and the account's byte
-//! quota), counting, and claiming one per device (one-time first, unless withheld).
+//! quota), counting, claiming one per device (one-time first, unless withheld), and the
+//! claims a commit must use up to add a device (table `claims`).
 
 use chapar_types::DeviceId;
-use chapar_types::limits::KEY_PACKAGES_STORED_PER_DEVICE_MAX;
+use chapar_types::limits::{CLAIMS_KEPT_PER_ACCOUNT_MAX, KEY_PACKAGES_STORED_PER_DEVICE_MAX};
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest as _, Sha256};
 
 use super::ops::{account, dev};
 use super::sql;
@@ -127,10 +129,75 @@ pub(super) fn claim_key_packages(
             c.execute("DELETE FROM key_packages WHERE id = ?1", [id])
                 .map_err(sql)?;
         }
+        record_claim(c, except, device.device, &key_package)?;
         claimed.push(ClaimedKeyPackage {
             device,
             key_package,
         });
     }
     Ok(claimed)
+}
+
+/// Records that the account of device `claimer` was handed `key_package` of `device`, keeping
+/// the newest [`CLAIMS_KEPT_PER_ACCOUNT_MAX`] of its claims. A claimer that is no device (a
+/// tool) records nothing.
+fn record_claim(
+    c: &Connection,
+    claimer: DeviceId,
+    device: DeviceId,
+    key_package: &[u8],
+) -> Result<(), StoreError> {
+    let Some(account) = c
+        .query_row(
+            "SELECT username FROM devices WHERE device_id = ?1",
+            [dev(claimer)],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(sql)?
+    else {
+        return Ok(());
+    };
+    let digest: [u8; 32] = Sha256::digest(key_package).into();
+    c.prepare_cached("INSERT INTO claims (claimer, device_id, kp_sha256) VALUES (?1, ?2, ?3)")
+        .map_err(sql)?
+        .execute(params![account, dev(device), digest.as_slice()])
+        .map_err(sql)?;
+    c.prepare_cached(
+        "DELETE FROM claims WHERE claimer = ?1 AND id <= (
+             SELECT id FROM claims WHERE claimer = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .map_err(sql)?
+    .execute(params![account, CLAIMS_KEPT_PER_ACCOUNT_MAX as i64])
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Uses up a claim of the account of `committer`: `key_package_sha256` of `device`. A commit
+/// that adds a device needs one.
+pub(super) fn use_claim(
+    c: &Connection,
+    committer: DeviceId,
+    device: DeviceId,
+    key_package_sha256: &[u8; 32],
+) -> Result<(), StoreError> {
+    let used = c
+        .prepare_cached(
+            "DELETE FROM claims WHERE id = (
+                 SELECT id FROM claims
+                 WHERE claimer = (SELECT username FROM devices WHERE device_id = ?1)
+                   AND device_id = ?2 AND kp_sha256 = ?3
+                 ORDER BY id LIMIT 1)",
+        )
+        .map_err(sql)?
+        .execute(params![
+            dev(committer),
+            dev(device),
+            key_package_sha256.as_slice()
+        ])
+        .map_err(sql)?;
+    if used == 0 {
+        return Err(StoreError::Unclaimed(device));
+    }
+    Ok(())
 }

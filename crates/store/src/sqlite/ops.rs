@@ -231,6 +231,7 @@ pub(super) fn append(
         AppendKind::Commit {
             seen_seq,
             added,
+            added_key_packages,
             removed,
             welcome,
         } => {
@@ -242,8 +243,12 @@ pub(super) fn append(
             }
             epoch += 1;
             joined = added;
-            for device in added {
+            for (i, device) in added.iter().enumerate() {
                 add_member(c, a.group, *device, seq)?;
+                let key_package = added_key_packages
+                    .get(i)
+                    .ok_or(StoreError::Unclaimed(*device))?;
+                super::key_packages::use_claim(c, a.sender, *device, key_package)?;
             }
             // Only members can be removed: a listed device that is not one is ignored (it
             // is neither marked nor pushed to, so a commit cannot reach strangers).

@@ -160,10 +160,20 @@ CREATE TRIGGER file_usage_delete AFTER DELETE ON blobs BEGIN
      WHERE username = OLD.username;
 END;
 "#,
-    // A device's groups are listed in pages ordered by group id.
+    // A device's groups are listed in pages ordered by group id. Every key package handed
+    // out is recorded with who claimed it, and a commit may add a device only with one its
+    // committer's account claimed (each used once): adding someone costs a claim, and
+    // claims are rate-limited.
     r#"
 CREATE INDEX members_by_device_group ON members(device_id, group_id);
 DROP INDEX members_by_device;
+CREATE TABLE claims (
+    id          INTEGER PRIMARY KEY,
+    claimer     TEXT NOT NULL,           -- the account that was handed the key package
+    device_id   INTEGER NOT NULL,        -- whose key package it is
+    kp_sha256   BLOB NOT NULL
+);
+CREATE INDEX claims_by_claimer ON claims(claimer, device_id, kp_sha256);
 "#,
 ];
 

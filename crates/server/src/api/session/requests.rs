@@ -322,6 +322,18 @@ pub(super) async fn handle<S: Store>(
                 kind: AppendKind::Commit {
                     seen_seq: c.seen_seq,
                     added: c.added_devices.into_iter().map(DeviceId).collect(),
+                    added_key_packages: c
+                        .added_key_packages
+                        .iter()
+                        .map(|h| {
+                            <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+                                ServiceError::new(
+                                    ErrorCode::BadRequest,
+                                    "added_key_packages holds SHA-256 digests (32 bytes each)",
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
                     removed: c.removed_devices.into_iter().map(DeviceId).collect(),
                     welcome: (!c.welcome.is_empty()).then_some(c.welcome),
                 },
