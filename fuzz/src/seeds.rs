@@ -285,7 +285,10 @@ fn requests() -> Vec<Request> {
         Request::CompleteLink(v1::CompleteLink {
             link_id: vec![10; 16],
         }),
-        Request::RevokeDevice(v1::RevokeDevice { device_id: 2 }),
+        Request::RevokeDevice(v1::RevokeDevice {
+            device_id: 2,
+            account_signature: vec![5; 64],
+        }),
     ]
 }
 

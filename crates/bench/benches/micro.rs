@@ -332,6 +332,7 @@ mod store {
                     revoked_ms: None,
                     sealed_name: Vec::new(),
                     last_seen_ms: None,
+                    revocation_signature: None,
                 };
                 store
                     .create_account(NewAccount {

@@ -53,6 +53,25 @@ pub fn certify_device(
     account.sign(&device_cert_payload(username, device, device_key))
 }
 
+/// Signs the revocation of device `device` of `username` with the account identity key.
+pub fn sign_revocation(account: &SecretKey, username: &Username, device: DeviceId) -> Vec<u8> {
+    account.sign(&chapar_types::signed::revocation_payload(username, device))
+}
+
+/// Checks that `account_key` signed the revocation of device `device` of `username`.
+pub fn verify_revocation(
+    account_key: &[u8],
+    username: &Username,
+    device: DeviceId,
+    signature: &[u8],
+) -> Result<(), CryptoError> {
+    verify(
+        account_key,
+        &chapar_types::signed::revocation_payload(username, device),
+        signature,
+    )
+}
+
 /// Signs the server's recovery challenge with the key derived from the recovery key.
 pub fn answer_recovery_challenge(
     recovery_auth: &SecretKey,

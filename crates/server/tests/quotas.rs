@@ -211,33 +211,37 @@ async fn past_its_hourly_give_out_an_account_serves_its_last_resort_package() {
 #[tokio::test]
 async fn an_account_changes_its_devices_a_few_times_an_hour() {
     let server = serve(Limits {
-        device_changes_per_account_per_hour: 2,
+        device_changes_per_account_per_hour: 3,
         ..Limits::for_tests()
     })
     .await;
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
-    let second = add_device(&server, &alice).await;
-    let revoke = |device: &Device| {
+    let (second, third) = (
+        add_device(&server, &alice).await,
+        add_device(&server, &alice).await,
+    );
+    let revoke = |owner: &Device, device: &Device| {
+        let username = chapar_types::Username::parse(&owner.username).unwrap();
         Request::RevokeDevice(v1::RevokeDevice {
             device_id: device.id.0,
+            account_signature: chapar_crypto::identity::sign_revocation(
+                &owner.account_key,
+                &username,
+                device.id,
+            ),
         })
     };
-    alice.conn.request(revoke(&second)).await.unwrap();
-    let third = add_device(&server, &bob).await;
-    // Alice's third change is refused; bob's account has its own budget.
+    alice.conn.request(revoke(&alice, &second)).await.unwrap();
+    let bobs = add_device(&server, &bob).await;
+    // Alice's fourth change is refused; bob's account has its own budget.
     assert_eq!(
-        code(
-            alice
-                .conn
-                .request(Request::RevokeDevice(v1::RevokeDevice {
-                    device_id: alice.id.0 ^ 1
-                }))
-                .await
-        ),
+        code(alice.conn.request(revoke(&alice, &third)).await),
         ErrorCode::RateLimited
     );
-    bob.conn.request(revoke(&third)).await.unwrap();
+    // Proving a revocation made already is no change.
+    alice.conn.request(revoke(&alice, &second)).await.unwrap();
+    bob.conn.request(revoke(&bob, &bobs)).await.unwrap();
 }
 
 async fn create_group(device: &Device, tag: u8) -> Vec<u8> {

@@ -48,6 +48,7 @@ fn device_record(name: &str, device: u64) -> DeviceRecord {
         revoked_ms: None,
         sealed_name: vec![0x5E; 4],
         last_seen_ms: None,
+        revocation_signature: None,
     }
 }
 

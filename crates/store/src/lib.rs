@@ -86,6 +86,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Keeps the account's signed proof that revoked `device` is revoked (the first one
+    /// given; later ones change nothing). Contacts remove a device only on this proof.
+    fn set_revocation_proof(
+        &self,
+        device: DeviceId,
+        signature: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Records a login; the first one moves the account's roster version.
     fn touch_device(
         &self,

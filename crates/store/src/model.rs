@@ -105,6 +105,9 @@ pub struct DeviceRecord {
     pub sealed_name: Vec<u8>,
     /// When the device last logged in.
     pub last_seen_ms: Option<u64>,
+    /// The account key's signature over the device's revocation, once a device of the
+    /// account proved it (what contacts need before they remove the device).
+    pub revocation_signature: Option<Vec<u8>>,
 }
 
 /// An account and its devices.

@@ -65,3 +65,19 @@ pub fn recovery_challenge_payload(
     out.extend_from_slice(server_id);
     out
 }
+
+const REVOCATION_LABEL: &[u8] = b"chapar device revocation v1\0";
+
+/// The bytes an account key signs to revoke device `device` of `username`: the proof a
+/// contact needs before it removes the device from its groups (the server's word that the
+/// device is gone is not enough).
+pub fn revocation_payload(username: &Username, device: DeviceId) -> Vec<u8> {
+    let name = username.as_str().as_bytes();
+    let mut out = Vec::with_capacity(REVOCATION_LABEL.len() + 1 + name.len() + 8);
+    out.extend_from_slice(REVOCATION_LABEL);
+    // Usernames are at most 32 bytes, so one length byte suffices.
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&device.0.to_be_bytes());
+    out
+}

@@ -147,3 +147,40 @@ fn a_server_saying_a_contact_is_gone_removes_none_of_their_devices() {
     );
     laptop.sync();
 }
+
+/// Old rule: a device the server stopped listing was removed from every group and
+/// remembered as revoked for good. Now only the account's signed revocation removes it.
+#[test]
+fn a_device_the_server_stops_listing_without_the_accounts_proof_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let liar = LyingServer::start(&server.url);
+    let alice = register_via(&server, dir.path(), &liar.url, "alice");
+    let bob = server.register(dir.path(), "bob");
+    let laptop = server.link(dir.path(), "bob-laptop", &bob);
+    alice.send("@bob", "hello");
+    laptop.sync();
+    let laptop_id = laptop.device_id();
+    assert!(alice.members("@bob").join(" ").contains(&laptop_id));
+    // Bob's account changes (a third device); the server hides the laptop from alice.
+    let hidden = laptop_id.clone();
+    liar.tell(Box::new(move |request, reply| {
+        if asks_about(request) == Some("bob")
+            && let chapar_wire::v1::response::Result::Account(account) = reply
+        {
+            account
+                .devices
+                .retain(|d| format!("{:016x}", d.device_id) != hidden);
+        }
+    }));
+    let _tablet = server.link(dir.path(), "bob-tablet", &bob);
+    alice.sync();
+    assert!(
+        alice.members("@bob").join(" ").contains(&laptop_id),
+        "the laptop stays: {:?}",
+        alice.members("@bob")
+    );
+    alice.send("@bob", "still here");
+    laptop.sync();
+    assert_eq!(laptop.texts("@alice"), ["hello", "still here"]);
+}

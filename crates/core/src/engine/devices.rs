@@ -7,7 +7,7 @@
 //! key is replaced too (it may have planted one it knows).
 
 use chapar_crypto::account::device_fingerprint;
-use chapar_crypto::mls;
+use chapar_crypto::{identity, mls};
 use chapar_types::DeviceId;
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 
@@ -94,6 +94,7 @@ impl Device {
         }
         self.call(Request::RevokeDevice(v1::RevokeDevice {
             device_id: device.0,
+            account_signature: identity::sign_revocation(&me.account_key, &me.username, device),
         }))
         .await?;
         self.write(|tx| tx.remember_revoked(&me.username, device))?;

@@ -178,6 +178,27 @@ impl Device {
         self.write(|tx| tx.set_counter(LAST_RESORT_UPLOADED, 1))?;
         self.io.set_logged_in();
         let (listed, _) = self.device_list().await?;
+        if revoke_others {
+            // The server revoked the others on the recovery key's word; contacts remove them
+            // only on the account's own proof, which this device can now give.
+            for cert in listed
+                .iter()
+                .filter(|d| d.revoked_ms > 0)
+                .filter_map(|d| d.device.as_ref())
+                .filter(|c| c.device_id != device.0)
+            {
+                let lost = DeviceId(cert.device_id);
+                self.call(Request::RevokeDevice(v1::RevokeDevice {
+                    device_id: lost.0,
+                    account_signature: identity::sign_revocation(
+                        &self.me()?.account_key,
+                        username,
+                        lost,
+                    ),
+                }))
+                .await?;
+            }
+        }
         let revoked = listed
             .iter()
             .filter(|d| {

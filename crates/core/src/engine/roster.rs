@@ -11,8 +11,9 @@
 //!
 //! What the server says is checked, never trusted: an account whose identity key differs from
 //! the pinned one is left alone (with a loud warning), key packages must belong to the devices
-//! asked for, and a device this client once saw revoked is never added back, whatever the
-//! server lists later.
+//! asked for, a device is removed only on the account's signed proof of its revocation (not
+//! because the server stopped listing it), and a device this client once saw revoked is never
+//! added back, whatever the server lists later.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,6 +34,8 @@ struct Devices {
     active: Vec<DeviceId>,
     /// Added but not yet logged in: neither added nor removed for now.
     pending: Vec<DeviceId>,
+    /// Revoked, with the account's signed proof of it: removed from the account's groups.
+    revoked: Vec<DeviceId>,
 }
 
 /// Accounts' devices, looked up once per sync (None: the account is not trusted).
@@ -149,6 +152,20 @@ impl Device {
                 cache.insert(user.clone(), None);
                 return Ok(None);
             }
+            let revoked = account
+                .revocations
+                .iter()
+                .filter(|r| {
+                    chapar_crypto::identity::verify_revocation(
+                        &account.account_key,
+                        user,
+                        DeviceId(r.device_id),
+                        &r.account_signature,
+                    )
+                    .is_ok()
+                })
+                .map(|r| DeviceId(r.device_id))
+                .collect();
             Some(Devices {
                 active: devices,
                 pending: account
@@ -156,6 +173,7 @@ impl Device {
                     .iter()
                     .map(|d| DeviceId(*d))
                     .collect(),
+                revoked,
             })
         } else {
             None
@@ -195,6 +213,8 @@ impl Device {
         }
         let mut missing: Vec<(Username, Vec<DeviceId>)> = Vec::new();
         let mut stale: Vec<DeviceId> = Vec::new();
+        // A device left in the group for want of a revocation proof: not done yet.
+        let mut unproven = false;
         for (user, devices) in &present {
             let Some(listed) = self.verified_devices(user, cache).await? else {
                 continue;
@@ -212,13 +232,26 @@ impl Device {
                 !listed.active.contains(d) && !listed.pending.contains(d) && **d != me
             };
             for device in devices.iter().filter(gone) {
+                if !listed.revoked.contains(device) {
+                    // The server no longer lists it, but the account has not said so: it
+                    // stays (checked again at the next sync, when the proof may be there).
+                    tracing::warn!(%group, user = %user, %device, "a device is no longer listed, without the account's proof of its revocation; kept");
+                    unproven = true;
+                    continue;
+                }
                 // Remember it: a server that lists it again later is not believed.
                 self.write(|tx| tx.remember_revoked(user, *device))?;
                 stale.push(*device);
             }
         }
         if missing.is_empty() && stale.is_empty() {
-            return self.write(|tx| tx.set_roster_seen(group, version));
+            return self.write(|tx| {
+                if unproven {
+                    tx.set_roster_checked(group, version)
+                } else {
+                    tx.set_roster_seen(group, version)
+                }
+            });
         }
         let mut packages = Vec::new();
         let mut wanted = 0;
@@ -226,7 +259,7 @@ impl Device {
             wanted += devices.len();
             packages.extend(self.claim_verified(user, devices).await?);
         }
-        let checked = if packages.len() == wanted {
+        let checked = if packages.len() == wanted && !unproven {
             Checked::Complete
         } else {
             Checked::Partial

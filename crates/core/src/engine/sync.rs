@@ -173,25 +173,21 @@ impl Device {
         let mut outcome = EntryOutcome::default();
         let own = DeviceId(entry.sender_device) == me.device;
         let kind = v1::EntryKind::try_from(entry.kind);
-        let own_commit =
-            (own && kind == Ok(v1::EntryKind::Commit)).then_some(entry.payload.as_slice());
-        if commit::settle_by_entry(provider, tx, group, entry.seq, own_commit)? == Settled::Merged {
+        // A commit is recognised as this device's own by its bytes, not by the server's label:
+        // a mislabelled own commit still merges, and a mislabelled foreign one is processed.
+        let is_commit = kind == Ok(v1::EntryKind::Commit);
+        let commit_payload = is_commit.then_some(entry.payload.as_slice());
+        if commit::settle_by_entry(provider, tx, group, entry.seq, commit_payload)?
+            == Settled::Merged
+        {
             return Ok(outcome);
         }
-        if own {
-            match kind {
-                Ok(v1::EntryKind::Application) => {
-                    if let Ok(id) = MessageId::from_slice(&entry.message_id) {
-                        archive::record_own(tx, me, group, id, entry.seq, self.now_ms())?;
-                        tx.mark_sent(group, id, entry.seq)?;
-                    }
-                }
-                Ok(v1::EntryKind::Commit) => {
-                    // A commit of this device that it does not hold: it cannot be processed
-                    // here (a device never decrypts its own commits).
-                    tracing::warn!(%group, seq = entry.seq, "an own commit this device does not hold");
-                }
-                _ => {}
+        if own && !is_commit {
+            if kind == Ok(v1::EntryKind::Application)
+                && let Ok(id) = MessageId::from_slice(&entry.message_id)
+            {
+                archive::record_own(tx, me, group, id, entry.seq, self.now_ms())?;
+                tx.mark_sent(group, id, entry.seq)?;
             }
             return Ok(outcome);
         }

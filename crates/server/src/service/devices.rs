@@ -12,7 +12,7 @@ use chapar_types::limits::{
     DEVICE_NAME_SEALED_BYTES_MAX, DEVICES_LISTED_MAX, LINK_REQUEST_BYTES_MAX,
     LINK_SEALED_BYTES_MAX, LINK_TTL_SECS, RECOVERY_BUNDLE_BYTES_MAX,
 };
-use chapar_types::signed::{device_cert_payload, recovery_challenge_payload};
+use chapar_types::signed::{device_cert_payload, recovery_challenge_payload, revocation_payload};
 use chapar_types::{DeviceId, ErrorCode, Username};
 
 use super::{Authenticated, Service, check_challenge, check_key_packages, now_ms, verify};
@@ -93,6 +93,7 @@ pub(super) fn certify_device(
             revoked_ms: None,
             sealed_name: request.sealed_name,
             last_seen_ms: logs_in_now.then(now_ms),
+            revocation_signature: None,
         },
         key_packages: request.key_packages,
         last_resort_key_package: request.last_resort_key_package,
@@ -255,11 +256,14 @@ impl<S: Store> Service<S> {
         }
     }
 
-    /// Revokes another device of the caller's account and closes its connections.
+    /// Revokes another device of the caller's account and closes its connections, keeping
+    /// the account's signed proof of it (`signature`, over `revocation_payload`). For a device
+    /// revoked already (by a recovery), it only keeps the proof.
     pub async fn revoke_device(
         &self,
         who: &Authenticated,
         device: DeviceId,
+        signature: Vec<u8>,
     ) -> Result<(), ServiceError> {
         self.require_active(who).await?;
         if device == who.device {
@@ -267,7 +271,6 @@ impl<S: Store> Service<S> {
                 "a device cannot revoke itself; revoke it from another device of the account",
             ));
         }
-        self.device_change_allowed(&who.username)?;
         let record = self.store.device(device).await?;
         let Some(record) = record.filter(|r| r.username == who.username.as_str()) else {
             return Err(ServiceError::bad_request(format!(
@@ -275,9 +278,23 @@ impl<S: Store> Service<S> {
                 who.username
             )));
         };
+        let account = self.account(who.username.as_str()).await?;
+        if !verify(
+            &account.account_key,
+            &revocation_payload(&who.username, device),
+            &signature,
+        ) {
+            return Err(ServiceError::new(
+                ErrorCode::AuthenticationFailed,
+                "the revocation is not signed by the account key",
+            ));
+        }
         if record.revoked_ms.is_none() {
+            // Only a new revocation is a change; proving an old one costs nothing.
+            self.device_change_allowed(&who.username)?;
             self.store.revoke_device(device, now_ms()).await?;
         }
+        self.store.set_revocation_proof(device, signature).await?;
         self.hub.kick(device);
         tracing::info!(user = %who.username, by = %who.device, %device, "device revoked");
         Ok(())

@@ -88,6 +88,11 @@ async fn a_revoked_device_is_refused_at_once() {
         .conn
         .request(Request::RevokeDevice(v1::RevokeDevice {
             device_id: laptop.id.0,
+            account_signature: chapar_crypto::identity::sign_revocation(
+                &alice.account_key,
+                &chapar_types::Username::parse("alice").unwrap(),
+                laptop.id,
+            ),
         }))
         .await
         .unwrap();

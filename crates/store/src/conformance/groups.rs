@@ -12,6 +12,35 @@ pub async fn run_all<S: Store>(store: &S) {
     the_group_list_comes_in_pages(store).await;
     a_commit_removes_only_members(store).await;
     a_commit_adds_only_devices_its_account_claimed(store).await;
+    revocation_proofs_are_kept_for_revoked_devices_once(store).await;
+}
+
+async fn revocation_proofs_are_kept_for_revoked_devices_once<S: Store>(store: &S) {
+    let device = unique(46);
+    seed_account(store, &name("rita"), device).await;
+    store
+        .set_revocation_proof(DeviceId(device), vec![1; 64])
+        .await
+        .unwrap();
+    assert_eq!(
+        revocation_proof(store, device).await,
+        None,
+        "an active device has no revocation"
+    );
+    store.revoke_device(DeviceId(device), 7_000).await.unwrap();
+    store
+        .set_revocation_proof(DeviceId(device), vec![2; 64])
+        .await
+        .unwrap();
+    store
+        .set_revocation_proof(DeviceId(device), vec![3; 64])
+        .await
+        .unwrap();
+    assert_eq!(
+        revocation_proof(store, device).await,
+        Some(vec![2; 64]),
+        "the first proof stays"
+    );
 }
 
 async fn a_commit_adds_only_devices_its_account_claimed<S: Store>(store: &S) {
@@ -93,4 +122,13 @@ async fn a_commit_removes_only_members<S: Store>(store: &S) {
             .is_empty(),
         "nor does it gain a group"
     );
+}
+
+async fn revocation_proof<S: Store>(store: &S, device: u64) -> Option<Vec<u8>> {
+    store
+        .device(DeviceId(device))
+        .await
+        .unwrap()
+        .unwrap()
+        .revocation_signature
 }

@@ -97,6 +97,20 @@ pub(super) fn revoke_device(
     bump_roster_version(c, &username)
 }
 
+pub(super) fn set_revocation_proof(
+    c: &Connection,
+    device: DeviceId,
+    signature: &[u8],
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE devices SET revocation_signature = ?2
+         WHERE device_id = ?1 AND revoked_ms IS NOT NULL AND revocation_signature IS NULL",
+        params![dev(device), signature],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
 /// Marks the device revoked, deletes its key packages and ends its memberships at each group's
 /// head: from now on the device can neither log in nor be pushed anything.
 fn revoke(

@@ -321,6 +321,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_revocation_proof(
+        &self,
+        device: DeviceId,
+        signature: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| devices::set_revocation_proof(c, device, &signature))
+            .await
+    }
+
     async fn revoke_device(&self, device: DeviceId, now_ms: u64) -> Result<(), StoreError> {
         self.write_with_cache(0, move |c, cache| {
             devices::revoke_device(c, cache, device, now_ms)

@@ -58,11 +58,12 @@ fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         revoked_ms: row.get::<_, Option<i64>>(5)?.map(|n| n as u64),
         sealed_name: row.get(6)?,
         last_seen_ms: row.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+        revocation_signature: row.get(8)?,
     })
 }
 
 const DEVICE_COLUMNS: &str = "device_id, username, device_key, account_signature, created_ms, \
-                              revoked_ms, sealed_name, last_seen_ms";
+                              revoked_ms, sealed_name, last_seen_ms, revocation_signature";
 
 pub(super) fn create_account(c: &Connection, a: &NewAccount) -> Result<(), StoreError> {
     c.execute(

@@ -174,6 +174,7 @@ CREATE TABLE claims (
     kp_sha256   BLOB NOT NULL
 );
 CREATE INDEX claims_by_claimer ON claims(claimer, device_id, kp_sha256);
+ALTER TABLE devices ADD COLUMN revocation_signature BLOB;  -- the account's proof, once given
 "#,
 ];
 

@@ -157,6 +157,19 @@ pub(super) async fn handle<S: Store>(
                 account_key: peer.account.account_key.clone(),
                 devices: peer.devices.iter().map(convert::device_cert).collect(),
                 pending_devices: peer.pending.iter().map(|d| d.device.0).collect(),
+                revocations: peer
+                    .account
+                    .devices
+                    .iter()
+                    .rev()
+                    .filter_map(|d| {
+                        Some(v1::DeviceRevocation {
+                            device_id: d.device.0,
+                            account_signature: d.revocation_signature.clone()?,
+                        })
+                    })
+                    .take(chapar_types::limits::DEVICES_LISTED_MAX)
+                    .collect(),
             }));
         }
         Request::CreateGroup(c) => {
@@ -248,7 +261,9 @@ pub(super) async fn handle<S: Store>(
             }));
         }
         Request::RevokeDevice(r) => {
-            service.revoke_device(who, DeviceId(r.device_id)).await?;
+            service
+                .revoke_device(who, DeviceId(r.device_id), r.account_signature)
+                .await?;
             return ok();
         }
         Request::CompleteLink(c) => {
