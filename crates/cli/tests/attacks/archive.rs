@@ -97,3 +97,34 @@ fn reordered_archive_segments_stop_the_restore_with_an_error_and_lose_nothing() 
         "whole once the server behaves"
     );
 }
+
+/// Old rule: a device forgot recorded history as soon as the server said another device had
+/// archived it (a `conflict` naming a position past it), so a server that lied lost the
+/// history for every future device. Now a device forgets only what it has seen archived; the
+/// rest stays recorded and goes up once the server behaves.
+#[test]
+fn history_the_server_falsely_calls_archived_is_kept_and_archived_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let liar = LyingServer::start(&server.url);
+    let alice = server.user(dir.path(), "alice");
+    alice.ok(&["register", "--server", &liar.url, "--username", "alice"]);
+    let bob = server.register(dir.path(), "bob");
+    liar.tell(Box::new(|request, reply| {
+        if let chapar_wire::v1::client_frame::Request::AppendArchive(_) = request {
+            *reply = Reply::Error(chapar_wire::v1::Error {
+                code: chapar_types::ErrorCode::Conflict.as_u32(),
+                message: "someone else archived this first".into(),
+                head_seq: 1_000_000,
+                ..Default::default()
+            });
+        }
+    }));
+    alice.send("@bob", "one");
+    bob.send("@alice", "two");
+    alice.sync();
+    liar.stop_lying();
+    alice.sync();
+    let laptop = server.link(dir.path(), "alice-laptop", &alice);
+    assert_eq!(laptop.texts("@bob"), ["one", "two"]);
+}

@@ -12,8 +12,9 @@
 //! others only what is still unarchived after [`FOLLOWER_DELAY_MS`] (the leader may be
 //! offline). A device never uploads across a stretch it did not record itself (from before it
 //! joined) while that stretch is unarchived, unless [`GAP_GRACE_MS`] has passed: an older
-//! device may still upload it, and the server cannot take it after a later segment. See
-//! `docs/multi-device.md`.
+//! device may still upload it, and the server cannot take it after a later segment. It
+//! forgets recorded events only once it has seen them archived (its own upload, or a
+//! sibling's segment it read), never on the server's word. See `docs/multi-device.md`.
 
 use std::collections::HashMap;
 
@@ -50,6 +51,9 @@ pub(crate) const FOLLOWER_DELAY_MS: u64 = 30_000;
 const GAP_GRACE_MS: u64 = 24 * 3600 * 1000;
 /// Profile key of the restore cursor (the last archive segment replayed).
 const RESTORE_CURSOR: &str = "restore_cursor";
+/// Profile key of the follow cursor (the last archive segment this device read to see what
+/// its siblings archived).
+const FOLLOW_CURSOR: &str = "archive_follow_cursor";
 /// How long an incompletely linked device keeps replaying the archive.
 pub(crate) const RESTORE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
@@ -158,6 +162,10 @@ impl Device {
     /// profile's last known position is used, and a `conflict` answer corrects it. With
     /// `force`, this device uploads even where it is not the leader (before handing the
     /// archive to a new device).
+    ///
+    /// The server's word that a stretch is archived only stops this device uploading it: the
+    /// events are forgotten once the device has seen them archived itself (its own upload
+    /// acknowledged, or a sibling's segment read from the archive, [`Self::follow_archive`]).
     pub(crate) async fn upload_archive_now(
         &self,
         archived: &HashMap<GroupId, Seq>,
@@ -166,11 +174,24 @@ impl Device {
         let me = self.me()?;
         let keys = self.account_keys()?;
         let now = self.now_ms();
-        for group in self.read(|tx| tx.archive_event_groups())? {
-            let mut known = match archived.get(&group) {
-                Some(seq) => *seq,
-                None => self.read(|tx| tx.archived_seq(group))?,
-            };
+        let groups = self.read(|tx| tx.archive_event_groups())?;
+        // Events the server says are archived but this device has not seen archived: look.
+        let unseen = self.read(|tx| {
+            for group in &groups {
+                let seen = tx.archived_seq(*group)?;
+                let claimed = archived.get(group).copied().unwrap_or(seen);
+                if claimed > seen && tx.has_archive_events_between(*group, seen, claimed)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        if unseen {
+            self.follow_archive(&keys).await?;
+        }
+        for group in groups {
+            let seen = self.read(|tx| tx.archived_seq(group))?;
+            let mut known = archived.get(&group).copied().unwrap_or(seen).max(seen);
             let (leader, recorded_from) = self.read(|tx| {
                 Ok((
                     force || is_leader(&self.mls(tx), me, group)?,
@@ -178,9 +199,10 @@ impl Device {
                 ))
             })?;
             loop {
+                // What this device saw archived goes; what the server only claims stays.
                 let events = self.write(|tx| {
-                    tx.forget_archive_events(group, known)?;
-                    tx.archive_events(group, UPLOAD_BATCH_EVENTS)
+                    tx.forget_archive_events(group, tx.archived_seq(group)?)?;
+                    tx.archive_events_after(group, known, UPLOAD_BATCH_EVENTS)
                 })?;
                 let Some(oldest_ms) = events.iter().map(|(_, _, at)| *at).min() else {
                     break;
@@ -216,13 +238,18 @@ impl Device {
                     }))
                     .await;
                 known = match reply {
-                    Ok(_) => through,
+                    Ok(_) => {
+                        // Seen archived: this device's own upload.
+                        self.write(|tx| tx.set_archived_seq(group, through))?;
+                        through
+                    }
                     Err(CoreError::Server {
                         code: ErrorCode::Conflict,
                         position,
                         ..
                     }) => {
-                        // Another device archived further first.
+                        // Another device archived further first (its segment is read before
+                        // anything is forgotten).
                         position.max(known.saturating_add(1))
                     }
                     Err(CoreError::Server {
@@ -239,6 +266,42 @@ impl Device {
             }
         }
         Ok(())
+    }
+
+    /// Reads the segments the account's other devices archived since this device last
+    /// looked, and records how far each group's archive reaches for what it could open (so
+    /// it forgets only history it has seen archived).
+    async fn follow_archive(&self, keys: &AccountKeys) -> Result<(), CoreError> {
+        let me = self.me()?;
+        loop {
+            let cursor = self.read(|tx| tx.counter(FOLLOW_CURSOR))?;
+            let Reply::ArchivePage(page) = self
+                .call(Request::FetchArchive(v1::FetchArchive {
+                    after_id: cursor,
+                    limit: ARCHIVE_PAGE_SEGMENTS_MAX,
+                }))
+                .await?
+            else {
+                return Err(unexpected("ArchivePage"));
+            };
+            if page.segments.is_empty() {
+                return Ok(());
+            }
+            self.write(|tx| {
+                for segment in &page.segments {
+                    if segment.id <= tx.counter(FOLLOW_CURSOR)? {
+                        return Err(CoreError::Protocol(
+                            "the server sent archive segments out of order".into(),
+                        ));
+                    }
+                    if let Some((group, _)) = open_segment(me, keys, segment) {
+                        tx.set_archived_seq(group, segment.through_seq)?;
+                    }
+                    tx.set_counter(FOLLOW_CURSOR, segment.id)?;
+                }
+                Ok(())
+            })?;
+        }
     }
 
     /// Uploads what the archive lacks (see [`Self::upload_archive_now`]). A failure is a
@@ -283,6 +346,10 @@ impl Device {
                     }
                     let applied = replay_segment(tx, self.now_ms(), me, &keys, &segment)?;
                     tx.set_counter(RESTORE_CURSOR, segment.id)?;
+                    // Nor need it be read again to see what is archived.
+                    if tx.counter(FOLLOW_CURSOR)? < segment.id {
+                        tx.set_counter(FOLLOW_CURSOR, segment.id)?;
+                    }
                     Ok(applied)
                 })?;
             }
@@ -346,20 +413,17 @@ fn check_chain(
     tx.set_restored_through(group, segment.through_seq)
 }
 
-/// Decrypts one segment and applies its events; returns how many were applied.
-fn replay_segment(
-    tx: &Tx<'_>,
-    now_ms: u64,
+/// The group and body of a segment, if it opens under the account's keys (what does not is
+/// logged and skipped).
+fn open_segment(
     me: &Identity,
     keys: &AccountKeys,
     segment: &v1::ArchiveSegment,
-) -> Result<u64, CoreError> {
-    let Ok(group) = GroupId::from_slice(&segment.group_id) else {
-        return Ok(0);
-    };
+) -> Option<(GroupId, ArchiveBody)> {
+    let group = GroupId::from_slice(&segment.group_id).ok()?;
     let Some(key) = keys.archive_key(segment.key_generation) else {
         tracing::warn!(%group, generation = segment.key_generation, "no key for an archive segment");
-        return Ok(0);
+        return None;
     };
     let plaintext = match seal::decrypt(
         &key.derive(SEGMENT_KEY_LABEL),
@@ -375,11 +439,25 @@ fn replay_segment(
         Ok(plaintext) => plaintext,
         Err(e) => {
             tracing::warn!(%group, error = %e, "an archive segment does not open; skipped");
-            return Ok(0);
+            return None;
         }
     };
     let Ok(body) = ArchiveBody::decode(plaintext.as_slice()) else {
         tracing::warn!(%group, "an archive segment does not decode; skipped");
+        return None;
+    };
+    Some((group, body))
+}
+
+/// Decrypts one segment and applies its events; returns how many were applied.
+fn replay_segment(
+    tx: &Tx<'_>,
+    now_ms: u64,
+    me: &Identity,
+    keys: &AccountKeys,
+    segment: &v1::ArchiveSegment,
+) -> Result<u64, CoreError> {
+    let Some((group, body)) = open_segment(me, keys, segment) else {
         return Ok(0);
     };
     check_chain(tx, group, segment, &body)?;
@@ -389,6 +467,8 @@ fn replay_segment(
             now_ms,
         )?;
     }
+    // Read here, so seen archived.
+    tx.set_archived_seq(group, segment.through_seq)?;
     let mut applied = 0;
     for event in &body.events {
         // Events outside the segment's declared stretch are not what the segment says it is.

@@ -52,21 +52,41 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The oldest `limit` recorded events of a group.
-    pub fn archive_events(
+    /// The oldest `limit` recorded events of a group after `after`.
+    pub fn archive_events_after(
         &self,
         group: GroupId,
+        after: Seq,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, CoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, event, recorded_ms FROM archive_pending WHERE group_id = ?1
-             ORDER BY seq LIMIT ?2",
+            "SELECT seq, event, recorded_ms FROM archive_pending WHERE group_id = ?1 AND seq > ?2
+             ORDER BY seq LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![group.as_bytes(), limit], |r| {
+        let rows = stmt.query_map(params![group.as_bytes(), to_i64(after), limit], |r| {
             Ok((to_u64(r.get(0)?), r.get(1)?, to_u64(r.get(2)?)))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether a group has recorded events in `(after, through]`.
+    pub fn has_archive_events_between(
+        &self,
+        group: GroupId,
+        after: Seq,
+        through: Seq,
+    ) -> Result<bool, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM archive_pending
+                 WHERE group_id = ?1 AND seq > ?2 AND seq <= ?3)",
+            )?
+            .query_row(
+                params![group.as_bytes(), to_i64(after), to_i64(through)],
+                |r| r.get(0),
+            )?)
     }
 
     /// Forgets the recorded events of a group up to `seq`, which the archive holds now.
