@@ -1,5 +1,6 @@
 //! The account's history archive, client side: what a device records as it decrypts, how it
-//! uploads what the archive lacks, and how a new or recovered device replays it.
+//! uploads what the archive lacks, and how it follows what its siblings archived (replaying it
+//! on a new device is `restore`).
 //!
 //! A device records one event per log entry whose history it knows (a decrypted message, its
 //! own acknowledged message, a read marker, the end of its membership) in the same transaction
@@ -30,11 +31,9 @@ use super::self_group;
 use crate::CoreError;
 use crate::account_keys::{AccountKeys, segment_aad};
 use crate::events::Warning;
-use crate::history;
 use crate::identity::Identity;
-use crate::model::Restored;
 use crate::provider::Provider;
-use crate::storage::{Chat, ChatKind, ChatState, Tx};
+use crate::storage::Tx;
 
 /// Bytes of the AEAD's nonce and tag around a segment.
 const SEGMENT_OVERHEAD_BYTES: usize = seal::NONCE_BYTES + seal::TAG_BYTES;
@@ -50,10 +49,10 @@ pub(crate) const FOLLOWER_DELAY_MS: u64 = 30_000;
 /// How long a device waits for an older device to archive the stretch before it joined.
 const GAP_GRACE_MS: u64 = 24 * 3600 * 1000;
 /// Profile key of the restore cursor (the last archive segment replayed).
-const RESTORE_CURSOR: &str = "restore_cursor";
+pub(super) const RESTORE_CURSOR: &str = "restore_cursor";
 /// Profile key of the follow cursor (the last archive segment this device read to see what
 /// its siblings archived).
-const FOLLOW_CURSOR: &str = "archive_follow_cursor";
+pub(super) const FOLLOW_CURSOR: &str = "archive_follow_cursor";
 /// How long an incompletely linked device keeps replaying the archive.
 pub(crate) const RESTORE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
@@ -268,6 +267,23 @@ impl Device {
         Ok(())
     }
 
+    /// The account archive's segments after segment `after`, one page of them.
+    pub(super) async fn archive_page(
+        &self,
+        after: u64,
+    ) -> Result<Vec<v1::ArchiveSegment>, CoreError> {
+        let Reply::ArchivePage(page) = self
+            .call(Request::FetchArchive(v1::FetchArchive {
+                after_id: after,
+                limit: ARCHIVE_PAGE_SEGMENTS_MAX,
+            }))
+            .await?
+        else {
+            return Err(unexpected("ArchivePage"));
+        };
+        Ok(page.segments)
+    }
+
     /// Reads the segments the account's other devices archived since this device last
     /// looked, and records how far each group's archive reaches for what it could open (so
     /// it forgets only history it has seen archived).
@@ -275,20 +291,12 @@ impl Device {
         let me = self.me()?;
         loop {
             let cursor = self.read(|tx| tx.counter(FOLLOW_CURSOR))?;
-            let Reply::ArchivePage(page) = self
-                .call(Request::FetchArchive(v1::FetchArchive {
-                    after_id: cursor,
-                    limit: ARCHIVE_PAGE_SEGMENTS_MAX,
-                }))
-                .await?
-            else {
-                return Err(unexpected("ArchivePage"));
-            };
-            if page.segments.is_empty() {
+            let segments = self.archive_page(cursor).await?;
+            if segments.is_empty() {
                 return Ok(());
             }
             self.write(|tx| {
-                for segment in &page.segments {
+                for segment in &segments {
                     if segment.id <= tx.counter(FOLLOW_CURSOR)? {
                         return Err(CoreError::Protocol(
                             "the server sent archive segments out of order".into(),
@@ -314,51 +322,6 @@ impl Device {
             });
         }
     }
-
-    /// Replays the account archive from where the last replay stopped (a new or recovered
-    /// device). Replaying twice changes nothing.
-    pub(crate) async fn restore_archive(&self) -> Result<Restored, CoreError> {
-        let me = self.me()?;
-        let keys = self.account_keys()?;
-        let mut restored = Restored::default();
-        loop {
-            let cursor = self.read(|tx| tx.counter(RESTORE_CURSOR))?;
-            let Reply::ArchivePage(page) = self
-                .call(Request::FetchArchive(v1::FetchArchive {
-                    after_id: cursor,
-                    limit: ARCHIVE_PAGE_SEGMENTS_MAX,
-                }))
-                .await?
-            else {
-                return Err(unexpected("ArchivePage"));
-            };
-            if page.segments.is_empty() {
-                break;
-            }
-            for segment in page.segments {
-                restored.segments += 1;
-                restored.bytes += segment.ciphertext.len() as u64;
-                restored.events += self.write(|tx| {
-                    if segment.id <= tx.counter(RESTORE_CURSOR)? {
-                        return Err(CoreError::Protocol(
-                            "the server sent archive segments out of order".into(),
-                        ));
-                    }
-                    let applied = replay_segment(tx, self.now_ms(), me, &keys, &segment)?;
-                    tx.set_counter(RESTORE_CURSOR, segment.id)?;
-                    // Nor need it be read again to see what is archived.
-                    if tx.counter(FOLLOW_CURSOR)? < segment.id {
-                        tx.set_counter(FOLLOW_CURSOR, segment.id)?;
-                    }
-                    Ok(applied)
-                })?;
-            }
-        }
-        let mut total = self.restored.get();
-        total += restored;
-        self.restored.set(total);
-        Ok(restored)
-    }
 }
 
 fn seal_segment(
@@ -381,41 +344,9 @@ fn seal_segment(
     })
 }
 
-/// A group's segments form a chain: each reaches past the one before (the server keeps
-/// only progress), and starts where it ended or earlier, unless its uploader said (inside
-/// the sealed body) that it skips a stretch no device of the account held. So a segment the
-/// server dropped, reordered or served from an older copy shows as a gap or a step back,
-/// and restoring stops there with an error instead of restoring a history with a hole.
-fn check_chain(
-    tx: &Tx<'_>,
-    group: GroupId,
-    segment: &v1::ArchiveSegment,
-    body: &ArchiveBody,
-) -> Result<(), CoreError> {
-    let Some(previous) = tx.restored_through(group)? else {
-        return tx.set_restored_through(group, segment.through_seq);
-    };
-    if segment.through_seq <= previous {
-        return Err(CoreError::Protocol(format!(
-            "the archive of chat {group} goes back (a segment through {} after one through \
-             {previous}): the server reordered or replayed it; restoring stops here",
-            segment.through_seq
-        )));
-    }
-    if segment.from_seq > previous && !body.starts_after_gap {
-        return Err(CoreError::Protocol(format!(
-            "the archive of chat {group} has a gap (entries {} to {} are missing): the server \
-             dropped a segment; restoring stops here",
-            previous + 1,
-            segment.from_seq
-        )));
-    }
-    tx.set_restored_through(group, segment.through_seq)
-}
-
 /// The group and body of a segment, if it opens under the account's keys (what does not is
 /// logged and skipped).
-fn open_segment(
+pub(super) fn open_segment(
     me: &Identity,
     keys: &AccountKeys,
     segment: &v1::ArchiveSegment,
@@ -447,73 +378,6 @@ fn open_segment(
         return None;
     };
     Some((group, body))
-}
-
-/// Decrypts one segment and applies its events; returns how many were applied.
-fn replay_segment(
-    tx: &Tx<'_>,
-    now_ms: u64,
-    me: &Identity,
-    keys: &AccountKeys,
-    segment: &v1::ArchiveSegment,
-) -> Result<u64, CoreError> {
-    let Some((group, body)) = open_segment(me, keys, segment) else {
-        return Ok(0);
-    };
-    check_chain(tx, group, segment, &body)?;
-    if tx.chat(group)?.is_none() {
-        tx.insert_chat(
-            &Chat::new(group, ChatKind::Group, ChatState::Restored, 0),
-            now_ms,
-        )?;
-    }
-    // Read here, so seen archived.
-    tx.set_archived_seq(group, segment.through_seq)?;
-    let mut applied = 0;
-    for event in &body.events {
-        // Events outside the segment's declared stretch are not what the segment says it is.
-        if event.seq <= segment.from_seq || event.seq > segment.through_seq {
-            continue;
-        }
-        match &event.kind {
-            Some(archive_event::Kind::AppMessage(bytes)) => {
-                let Ok(message) = AppMessage::decode(bytes.as_slice()) else {
-                    continue;
-                };
-                let Ok(sender) = Username::parse(&event.sender) else {
-                    continue;
-                };
-                if let Some(content::app_message::Body::AccountSync(sync)) = &message.body {
-                    self_group::apply_restored(tx, sync)?;
-                } else {
-                    history::apply(
-                        tx,
-                        group,
-                        &sender,
-                        DeviceId(event.sender_device),
-                        Some(event.seq),
-                        &message,
-                    )?;
-                }
-                applied += 1;
-            }
-            Some(archive_event::Kind::ChatState(state)) => {
-                let active = tx.chat(group)?.is_some_and(|c| c.is_active());
-                let ended = match state.as_str() {
-                    "left" => Some(ChatState::Left),
-                    "removed" => Some(ChatState::Removed),
-                    _ => None,
-                };
-                if let (false, Some(ended)) = (active, ended) {
-                    tx.set_state(group, ended)?;
-                }
-                applied += 1;
-            }
-            None => {}
-        }
-    }
-    tx.set_archived_seq(group, segment.through_seq)?;
-    Ok(applied)
 }
 
 #[cfg(test)]

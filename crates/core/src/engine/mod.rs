@@ -25,6 +25,7 @@ mod link;
 mod messages;
 mod pushes;
 mod recovery;
+mod restore;
 mod roster;
 pub(crate) mod self_group;
 mod send;
