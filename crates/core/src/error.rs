@@ -42,6 +42,15 @@ pub enum CoreError {
     /// The server sent something that makes no sense.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The account archive the server serves for a chat is not whole (a segment dropped,
+    /// reordered, or its tail held back): restoring stopped there and resumes at the next sync.
+    #[error("the archive of chat {group} {reason}; restoring stops here until it is whole")]
+    ArchiveBroken {
+        /// The chat.
+        group: chapar_types::GroupId,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl CoreError {

@@ -37,6 +37,11 @@ pub const SYNC_PAGE_ENTRIES_MAX: u32 = 500;
 /// first): what its commits may add devices with. Claims are rate-limited well below this.
 pub const CLAIMS_KEPT_PER_ACCOUNT_MAX: usize = 10_000;
 
+/// Most archive heads a link approval carries (about 30 bytes each, within
+/// `LINK_SEALED_BYTES_MAX` beside the account secrets): the restore of that many groups is
+/// checked for a held-back tail.
+pub const LINK_ARCHIVE_HEADS_MAX: usize = 1_000;
+
 /// Most groups one `ListGroups` page returns (about 60 bytes each, far under a frame), so
 /// a device in very many groups, junk ones included, can always list them.
 pub const GROUP_LIST_PAGE_MAX: u32 = 1_000;

@@ -4,6 +4,8 @@
 //! Now each group's segments must chain (each starts where the previous ended), and the
 //! restore stops with an error naming the chat; once the server behaves, it goes on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chapar_wire::v1::response::Result as Reply;
 
 use crate::harness::Server;
@@ -91,6 +93,37 @@ fn reordered_archive_segments_stop_the_restore_with_an_error_and_lose_nothing() 
         stderr.contains("goes back") || stderr.contains("has a gap"),
         "{stderr}"
     );
+    assert_eq!(
+        after,
+        ["one", "two", "three"],
+        "whole once the server behaves"
+    );
+}
+
+/// A rollback: the server serves the archive without its newest segment (no gap shows, the
+/// chain just ends early). The approving device told the new one, inside the sealed approval,
+/// how far it saw each chat archived, so the new device sees the tail is missing.
+#[test]
+fn an_archive_served_without_its_tail_stops_the_restore_with_an_error_and_loses_nothing() {
+    // Where the held-back tail starts (the chat's last two segments: the one with "three"
+    // and what came after), so that later pages leave it out too.
+    static TAIL_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
+    let (linked, stderr, during, after) = link_with_tampered_archive(|segments| {
+        if let Some(middle) = middle_of_three(segments) {
+            let group = segments[middle].group_id.clone();
+            let ids: Vec<u64> = segments
+                .iter()
+                .filter(|s| s.group_id == group)
+                .map(|s| s.id)
+                .collect();
+            TAIL_FROM.store(ids[ids.len() - 2], Ordering::Relaxed);
+        }
+        let from = TAIL_FROM.load(Ordering::Relaxed);
+        segments.retain(|s| s.id < from);
+    });
+    assert!(!linked, "the link reports the broken archive");
+    assert!(stderr.contains("holding part of it back"), "{stderr}");
+    assert!(!during.contains(&"three".to_owned()), "{during:?}");
     assert_eq!(
         after,
         ["one", "two", "three"],

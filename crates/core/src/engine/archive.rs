@@ -217,7 +217,7 @@ impl Device {
                 }
                 let (mut body, through) = segment_of(&events, group);
                 if body.events.is_empty() {
-                    self.write(|tx| tx.forget_archive_events(group, through))?;
+                    self.write(|tx| tx.drop_archive_events(group, through))?;
                     continue;
                 }
                 let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
@@ -257,7 +257,7 @@ impl Device {
                         ..
                     }) => {
                         tracing::warn!(%group, %message, "dropping history the server will not archive");
-                        self.write(|tx| tx.forget_archive_events(group, through))?;
+                        self.write(|tx| tx.drop_archive_events(group, through))?;
                         break;
                     }
                     Err(e) => return Err(e),

@@ -17,9 +17,9 @@
 use chapar_crypto::account::{LinkCode, device_fingerprint};
 use chapar_crypto::identity::{self, SecretKey};
 use chapar_crypto::seal::{self, SealSecret};
-use chapar_types::limits::DEVICE_NAME_BYTES_MAX;
-use chapar_types::{DeviceId, Username};
-use chapar_wire::content::{LinkApprovalBody, LinkRequestBody};
+use chapar_types::limits::{DEVICE_NAME_BYTES_MAX, LINK_ARCHIVE_HEADS_MAX};
+use chapar_types::{DeviceId, GroupId, Username};
+use chapar_wire::content::{ArchiveHead, LinkApprovalBody, LinkRequestBody};
 use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use prost::Message as _;
 
@@ -171,6 +171,15 @@ impl Device {
         // One replay on the next sync; a link the approving device does not complete keeps
         // replaying what arrives for a while, as the account's other devices archive it.
         self.become_device(me, &keys, Some(self.now_ms()))?;
+        // What the approving device saw archived: the restore must get at least as far.
+        self.write(|tx| {
+            for head in body.archive_heads.iter().take(LINK_ARCHIVE_HEADS_MAX) {
+                if let Ok(group) = GroupId::from_slice(&head.group_id) {
+                    tx.expect_archive_through(group, head.through_seq)?;
+                }
+            }
+            Ok(())
+        })?;
         // Logging in uploads the first key packages, the last-resort one included.
         self.connect().await?;
         let completed = self
@@ -244,11 +253,20 @@ impl Device {
             sealed_name: keys.seal_device_name(&self.env, &me.username, device, &body.device_name),
         }))
         .await?;
+        let archive_heads = self
+            .read(|tx| tx.archive_heads(LINK_ARCHIVE_HEADS_MAX))?
+            .into_iter()
+            .map(|(group, through)| ArchiveHead {
+                group_id: group.as_bytes().to_vec(),
+                through_seq: through,
+            })
+            .collect();
         let approval = LinkApprovalBody {
             secrets: Some(keys.to_secrets(me.username.as_str(), &me.account_key.to_bytes())),
             account_signature,
             approver_device: me.device.0,
             approver_device_key: me.device_key.public().to_vec(),
+            archive_heads,
         };
         let sealed = self.env.with_rng(|rng| {
             seal::seal_to(

@@ -19,6 +19,35 @@ use crate::model::Restored;
 use crate::storage::{Chat, ChatKind, ChatState, Tx};
 
 impl Device {
+    /// At the archive's end: every group reaches as far as the approving device saw it
+    /// archived, or the server held its tail back.
+    fn check_archive_reach(&self) -> Result<(), CoreError> {
+        let short = self.read(|tx| tx.archive_short())?;
+        let Some((group, reached, expected)) = short.first() else {
+            return Ok(());
+        };
+        Err(CoreError::ArchiveBroken {
+            group: *group,
+            reason: format!(
+                "ends at entry {reached}, but the approving device saw it archived through \
+                 {expected}: the server is holding part of it back"
+            ),
+        })
+    }
+
+    /// After a broken chain in `group`: the next restore starts again after the group's last
+    /// replayed segment, so the segment the server held back is asked for again (what was
+    /// replayed since is skipped).
+    fn rewind_restore(&self, group: chapar_types::GroupId) -> Result<(), CoreError> {
+        self.write(|tx| {
+            let last = tx.restored(group)?.map_or(0, |(_, segment)| segment);
+            if tx.counter(RESTORE_CURSOR)? > last {
+                tx.set_counter(RESTORE_CURSOR, last)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Replays the account archive from where the last replay stopped (a new or recovered
     /// device). Replaying twice changes nothing.
     pub(crate) async fn restore_archive(&self) -> Result<Restored, CoreError> {
@@ -29,12 +58,18 @@ impl Device {
             let cursor = self.read(|tx| tx.counter(RESTORE_CURSOR))?;
             let segments = self.archive_page(cursor).await?;
             if segments.is_empty() {
+                if let Err(e) = self.check_archive_reach() {
+                    if let CoreError::ArchiveBroken { group, .. } = &e {
+                        self.rewind_restore(*group)?;
+                    }
+                    return Err(e);
+                }
                 break;
             }
             for segment in segments {
                 restored.segments += 1;
                 restored.bytes += segment.ciphertext.len() as u64;
-                restored.events += self.write(|tx| {
+                let replayed = self.write(|tx| {
                     if segment.id <= tx.counter(RESTORE_CURSOR)? {
                         return Err(CoreError::Protocol(
                             "the server sent archive segments out of order".into(),
@@ -47,7 +82,15 @@ impl Device {
                         tx.set_counter(FOLLOW_CURSOR, segment.id)?;
                     }
                     Ok(applied)
-                })?;
+                });
+                restored.events += match replayed {
+                    Ok(applied) => applied,
+                    Err(CoreError::ArchiveBroken { group, reason }) => {
+                        self.rewind_restore(group)?;
+                        return Err(CoreError::ArchiveBroken { group, reason });
+                    }
+                    Err(e) => return Err(e),
+                };
             }
         }
         let mut total = self.restored.get();
@@ -62,31 +105,43 @@ impl Device {
 /// the sealed body) that it skips a stretch no device of the account held. So a segment the
 /// server dropped, reordered or served from an older copy shows as a gap or a step back,
 /// and restoring stops there with an error instead of restoring a history with a hole.
+/// Returns whether to replay the segment: one replayed already (asked for again after a
+/// rewind) is skipped.
 fn check_chain(
     tx: &Tx<'_>,
     group: GroupId,
     segment: &v1::ArchiveSegment,
     body: &ArchiveBody,
-) -> Result<(), CoreError> {
-    let Some(previous) = tx.restored_through(group)? else {
-        return tx.set_restored_through(group, segment.through_seq);
+) -> Result<bool, CoreError> {
+    let Some((previous, last_segment)) = tx.restored(group)? else {
+        tx.set_restored(group, segment.through_seq, segment.id)?;
+        return Ok(true);
     };
+    if segment.id <= last_segment {
+        return Ok(false);
+    }
     if segment.through_seq <= previous {
-        return Err(CoreError::Protocol(format!(
-            "the archive of chat {group} goes back (a segment through {} after one through \
-             {previous}): the server reordered or replayed it; restoring stops here",
-            segment.through_seq
-        )));
+        return Err(CoreError::ArchiveBroken {
+            group,
+            reason: format!(
+                "goes back (a segment through entry {} after one through {previous}): the \
+                 server reordered or replayed it",
+                segment.through_seq
+            ),
+        });
     }
     if segment.from_seq > previous && !body.starts_after_gap {
-        return Err(CoreError::Protocol(format!(
-            "the archive of chat {group} has a gap (entries {} to {} are missing): the server \
-             dropped a segment; restoring stops here",
-            previous + 1,
-            segment.from_seq
-        )));
+        return Err(CoreError::ArchiveBroken {
+            group,
+            reason: format!(
+                "has a gap (entries {} to {} are missing): the server dropped a segment",
+                previous + 1,
+                segment.from_seq
+            ),
+        });
     }
-    tx.set_restored_through(group, segment.through_seq)
+    tx.set_restored(group, segment.through_seq, segment.id)?;
+    Ok(true)
 }
 
 /// Decrypts one segment and applies its events; returns how many were applied.
@@ -100,7 +155,9 @@ fn replay_segment(
     let Some((group, body)) = open_segment(me, keys, segment) else {
         return Ok(0);
     };
-    check_chain(tx, group, segment, &body)?;
+    if !check_chain(tx, group, segment, &body)? {
+        return Ok(0);
+    }
     if tx.chat(group)?.is_none() {
         tx.insert_chat(
             &Chat::new(group, ChatKind::Group, ChatState::Restored, 0),

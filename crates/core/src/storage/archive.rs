@@ -89,6 +89,15 @@ impl Tx<'_> {
             )?)
     }
 
+    /// Drops the recorded events of a group up to `seq` that will never be archived (the
+    /// server refuses them, or they make no event), without claiming the archive holds them.
+    pub fn drop_archive_events(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM archive_pending WHERE group_id = ?1 AND seq <= ?2")?
+            .execute(params![group.as_bytes(), to_i64(seq)])?;
+        Ok(())
+    }
+
     /// Forgets the recorded events of a group up to `seq`, which the archive holds now.
     pub fn forget_archive_events(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
         self.conn
@@ -97,24 +106,65 @@ impl Tx<'_> {
         self.set_archived_seq(group, seq)
     }
 
-    /// How far the archive of `group` was replayed here (the last segment's `through_seq`).
-    pub fn restored_through(&self, group: GroupId) -> Result<Option<Seq>, CoreError> {
+    /// How far the archive of `group` was replayed here: the last segment's `through_seq`
+    /// and its id.
+    pub fn restored(&self, group: GroupId) -> Result<Option<(Seq, u64)>, CoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT through_seq FROM archive_chain WHERE group_id = ?1")?
-            .query_row([group.as_bytes()], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(to_u64))
+            .prepare_cached(
+                "SELECT through_seq, last_segment FROM archive_chain WHERE group_id = ?1",
+            )?
+            .query_row([group.as_bytes()], |r| {
+                Ok((to_u64(r.get(0)?), to_u64(r.get(1)?)))
+            })
+            .optional()?)
     }
 
-    /// Records that the archive of `group` was replayed through `seq`.
-    pub fn set_restored_through(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+    /// Records that the archive of `group` was replayed through `seq`, by segment `segment`.
+    pub fn set_restored(&self, group: GroupId, seq: Seq, segment: u64) -> Result<(), CoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO archive_chain (group_id, through_seq) VALUES (?1, ?2)
-                 ON CONFLICT (group_id) DO UPDATE SET through_seq = ?2",
+                "INSERT INTO archive_chain (group_id, through_seq, last_segment) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id) DO UPDATE SET through_seq = ?2, last_segment = ?3",
+            )?
+            .execute(params![group.as_bytes(), to_i64(seq), to_i64(segment)])?;
+        Ok(())
+    }
+
+    /// Records that the archive of `group` reaches at least `seq` (what the approving device
+    /// saw), for the restore to check.
+    pub fn expect_archive_through(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO archive_expected (group_id, through_seq) VALUES (?1, ?2)
+                 ON CONFLICT (group_id) DO UPDATE SET through_seq = MAX(through_seq, ?2)",
             )?
             .execute(params![group.as_bytes(), to_i64(seq)])?;
         Ok(())
+    }
+
+    /// The groups whose restored archive falls short of what was expected: (group, restored
+    /// through, expected through).
+    pub fn archive_short(&self) -> Result<Vec<(GroupId, Seq, Seq)>, CoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.group_id, COALESCE(c.through_seq, 0), e.through_seq
+             FROM archive_expected e LEFT JOIN archive_chain c ON c.group_id = e.group_id
+             WHERE COALESCE(c.through_seq, 0) < e.through_seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((group_from(r.get(0)?)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The archive heads this device has seen (for a link approval), at most `limit`.
+    pub fn archive_heads(&self, limit: usize) -> Result<Vec<(GroupId, Seq)>, CoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT group_id, archived_seq FROM chats WHERE archived_seq > 0
+             ORDER BY archived_seq DESC LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map([limit], |r| Ok((group_from(r.get(0)?)?, to_u64(r.get(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -134,6 +134,11 @@ CREATE TABLE pending_commits (
 ALTER TABLE contacts ADD COLUMN presented_key BLOB;
 ALTER TABLE contacts ADD COLUMN shown_key BLOB;     -- whose safety number `fingerprint` showed
 CREATE TABLE archive_chain (            -- how far restoring has replayed each group's archive
+    group_id      BLOB PRIMARY KEY,
+    through_seq   INTEGER NOT NULL,
+    last_segment  INTEGER NOT NULL       -- the id of the group's last segment replayed
+);
+CREATE TABLE archive_expected (         -- how far the approving device saw it reach
     group_id     BLOB PRIMARY KEY,
     through_seq  INTEGER NOT NULL
 );
