@@ -41,7 +41,7 @@ fn an_impostor_leaf_in_a_welcome_is_refused_and_its_posts_never_show() {
     bob.sync();
     let rt = runtime();
     rt.block_on(async {
-        let mallory = Attacker::register(&server.url, "mallory", ("bob", 7), None).await;
+        let mallory = Attacker::register(&server.url, "mallory", Some(("bob", 7)), None).await;
         let victims = mallory.claim("alice").await;
         let (group, mut state) = mallory.group_with(victims).await;
         mallory
@@ -63,6 +63,60 @@ fn an_impostor_leaf_in_a_welcome_is_refused_and_its_posts_never_show() {
         "{texts:?}"
     );
     // Nothing lost: the real chat goes on.
+    bob.send("@alice", "still me");
+    alice.sync();
+    assert!(alice.texts("@bob").contains(&"still me".to_owned()));
+}
+
+/// Old rule: any member could add a leaf labelled `bob:<x>` to a group and post, edit or
+/// delete as @bob (authorship compared usernames). Mallory, a real member of Alice's group,
+/// adds a device of a second account of hers whose leaf claims to be Bob's, then posts as it.
+/// Now Alice's device refuses the commit (the certificate is not Bob's account's), tells her,
+/// and the post never shows; the group ends for her, its history kept.
+#[test]
+fn an_impostor_added_by_a_members_commit_is_refused_and_its_posts_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    alice.send("@bob", "hello bob");
+    bob.sync();
+    let rt = runtime();
+    let mallory = rt.block_on(Attacker::register(&server.url, "mallory", None, None));
+    let club = alice
+        .ok(&["group", "create", "club", "--member", "@mallory"])
+        .trim()
+        .to_owned();
+    alice.send(&club, "welcome, mallory");
+    rt.block_on(async {
+        let puppet_id = rand::random::<u64>();
+        let puppet =
+            Attacker::register(&server.url, "mallory_two", Some(("bob", puppet_id)), None).await;
+        let (group, mut state) = mallory.join_first_welcome().await;
+        let fake_bob = mallory.claim("mallory_two").await;
+        mallory.add(group, &mut state, fake_bob).await;
+        mallory
+            .send(group, &mut state, text("bob here: please share the code"))
+            .await;
+        drop(puppet);
+    });
+    let out = alice.run(&["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not who it claims") && stderr.contains("@bob"),
+        "{stderr}"
+    );
+    let texts = alice.texts(&club);
+    assert!(
+        !texts.iter().any(|t| t.contains("share the code")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"welcome, mallory".to_owned()),
+        "history kept: {texts:?}"
+    );
+    // The real chat with bob is untouched.
     bob.send("@alice", "still me");
     alice.sync();
     assert!(alice.texts("@bob").contains(&"still me".to_owned()));
@@ -91,7 +145,8 @@ fn a_group_of_fake_own_devices_is_not_the_self_group_even_with_a_stolen_account_
     let ring_before = archive_generations(&alice);
     let rt = runtime();
     rt.block_on(async {
-        let thief = Attacker::register(&server.url, "mallory", ("alice", 9), Some(&stolen)).await;
+        let thief =
+            Attacker::register(&server.url, "mallory", Some(("alice", 9)), Some(&stolen)).await;
         let victims = thief.claim("alice").await;
         let (group, mut state) = thief.group_with(victims).await;
         thief

@@ -24,13 +24,13 @@ pub struct Attacker {
 }
 
 impl Attacker {
-    /// Registers `username` (its own account key, its own device) on `url`; its MLS leaves
-    /// claim to be device `claims.1` of `claims.0`, certified by `certifier` (the attacker's
-    /// own account key, unless it stole one).
+    /// Registers `username` (its own account key, its own device) on `url`, with real key
+    /// packages; its MLS leaves claim to be device `claims.1` of `claims.0` (itself if
+    /// `None`), certified by `certifier` (the attacker's own account key, unless it stole one).
     pub async fn register(
         url: &str,
         username: &str,
-        claims: (&str, u64),
+        claims: Option<(&str, u64)>,
         certifier: Option<&SecretKey>,
     ) -> Self {
         let mut rng = rand::thread_rng();
@@ -38,6 +38,15 @@ impl Attacker {
         let device_key = SecretKey::generate(&mut rng);
         let device = DeviceId(rng.next_u64());
         let name = Username::parse(username).unwrap();
+        let (claimed_name, claimed_device) = claims.unwrap_or((username, device.0));
+        let leaf = DeviceIdentity {
+            username: Username::parse(claimed_name).unwrap(),
+            device: DeviceId(claimed_device),
+        };
+        let signer = DeviceSigner::certified(leaf, &device_key, certifier.unwrap_or(&account));
+        let provider = OpenMlsRustCrypto::default();
+        let one_time = mls::new_key_package(&provider, &signer, false).unwrap();
+        let last_resort = mls::new_key_package(&provider, &signer, true).unwrap();
         let conn = Connection::open(url).await.unwrap();
         let reply = conn
             .request(Request::Register(v1::Register {
@@ -59,8 +68,8 @@ impl Attacker {
                     device,
                     conn.server_id(),
                 ),
-                key_packages: vec![vec![1]],
-                last_resort_key_package: vec![2],
+                key_packages: vec![one_time],
+                last_resort_key_package: last_resort,
                 sealed_name: Vec::new(),
                 proof_of_work: conn.prove_registration(username),
                 invite_code: String::new(),
@@ -68,17 +77,78 @@ impl Attacker {
             .await
             .unwrap();
         assert!(matches!(reply, Reply::AuthOk(_)), "register: {reply:?}");
-        let leaf = DeviceIdentity {
-            username: Username::parse(claims.0).unwrap(),
-            device: DeviceId(claims.1),
-        };
-        let signer = DeviceSigner::certified(leaf, &device_key, certifier.unwrap_or(&account));
         Self {
             conn,
             device,
-            provider: OpenMlsRustCrypto::default(),
+            provider,
             signer,
         }
+    }
+
+    /// Joins the first group this device was welcomed into (an attacker checks nothing).
+    pub async fn join_first_welcome(&self) -> (GroupId, MlsGroup) {
+        let Reply::WelcomePage(page) = self
+            .conn
+            .request(Request::FetchWelcomes(v1::FetchWelcomes {
+                after_id: 0,
+                limit: 10,
+            }))
+            .await
+            .unwrap()
+        else {
+            panic!("expected welcomes");
+        };
+        let welcome = page.welcomes.first().expect("a welcome");
+        let group = GroupId::from_slice(&welcome.group_id).unwrap();
+        let state =
+            mls::join_group(&self.provider, group, &welcome.welcome, &mut |_: &_| Ok(())).unwrap();
+        (group, state)
+    }
+
+    /// The head of `group` as the server lists it for this device.
+    async fn head(&self, group: GroupId) -> v1::GroupHead {
+        let Reply::GroupList(list) = self
+            .conn
+            .request(Request::ListGroups(v1::ListGroups::default()))
+            .await
+            .unwrap()
+        else {
+            panic!("expected the group list");
+        };
+        list.groups
+            .into_iter()
+            .find(|g| g.group_id == group.as_bytes())
+            .expect("a member of the group")
+    }
+
+    /// Adds `victims` to `group` in a commit at the log's head, and merges it.
+    pub async fn add(
+        &self,
+        group: GroupId,
+        state: &mut MlsGroup,
+        victims: Vec<(DeviceId, VerifiedKeyPackage)>,
+    ) {
+        let head = self.head(group).await;
+        let devices: Vec<u64> = victims.iter().map(|(d, _)| d.0).collect();
+        let claimed: Vec<Vec<u8>> = victims.iter().map(|(_, kp)| kp.sha256.to_vec()).collect();
+        let packages = victims.into_iter().map(|(_, kp)| kp).collect();
+        let out = mls::add_members(state, &self.provider, &self.signer, packages).unwrap();
+        let reply = self
+            .conn
+            .request(Request::SubmitCommit(v1::SubmitCommit {
+                group_id: group.as_bytes().to_vec(),
+                epoch: mls::epoch(state),
+                seen_seq: head.head_seq,
+                commit: out.commit,
+                welcome: out.welcome.unwrap_or_default(),
+                added_devices: devices,
+                removed_devices: Vec::new(),
+                added_key_packages: claimed,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(reply, Reply::Appended(_)), "commit: {reply:?}");
+        mls::merge_pending_commit(state, &self.provider).unwrap();
     }
 
     /// Claims a key package of every device of `user`, as anyone may.
@@ -164,20 +234,7 @@ impl Attacker {
             &message.encode_to_vec(),
         )
         .unwrap();
-        let Reply::GroupList(list) = self
-            .conn
-            .request(Request::ListGroups(v1::ListGroups::default()))
-            .await
-            .unwrap()
-        else {
-            panic!("expected the group list");
-        };
-        let roster_version = list
-            .groups
-            .iter()
-            .find(|g| g.group_id == group.as_bytes())
-            .map(|g| g.roster_version)
-            .unwrap_or(0);
+        let roster_version = self.head(group).await.roster_version;
         let reply = self
             .conn
             .request(Request::SendMessage(v1::SendMessage {
