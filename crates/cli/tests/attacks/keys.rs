@@ -11,10 +11,32 @@ use crate::lying::{LyingServer, asks_about, unknown_user};
 /// A forged device id no real device has.
 const FORGED: u64 = 0x0bad_0bad_0bad_0bad;
 
-fn register_via(server: &Server, dir: &std::path::Path, url: &str, name: &str) -> User {
-    let user = server.user(dir, name);
-    user.ok(&["register", "--server", url, "--username", name]);
-    user
+/// A real server, a lying server in front of it, Alice registered through the liar (it is
+/// her server) and Bob straight at the real one.
+struct Scene {
+    dir: tempfile::TempDir,
+    server: Server,
+    liar: LyingServer,
+    alice: User,
+    bob: User,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let liar = LyingServer::start(&server.url);
+        let alice = server.user(dir.path(), "alice");
+        alice.ok(&["register", "--server", &liar.url, "--username", "alice"]);
+        let bob = server.register(dir.path(), "bob");
+        Self {
+            dir,
+            server,
+            liar,
+            alice,
+            bob,
+        }
+    }
 }
 
 fn pinned_key(user: &User, whose: &str) -> Vec<u8> {
@@ -38,11 +60,13 @@ fn all_members(user: &User, chats: &[&str]) -> String {
 
 #[test]
 fn a_server_lying_about_the_own_key_adds_no_device_and_changes_no_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let liar = LyingServer::start(&server.url);
-    let alice = register_via(&server, dir.path(), &liar.url, "alice");
-    let bob = server.register(dir.path(), "bob");
+    let Scene {
+        dir: _dir,
+        server: _server,
+        liar,
+        alice,
+        bob,
+    } = Scene::new();
     alice.send("@bob", "hello");
     let own = pinned_key(&alice, "alice");
     let forged = Forged::device_of("alice", FORGED);
@@ -73,11 +97,13 @@ fn a_server_lying_about_the_own_key_adds_no_device_and_changes_no_key() {
 
 #[test]
 fn a_server_lying_about_a_contacts_key_blocks_sending_and_repins_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let liar = LyingServer::start(&server.url);
-    let alice = register_via(&server, dir.path(), &liar.url, "alice");
-    let bob = server.register(dir.path(), "bob");
+    let Scene {
+        dir: _dir,
+        server: _server,
+        liar,
+        alice,
+        bob,
+    } = Scene::new();
     alice.send("@bob", "hello");
     let real = pinned_key(&alice, "bob");
     let forged = Forged::device_of("bob", FORGED);
@@ -114,11 +140,13 @@ fn a_server_lying_about_a_contacts_key_blocks_sending_and_repins_nothing() {
 
 #[test]
 fn a_server_saying_a_contact_is_gone_removes_none_of_their_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let liar = LyingServer::start(&server.url);
-    let alice = register_via(&server, dir.path(), &liar.url, "alice");
-    let bob = server.register(dir.path(), "bob");
+    let Scene {
+        dir,
+        server,
+        liar,
+        alice,
+        bob,
+    } = Scene::new();
     alice.send("@bob", "hello");
     bob.sync();
     let before = alice.members("@bob");
@@ -152,11 +180,13 @@ fn a_server_saying_a_contact_is_gone_removes_none_of_their_devices() {
 /// remembered as revoked for good. Now only the account's signed revocation removes it.
 #[test]
 fn a_device_the_server_stops_listing_without_the_accounts_proof_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let liar = LyingServer::start(&server.url);
-    let alice = register_via(&server, dir.path(), &liar.url, "alice");
-    let bob = server.register(dir.path(), "bob");
+    let Scene {
+        dir,
+        server,
+        liar,
+        alice,
+        bob,
+    } = Scene::new();
     let laptop = server.link(dir.path(), "bob-laptop", &bob);
     alice.send("@bob", "hello");
     laptop.sync();

@@ -194,27 +194,7 @@ impl Attacker {
             .await
             .unwrap();
         let mut state = mls::create_group(&self.provider, &self.signer, group).unwrap();
-        let devices: Vec<u64> = victims.iter().map(|(d, _)| d.0).collect();
-        // The claims the server handed this account: what it takes to add anyone.
-        let claimed: Vec<Vec<u8>> = victims.iter().map(|(_, kp)| kp.sha256.to_vec()).collect();
-        let packages = victims.into_iter().map(|(_, kp)| kp).collect();
-        let out = mls::add_members(&mut state, &self.provider, &self.signer, packages).unwrap();
-        let reply = self
-            .conn
-            .request(Request::SubmitCommit(v1::SubmitCommit {
-                group_id: group.as_bytes().to_vec(),
-                epoch: mls::epoch(&state),
-                seen_seq: 0,
-                commit: out.commit,
-                welcome: out.welcome.unwrap(),
-                added_devices: devices,
-                removed_devices: Vec::new(),
-                added_key_packages: claimed,
-            }))
-            .await
-            .unwrap();
-        assert!(matches!(reply, Reply::Appended(_)), "commit: {reply:?}");
-        mls::merge_pending_commit(&mut state, &self.provider).unwrap();
+        self.add(group, &mut state, victims).await;
         (group, state)
     }
 
