@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chapar_wire::v1::response::Result as Reply;
 
 use crate::harness::Server;
-use crate::lying::LyingServer;
+use crate::lying::{LyingServer, Scene};
 
 /// Runs `tamper` on every archive page the new device fetches while linking through a
 /// lying server; returns the texts of the chat with bob on the new device afterwards and
@@ -137,12 +137,13 @@ fn an_archive_served_without_its_tail_stops_the_restore_with_an_error_and_loses_
 /// rest stays recorded and goes up once the server behaves.
 #[test]
 fn history_the_server_falsely_calls_archived_is_kept_and_archived_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let liar = LyingServer::start(&server.url);
-    let alice = server.user(dir.path(), "alice");
-    alice.ok(&["register", "--server", &liar.url, "--username", "alice"]);
-    let bob = server.register(dir.path(), "bob");
+    let Scene {
+        dir,
+        server,
+        liar,
+        alice,
+        bob,
+    } = Scene::new();
     liar.tell(Box::new(|request, reply| {
         if let chapar_wire::v1::client_frame::Request::AppendArchive(_) = request {
             *reply = Reply::Error(chapar_wire::v1::Error {

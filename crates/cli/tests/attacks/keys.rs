@@ -4,40 +4,12 @@
 //! server sent (with a warning line) and added its devices to every group, the self group
 //! included, and `unknown_user` made every co-member remove that user's devices for good.
 
-use crate::harness::{Server, User};
+use crate::harness::User;
 use crate::kit::Forged;
-use crate::lying::{LyingServer, asks_about, unknown_user};
+use crate::lying::{Scene, asks_about, unknown_user};
 
 /// A forged device id no real device has.
 const FORGED: u64 = 0x0bad_0bad_0bad_0bad;
-
-/// A real server, a lying server in front of it, Alice registered through the liar (it is
-/// her server) and Bob straight at the real one.
-struct Scene {
-    dir: tempfile::TempDir,
-    server: Server,
-    liar: LyingServer,
-    alice: User,
-    bob: User,
-}
-
-impl Scene {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(dir.path());
-        let liar = LyingServer::start(&server.url);
-        let alice = server.user(dir.path(), "alice");
-        alice.ok(&["register", "--server", &liar.url, "--username", "alice"]);
-        let bob = server.register(dir.path(), "bob");
-        Self {
-            dir,
-            server,
-            liar,
-            alice,
-            bob,
-        }
-    }
-}
 
 fn pinned_key(user: &User, whose: &str) -> Vec<u8> {
     let db = rusqlite::Connection::open(user.profile.join("profile.db")).unwrap();

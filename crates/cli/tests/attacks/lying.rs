@@ -12,6 +12,8 @@ use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::harness::{Server, User};
+
 /// Rewrites the real server's answer to one request.
 pub type Lie = Box<dyn Fn(&Request, &mut Reply) + Send + Sync>;
 
@@ -132,5 +134,33 @@ pub fn asks_about(request: &Request) -> Option<&str> {
         Request::GetAccount(get) => Some(&get.username),
         Request::ClaimKeyPackages(claim) => Some(&claim.username),
         _ => None,
+    }
+}
+
+/// A real server, a lying server in front of it, Alice registered through the liar (it is
+/// her server) and Bob straight at the real one.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub liar: LyingServer,
+    pub alice: User,
+    pub bob: User,
+}
+
+impl Scene {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let liar = LyingServer::start(&server.url);
+        let alice = server.user(dir.path(), "alice");
+        alice.ok(&["register", "--server", &liar.url, "--username", "alice"]);
+        let bob = server.register(dir.path(), "bob");
+        Self {
+            dir,
+            server,
+            liar,
+            alice,
+            bob,
+        }
     }
 }

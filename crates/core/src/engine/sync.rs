@@ -21,6 +21,9 @@ use crate::identity::Identity;
 use crate::provider::Provider;
 use crate::storage::{ChatState, Tx};
 
+/// Most groups a device takes from the server's group list (its pages are bounded; their
+/// number is bounded here, so a lying server cannot grow the list without end).
+const GROUPS_LISTED_MAX: usize = 100_000;
 /// Log entries fetched per request.
 const FETCH_PAGE_ENTRIES: u32 = 200;
 
@@ -352,6 +355,11 @@ impl Device {
             }
             let empty = page.is_empty();
             heads.extend(page);
+            if heads.len() > GROUPS_LISTED_MAX {
+                return Err(CoreError::Protocol(format!(
+                    "the server lists more than {GROUPS_LISTED_MAX} groups for this device"
+                )));
+            }
             if !full || empty {
                 return Ok(heads);
             }
