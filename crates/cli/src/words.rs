@@ -58,6 +58,10 @@ pub fn warning(warning: &Warning) -> Option<String> {
              this one has not heard from yet; run `chapar sync` and `chapar recovery-key --rotate` \
              to be sure a recovery can read all of your history."
             .into(),
+        Warning::ArchiveRefused { group, reason } => format!(
+            "WARNING: the archive of chat {group} was tampered with ({reason}); this device \
+             keeps its own copy of that history and does not build on it."
+        ),
         // Already in the log (at warn level); history stays recorded and goes later.
         Warning::ArchiveDeferred { .. } => return None,
     })

@@ -155,4 +155,13 @@ pub enum Warning {
         /// What failed.
         reason: String,
     },
+    /// A segment of the account archive does not continue its chat's chain (the server forked
+    /// or replaced it, or a revoked device wrote it): this device keeps its own copy of that
+    /// history and does not build on the segment.
+    ArchiveRefused {
+        /// The chat's group id.
+        group: String,
+        /// Which check failed.
+        reason: String,
+    },
 }

@@ -5,7 +5,7 @@
 //! belongs to the account it claims. A device logs in by signing the server's random challenge.
 //! The signed byte strings themselves are defined in `chapar_types::signed`.
 
-use chapar_types::signed::{challenge_payload, device_cert_payload};
+use chapar_types::signed::{archive_segment_payload, challenge_payload, device_cert_payload};
 use chapar_types::{DeviceId, Username};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rand_core::{CryptoRng, RngCore};
@@ -92,6 +92,32 @@ pub fn answer_challenge(
     server_id: &[u8],
 ) -> Vec<u8> {
     device_key.sign(&challenge_payload(challenge, device, server_id))
+}
+
+/// Signs an archive segment this device uploads (see
+/// `chapar_types::signed::archive_segment_payload`).
+pub fn sign_archive_segment(
+    device_key: &SecretKey,
+    associated_data: &[u8],
+    previous: &[u8],
+    body: &[u8],
+) -> Vec<u8> {
+    device_key.sign(&archive_segment_payload(associated_data, previous, body))
+}
+
+/// Checks that the device key `device_key` signed an archive segment.
+pub fn verify_archive_segment(
+    device_key: &[u8],
+    associated_data: &[u8],
+    previous: &[u8],
+    body: &[u8],
+    signature: &[u8],
+) -> Result<(), CryptoError> {
+    verify(
+        device_key,
+        &archive_segment_payload(associated_data, previous, body),
+        signature,
+    )
 }
 
 /// Verifies an Ed25519 signature in strict mode (no malleable signatures, no weak keys).

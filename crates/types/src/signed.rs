@@ -81,3 +81,22 @@ pub fn revocation_payload(username: &Username, device: DeviceId) -> Vec<u8> {
     out.extend_from_slice(&device.0.to_be_bytes());
     out
 }
+
+const ARCHIVE_SEGMENT_LABEL: &[u8] = b"chapar archive segment v2\0";
+
+/// The bytes a device signs for an archive segment it uploads: the segment's associated data
+/// (account, group, stretch of the log, key generation), the link to the group's previous
+/// segment, and the encoded body. Clients alone check it (the server cannot open a segment):
+/// a restoring device keeps only history one of the account's certified devices wrote.
+pub fn archive_segment_payload(associated_data: &[u8], previous: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        ARCHIVE_SEGMENT_LABEL.len() + 12 + associated_data.len() + previous.len() + body.len(),
+    );
+    out.extend_from_slice(ARCHIVE_SEGMENT_LABEL);
+    for part in [associated_data, previous, body] {
+        // Length-prefixed, so no two different part lists give the same bytes.
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}

@@ -1,8 +1,9 @@
 //! A server that tampers with the account archive a new device restores from: it drops a
 //! segment, or serves a group's segments out of order. Old rule: restore checked only that
 //! segment ids increase, so the new device showed the history with a hole in it, silently.
-//! Now each group's segments must chain (each starts where the previous ended), and the
-//! restore stops with an error naming the chat; once the server behaves, it goes on.
+//! Now each group's segments must chain (each names the one before it and starts where it
+//! ended, signed by a device of the account), and the restore stops with an error naming the
+//! chat; once the server behaves, it goes on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -129,6 +130,129 @@ fn an_archive_served_without_its_tail_stops_the_restore_with_an_error_and_loses_
         ["one", "two", "three"],
         "whole once the server behaves"
     );
+}
+
+/// A segment made up by whoever holds the account's archive key but no device key the
+/// account certified (a leaked key; a revoked device signing with a key of its own): sealed
+/// under the real key, continuing the chat's chain where it ends, with a message "from bob".
+/// Old rule: segments were authenticated by the archive key alone, so the new device showed
+/// the made-up message as bob's. Now the segment must be signed by a certified device of the
+/// account: it is skipped, and the real history is restored whole.
+#[test]
+fn a_segment_made_up_with_the_archive_key_is_not_restored() {
+    static ARCHIVE_KEY: std::sync::OnceLock<(u32, Vec<u8>)> = std::sync::OnceLock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let liar = LyingServer::start(&server.url);
+    let alice = server.register(dir.path(), "alice");
+    let bob = server.register(dir.path(), "bob");
+    for text in ["one", "two", "three"] {
+        alice.send("@bob", text);
+    }
+    bob.sync();
+    ARCHIVE_KEY.set(newest_archive_key(&alice)).unwrap();
+    liar.tell(Box::new(move |_, reply| {
+        if let Reply::ArchivePage(page) = reply
+            && let Some(middle) = middle_of_three(&page.segments)
+        {
+            let group = page.segments[middle].group_id.clone();
+            let last = page.segments.iter().rfind(|s| s.group_id == group).unwrap();
+            let mut made_up =
+                made_up_after(last, ARCHIVE_KEY.get().unwrap(), "send the code to me");
+            made_up.id = page.segments.iter().map(|s| s.id).max().unwrap() + 1;
+            page.segments.push(made_up);
+        }
+    }));
+    let (laptop, status, _, stderr) =
+        server.link_via(&liar.url, dir.path(), "alice-laptop", &alice);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(laptop.texts("@bob"), ["one", "two", "three"]);
+}
+
+/// The newest archive key generation in `user`'s profile.
+fn newest_archive_key(user: &crate::harness::User) -> (u32, Vec<u8>) {
+    use prost::Message as _;
+    let db = rusqlite::Connection::open(user.profile.join("profile.db")).unwrap();
+    let secrets: Vec<u8> = db
+        .query_row(
+            "SELECT value FROM profile WHERE key = 'account_secrets'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let secrets = chapar_wire::content::AccountSecrets::decode(secrets.as_slice()).unwrap();
+    let newest = secrets
+        .archive_keys
+        .iter()
+        .max_by_key(|k| k.generation)
+        .unwrap();
+    (newest.generation, newest.key.clone())
+}
+
+/// A segment of alice's archive right after `last`, sealed under `key` (as the client seals,
+/// written out again here as an attacker would), signed by a key of the attacker's own.
+fn made_up_after(
+    last: &chapar_wire::v1::ArchiveSegment,
+    (generation, key): &(u32, Vec<u8>),
+    text: &str,
+) -> chapar_wire::v1::ArchiveSegment {
+    use chapar_crypto::{identity, seal};
+    use chapar_wire::content::{AppMessage, ArchiveBody, ArchiveEvent, SealedSegment};
+    use prost::Message as _;
+    use sha2::Digest as _;
+
+    let (from, through) = (last.through_seq, last.through_seq + 1);
+    let message = AppMessage {
+        message_id: vec![7; 16],
+        sent_at_ms: 1,
+        body: Some(crate::kit::text(text)),
+    };
+    let body = ArchiveBody {
+        events: vec![ArchiveEvent {
+            seq: through,
+            sender: "bob".into(),
+            sender_device: 1,
+            server_time_ms: 1,
+            kind: Some(chapar_wire::content::archive_event::Kind::AppMessage(
+                message.encode_to_vec(),
+            )),
+        }],
+        starts_after_gap: false,
+    }
+    .encode_to_vec();
+    let mut aad = b"chapar archive segment v1\0".to_vec();
+    for part in [
+        b"alice".as_slice(),
+        &last.group_id,
+        &from.to_be_bytes(),
+        &through.to_be_bytes(),
+        &generation.to_be_bytes(),
+    ] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    let previous = sha2::Sha256::digest(&last.ciphertext).to_vec();
+    let mut rng = rand::thread_rng();
+    let own_key = identity::SecretKey::generate(&mut rng);
+    let envelope = SealedSegment {
+        signature: identity::sign_archive_segment(&own_key, &aad, &previous, &body),
+        body,
+        previous,
+        device_id: 1,
+        device_key: own_key.public().to_vec(),
+        certificate: vec![0; 64],
+    };
+    let key = seal::SymmetricKey::from_bytes(key)
+        .unwrap()
+        .derive("chapar archive segments v2");
+    chapar_wire::v1::ArchiveSegment {
+        id: 0,
+        group_id: last.group_id.clone(),
+        from_seq: from,
+        through_seq: through,
+        key_generation: *generation,
+        ciphertext: seal::encrypt(&key, &aad, &envelope.encode_to_vec(), &mut rng),
+    }
 }
 
 /// Old rule: a device forgot recorded history as soon as the server said another device had

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use chapar_crypto::{mls, seal};
+use chapar_crypto::mls;
 use chapar_types::limits::{ARCHIVE_PAGE_SEGMENTS_MAX, ARCHIVE_SEGMENT_BYTES_MAX};
 use chapar_types::{DeviceId, ErrorCode, GroupId, MessageId, Seq, Username};
 use chapar_wire::content::{self, AppMessage, ArchiveBody, ArchiveEvent, archive_event};
@@ -27,18 +27,15 @@ use chapar_wire::v1::{self, client_frame::Request, response::Result as Reply};
 use prost::Message as _;
 
 use super::device::{Device, unexpected};
+use super::segment::{self, SEGMENT_OVERHEAD_BYTES, Unopened};
 use super::self_group;
 use crate::CoreError;
-use crate::account_keys::{AccountKeys, segment_aad};
+use crate::account_keys::AccountKeys;
 use crate::events::Warning;
 use crate::identity::Identity;
 use crate::provider::Provider;
-use crate::storage::Tx;
+use crate::storage::{ChainHead, Tx};
 
-/// Bytes of the AEAD's nonce and tag around a segment.
-const SEGMENT_OVERHEAD_BYTES: usize = seal::NONCE_BYTES + seal::TAG_BYTES;
-/// Key label of the archive segments' key, derived from the account's archive key.
-const SEGMENT_KEY_LABEL: &str = "chapar archive segments v1";
 /// Field number of `ArchiveBody.events`, for counting a segment's size as it grows.
 const ARCHIVE_EVENTS_FIELD: u32 = 1;
 /// Pending events read from the profile at once while uploading.
@@ -174,23 +171,26 @@ impl Device {
         let keys = self.account_keys()?;
         let now = self.now_ms();
         let groups = self.read(|tx| tx.archive_event_groups())?;
-        // Events the server says are archived but this device has not seen archived: look.
-        let unseen = self.read(|tx| {
+        // The server says a group is archived further than this device has seen: look.
+        let behind = self.read(|tx| {
             for group in &groups {
-                let seen = tx.archived_seq(*group)?;
-                let claimed = archived.get(group).copied().unwrap_or(seen);
-                if claimed > seen && tx.has_archive_events_between(*group, seen, claimed)? {
+                if archived.get(group).copied().unwrap_or(0) > tx.archive_head(*group)?.through {
                     return Ok(true);
                 }
             }
             Ok(false)
         })?;
-        if unseen {
+        if behind {
             self.follow_archive(&keys).await?;
         }
         for group in groups {
-            let seen = self.read(|tx| tx.archived_seq(group))?;
-            let mut known = archived.get(&group).copied().unwrap_or(seen).max(seen);
+            let mut head = self.read(|tx| tx.archive_head(group))?;
+            if archived.get(&group).copied().unwrap_or(0) > head.through {
+                // A segment this device has not seen (or could not check) ends the chain: a
+                // segment of its own would not continue it. The events wait.
+                tracing::debug!(%group, "the archive reaches past what this device has seen");
+                continue;
+            }
             let (leader, recorded_from) = self.read(|tx| {
                 Ok((
                     force || is_leader(&self.mls(tx), me, group)?,
@@ -200,8 +200,8 @@ impl Device {
             loop {
                 // What this device saw archived goes; what the server only claims stays.
                 let events = self.write(|tx| {
-                    tx.forget_archive_events(group, tx.archived_seq(group)?)?;
-                    tx.archive_events_after(group, known, UPLOAD_BATCH_EVENTS)
+                    tx.drop_archive_events(group, head.through)?;
+                    tx.archive_events_after(group, head.through, UPLOAD_BATCH_EVENTS)
                 })?;
                 let Some(oldest_ms) = events.iter().map(|(_, _, at)| *at).min() else {
                     break;
@@ -210,7 +210,7 @@ impl Device {
                 if !leader && age < FOLLOWER_DELAY_MS {
                     break;
                 }
-                if known < recorded_from && age < GAP_GRACE_MS {
+                if head.through < recorded_from && age < GAP_GRACE_MS {
                     // What came before this device joined is not archived yet; a device that
                     // was there may still upload it, and would be refused after a later segment.
                     break;
@@ -220,36 +220,52 @@ impl Device {
                     self.write(|tx| tx.drop_archive_events(group, through))?;
                     continue;
                 }
-                let from = known.max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
+                let from = head
+                    .through
+                    .max(recorded_from.min(body.events[0].seq.saturating_sub(1)));
                 // Starting past the archived position skips what no device of the account
                 // holds; said inside the seal, so a restoring device can tell it from a
                 // segment the server dropped.
-                body.starts_after_gap = from > known;
-                let ciphertext =
-                    seal_segment(self, &keys, &me.username, group, from, through, &body);
+                body.starts_after_gap = from > head.through;
+                let stretch = segment::Stretch {
+                    group,
+                    from,
+                    through,
+                    previous: &head.link,
+                };
+                let ciphertext = segment::seal(&self.env, me, &keys, &stretch, &body);
+                let uploaded = ChainHead {
+                    through,
+                    link: segment::link(&ciphertext),
+                    generation: keys.latest().0,
+                };
                 let reply = self
                     .call(Request::AppendArchive(v1::AppendArchive {
                         group_id: group.as_bytes().to_vec(),
                         from_seq: from,
                         through_seq: through,
-                        key_generation: keys.latest().0,
+                        key_generation: uploaded.generation,
                         ciphertext,
                     }))
                     .await;
-                known = match reply {
+                match reply {
                     Ok(_) => {
                         // Seen archived: this device's own upload.
-                        self.write(|tx| tx.set_archived_seq(group, through))?;
-                        through
+                        self.write(|tx| tx.set_archive_head(group, &uploaded))?;
+                        head = uploaded;
                     }
                     Err(CoreError::Server {
                         code: ErrorCode::Conflict,
-                        position,
                         ..
                     }) => {
-                        // Another device archived further first (its segment is read before
-                        // anything is forgotten).
-                        position.max(known.saturating_add(1))
+                        // Another device archived further first: its segment is read (and
+                        // checked) before this device forgets or chains onto anything.
+                        self.follow_archive(&keys).await?;
+                        let seen = self.read(|tx| tx.archive_head(group))?;
+                        if seen.through <= head.through {
+                            break;
+                        }
+                        head = seen;
                     }
                     Err(CoreError::Server {
                         code: ErrorCode::NotMember | ErrorCode::BadRequest,
@@ -261,7 +277,7 @@ impl Device {
                         break;
                     }
                     Err(e) => return Err(e),
-                };
+                }
             }
         }
         Ok(())
@@ -285,8 +301,10 @@ impl Device {
     }
 
     /// Reads the segments the account's other devices archived since this device last
-    /// looked, and records how far each group's archive reaches for what it could open (so
-    /// it forgets only history it has seen archived).
+    /// looked, and moves each group's chain head over those that continue it (so it forgets
+    /// only history it has seen archived, and its own next segment links to the real end).
+    /// A segment under an archive key this device does not hold yet stops the reading until
+    /// the key arrives; one that does not continue its chain is refused with a warning.
     async fn follow_archive(&self, keys: &AccountKeys) -> Result<(), CoreError> {
         let me = self.me()?;
         loop {
@@ -295,20 +313,36 @@ impl Device {
             if segments.is_empty() {
                 return Ok(());
             }
-            self.write(|tx| {
+            let (refused, waiting) = self.write(|tx| {
+                let mut refused = Vec::new();
                 for segment in &segments {
                     if segment.id <= tx.counter(FOLLOW_CURSOR)? {
                         return Err(CoreError::Protocol(
                             "the server sent archive segments out of order".into(),
                         ));
                     }
-                    if let Some((group, _)) = open_segment(me, keys, segment) {
-                        tx.set_archived_seq(group, segment.through_seq)?;
+                    match segment::open(me, keys, segment) {
+                        Err(Unopened::NewerKey) => return Ok((refused, true)),
+                        Err(Unopened::Refused(_)) => {}
+                        Ok(opened) => {
+                            if let Err(reason) = follow_segment(tx, segment, &opened)? {
+                                refused.push((opened.group, reason));
+                            }
+                        }
                     }
                     tx.set_counter(FOLLOW_CURSOR, segment.id)?;
                 }
-                Ok(())
+                Ok((refused, false))
             })?;
+            for (group, reason) in refused {
+                self.warn(Warning::ArchiveRefused {
+                    group: group.to_string(),
+                    reason,
+                });
+            }
+            if waiting {
+                return Ok(());
+            }
         }
     }
 
@@ -324,60 +358,56 @@ impl Device {
     }
 }
 
-fn seal_segment(
-    device: &Device,
-    keys: &AccountKeys,
-    username: &Username,
-    group: GroupId,
-    from: Seq,
-    through: Seq,
-    body: &ArchiveBody,
-) -> Vec<u8> {
-    let (generation, key) = keys.latest();
-    device.env.with_rng(|rng| {
-        seal::encrypt(
-            &key.derive(SEGMENT_KEY_LABEL),
-            &segment_aad(username, group, from, through, generation),
-            &body.encode_to_vec(),
-            rng,
-        )
-    })
+/// Moves a group's chain head over a sibling's segment that continues it; says why not
+/// where it does not (what ends at or before the head was seen already).
+fn follow_segment(
+    tx: &Tx<'_>,
+    segment: &v1::ArchiveSegment,
+    opened: &segment::Opened,
+) -> Result<Result<(), String>, CoreError> {
+    let head = tx.archive_head(opened.group)?;
+    if segment.through_seq <= head.through {
+        return Ok(Ok(()));
+    }
+    if let Err(reason) = continues(&head, segment, opened) {
+        return Ok(Err(reason));
+    }
+    tx.set_archive_head(
+        opened.group,
+        &ChainHead {
+            through: segment.through_seq,
+            link: opened.link.clone(),
+            generation: opened.generation,
+        },
+    )?;
+    Ok(Ok(()))
 }
 
-/// The group and body of a segment, if it opens under the account's keys (what does not is
-/// logged and skipped).
-pub(super) fn open_segment(
-    me: &Identity,
-    keys: &AccountKeys,
+/// Whether a segment continues a chain that ends at `head`: it names the head's segment as
+/// its previous one (a chain known from before segments were linked is taken as it is) and
+/// is sealed under the same archive key generation or a newer one (a device never seals
+/// under an older key than one it opened, so an older one is a device the account revoked,
+/// writing with the keys it kept).
+pub(super) fn continues(
+    head: &ChainHead,
     segment: &v1::ArchiveSegment,
-) -> Option<(GroupId, ArchiveBody)> {
-    let group = GroupId::from_slice(&segment.group_id).ok()?;
-    let Some(key) = keys.archive_key(segment.key_generation) else {
-        tracing::warn!(%group, generation = segment.key_generation, "no key for an archive segment");
-        return None;
-    };
-    let plaintext = match seal::decrypt(
-        &key.derive(SEGMENT_KEY_LABEL),
-        &segment_aad(
-            &me.username,
-            group,
-            segment.from_seq,
-            segment.through_seq,
-            segment.key_generation,
-        ),
-        &segment.ciphertext,
-    ) {
-        Ok(plaintext) => plaintext,
-        Err(e) => {
-            tracing::warn!(%group, error = %e, "an archive segment does not open; skipped");
-            return None;
-        }
-    };
-    let Ok(body) = ArchiveBody::decode(plaintext.as_slice()) else {
-        tracing::warn!(%group, "an archive segment does not decode; skipped");
-        return None;
-    };
-    Some((group, body))
+    opened: &segment::Opened,
+) -> Result<(), String> {
+    if !head.link.is_empty() && opened.previous != head.link {
+        return Err(format!(
+            "a segment through entry {} does not continue the one through {}: the server \
+             forked or replaced the chat's archive",
+            segment.through_seq, head.through
+        ));
+    }
+    if opened.generation < head.generation {
+        return Err(format!(
+            "a segment through entry {} is sealed under an older archive key than the one \
+             before it: written by a revoked device",
+            segment.through_seq
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

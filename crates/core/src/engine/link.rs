@@ -29,6 +29,7 @@ use crate::account_keys::{AccountKeys, link_aad};
 use crate::events::{Event, Question};
 use crate::identity::{Identity, RESTORE_UNTIL};
 use crate::model::{ApprovalPreview, Approved, LinkPreview, Linked};
+use crate::storage::ChainHead;
 use crate::{CoreError, Usage};
 
 /// How often a waiting device asks the server whether the other side has moved.
@@ -175,7 +176,12 @@ impl Device {
         self.write(|tx| {
             for head in body.archive_heads.iter().take(LINK_ARCHIVE_HEADS_MAX) {
                 if let Ok(group) = GroupId::from_slice(&head.group_id) {
-                    tx.expect_archive_through(group, head.through_seq)?;
+                    let head = ChainHead {
+                        through: head.through_seq,
+                        link: head.link.clone(),
+                        generation: 0,
+                    };
+                    tx.expect_archive_head(group, &head)?;
                 }
             }
             Ok(())
@@ -256,9 +262,10 @@ impl Device {
         let archive_heads = self
             .read(|tx| tx.archive_heads(LINK_ARCHIVE_HEADS_MAX))?
             .into_iter()
-            .map(|(group, through)| ArchiveHead {
+            .map(|(group, head)| ArchiveHead {
                 group_id: group.as_bytes().to_vec(),
-                through_seq: through,
+                through_seq: head.through,
+                link: head.link,
             })
             .collect();
         let approval = LinkApprovalBody {

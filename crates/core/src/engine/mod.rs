@@ -27,6 +27,7 @@ mod pushes;
 mod recovery;
 mod restore;
 mod roster;
+mod segment;
 pub(crate) mod self_group;
 mod send;
 mod sync;

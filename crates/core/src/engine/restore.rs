@@ -3,20 +3,20 @@
 //! into the local history. Replaying twice changes nothing, and a restore that stops (a
 //! broken chain, a lost connection) resumes where it stopped.
 
-use chapar_types::{DeviceId, GroupId, Username};
-use chapar_wire::content::{self, AppMessage, ArchiveBody, archive_event};
+use chapar_types::{DeviceId, Username};
+use chapar_wire::content::{self, AppMessage, archive_event};
 use chapar_wire::v1;
 use prost::Message as _;
 
-use super::archive::{FOLLOW_CURSOR, RESTORE_CURSOR, open_segment};
+use super::archive::{self, FOLLOW_CURSOR, RESTORE_CURSOR};
 use super::device::Device;
-use super::self_group;
+use super::{segment, self_group};
 use crate::CoreError;
 use crate::account_keys::AccountKeys;
 use crate::history;
 use crate::identity::Identity;
 use crate::model::Restored;
-use crate::storage::{Chat, ChatKind, ChatState, Tx};
+use crate::storage::{ChainHead, Chat, ChatKind, ChatState, Tx};
 
 impl Device {
     /// At the archive's end: every group reaches as far as the approving device saw it
@@ -26,12 +26,20 @@ impl Device {
         let Some((group, reached, expected)) = short.first() else {
             return Ok(());
         };
-        Err(CoreError::ArchiveBroken {
-            group: *group,
-            reason: format!(
+        let reason = if reached < expected {
+            format!(
                 "ends at entry {reached}, but the approving device saw it archived through \
                  {expected}: the server is holding part of it back"
-            ),
+            )
+        } else {
+            format!(
+                "ends at entry {reached} in another segment than the approving device saw \
+                 archived there: the server replaced it"
+            )
+        };
+        Err(CoreError::ArchiveBroken {
+            group: *group,
+            reason,
         })
     }
 
@@ -100,51 +108,54 @@ impl Device {
     }
 }
 
-/// A group's segments form a chain: each reaches past the one before (the server keeps
-/// only progress), and starts where it ended or earlier, unless its uploader said (inside
-/// the sealed body) that it skips a stretch no device of the account held. So a segment the
-/// server dropped, reordered or served from an older copy shows as a gap or a step back,
-/// and restoring stops there with an error instead of restoring a history with a hole.
-/// Returns whether to replay the segment: one replayed already (asked for again after a
-/// rewind) is skipped.
+/// A group's segments form a chain: each names the one before it (its link), reaches past
+/// it (the server keeps only progress), and starts where it ended or earlier, unless its
+/// uploader said (inside the sealed body) that it skips a stretch no device of the account
+/// held. So a segment the server dropped, reordered, replayed, forked or took from a revoked
+/// device shows as a gap, a step back or a broken link, and restoring stops there with an
+/// error instead of restoring a history with a hole. Returns whether to replay the segment:
+/// one replayed already (asked for again after a rewind) is skipped.
 fn check_chain(
     tx: &Tx<'_>,
-    group: GroupId,
     segment: &v1::ArchiveSegment,
-    body: &ArchiveBody,
+    opened: &segment::Opened,
 ) -> Result<bool, CoreError> {
-    let Some((previous, last_segment)) = tx.restored(group)? else {
-        tx.set_restored(group, segment.through_seq, segment.id)?;
+    let group = opened.group;
+    let end = ChainHead {
+        through: segment.through_seq,
+        link: opened.link.clone(),
+        generation: opened.generation,
+    };
+    let Some((head, last_segment)) = tx.restored(group)? else {
+        tx.set_restored(group, &end, segment.id)?;
         return Ok(true);
     };
     if segment.id <= last_segment {
         return Ok(false);
     }
-    if segment.through_seq <= previous {
-        return Err(CoreError::ArchiveBroken {
-            group,
-            reason: format!(
-                "goes back (a segment through entry {} after one through {previous}): the \
-                 server reordered or replayed it",
-                segment.through_seq
-            ),
-        });
+    let broken = |reason: String| CoreError::ArchiveBroken { group, reason };
+    if segment.through_seq <= head.through {
+        return Err(broken(format!(
+            "goes back (a segment through entry {} after one through {}): the server \
+             reordered or replayed it",
+            segment.through_seq, head.through
+        )));
     }
-    if segment.from_seq > previous && !body.starts_after_gap {
-        return Err(CoreError::ArchiveBroken {
-            group,
-            reason: format!(
-                "has a gap (entries {} to {} are missing): the server dropped a segment",
-                previous + 1,
-                segment.from_seq
-            ),
-        });
+    if segment.from_seq > head.through && !opened.body.starts_after_gap {
+        return Err(broken(format!(
+            "has a gap (entries {} to {} are missing): the server dropped a segment",
+            head.through + 1,
+            segment.from_seq
+        )));
     }
-    tx.set_restored(group, segment.through_seq, segment.id)?;
+    archive::continues(&head, segment, opened).map_err(broken)?;
+    tx.set_restored(group, &end, segment.id)?;
     Ok(true)
 }
 
-/// Decrypts one segment and applies its events; returns how many were applied.
+/// Decrypts one segment and applies its events; returns how many were applied. A segment
+/// that does not open or was not written by a device of the account is skipped: if it
+/// mattered, the next segment of its chat does not continue the chain.
 fn replay_segment(
     tx: &Tx<'_>,
     now_ms: u64,
@@ -152,20 +163,19 @@ fn replay_segment(
     keys: &AccountKeys,
     segment: &v1::ArchiveSegment,
 ) -> Result<u64, CoreError> {
-    let Some((group, body)) = open_segment(me, keys, segment) else {
+    let Ok(opened) = segment::open(me, keys, segment) else {
         return Ok(0);
     };
-    if !check_chain(tx, group, segment, &body)? {
+    if !check_chain(tx, segment, &opened)? {
         return Ok(0);
     }
+    let (group, body) = (opened.group, &opened.body);
     if tx.chat(group)?.is_none() {
         tx.insert_chat(
             &Chat::new(group, ChatKind::Group, ChatState::Restored, 0),
             now_ms,
         )?;
     }
-    // Read here, so seen archived.
-    tx.set_archived_seq(group, segment.through_seq)?;
     let mut applied = 0;
     for event in &body.events {
         // Events outside the segment's declared stretch are not what the segment says it is.
@@ -209,6 +219,103 @@ fn replay_segment(
             None => {}
         }
     }
-    tx.set_archived_seq(group, segment.through_seq)?;
+    // Read here, so seen archived.
+    tx.set_archive_head(
+        group,
+        &ChainHead {
+            through: segment.through_seq,
+            link: opened.link.clone(),
+            generation: opened.generation,
+        },
+    )?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the report
+
+    use chapar_types::GroupId;
+    use chapar_wire::content::ArchiveBody;
+
+    use super::*;
+    use crate::storage::Profile;
+
+    /// A segment of group 1 with id `id` over `(from, through]`, linking to `previous`, its
+    /// own link being `[id]`.
+    fn segment(
+        id: u64,
+        from: u64,
+        through: u64,
+        previous: &[u8],
+        generation: u32,
+    ) -> (v1::ArchiveSegment, segment::Opened) {
+        let group = GroupId::from_slice(&[1; 16]).unwrap();
+        let wire = v1::ArchiveSegment {
+            id,
+            group_id: group.as_bytes().to_vec(),
+            from_seq: from,
+            through_seq: through,
+            key_generation: generation,
+            ciphertext: Vec::new(),
+        };
+        let opened = segment::Opened {
+            group,
+            body: ArchiveBody::default(),
+            previous: previous.to_vec(),
+            link: vec![id as u8],
+            generation,
+        };
+        (wire, opened)
+    }
+
+    fn chain(segments: &[(v1::ArchiveSegment, segment::Opened)]) -> Result<Vec<bool>, String> {
+        let profile = Profile::in_memory().unwrap();
+        profile
+            .write(|tx| {
+                segments
+                    .iter()
+                    .map(|(wire, opened)| check_chain(tx, wire, opened))
+                    .collect::<Result<Vec<bool>, CoreError>>()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_linked_chain_is_replayed_once() {
+        let first = segment(1, 0, 2, b"", 5);
+        let second = segment(2, 2, 4, &[1], 5);
+        let third = segment(3, 3, 6, &[2], 6);
+        assert_eq!(
+            chain(&[first.clone(), second.clone(), third, second]).unwrap(),
+            [true, true, true, false]
+        );
+    }
+
+    #[test]
+    fn a_segment_that_does_not_link_to_the_one_before_is_refused() {
+        // Same stretch as the real second segment, but another branch (a fork, or one a
+        // revoked device wrote): the old rule (stretches only) took it.
+        let first = segment(1, 0, 2, b"", 5);
+        let forked = segment(2, 2, 4, &[9], 5);
+        let error = chain(&[first, forked]).unwrap_err();
+        assert!(error.contains("does not continue"), "{error}");
+    }
+
+    #[test]
+    fn a_segment_under_an_older_key_than_the_one_before_is_refused() {
+        let first = segment(1, 0, 2, b"", 6);
+        let older = segment(2, 2, 4, &[1], 5);
+        let error = chain(&[first, older]).unwrap_err();
+        assert!(error.contains("older archive key"), "{error}");
+    }
+
+    #[test]
+    fn gaps_and_steps_back_are_refused() {
+        let first = segment(1, 0, 4, b"", 5);
+        let error = chain(&[first.clone(), segment(2, 5, 8, &[1], 5)]).unwrap_err();
+        assert!(error.contains("has a gap"), "{error}");
+        let error = chain(&[first, segment(2, 0, 3, &[1], 5)]).unwrap_err();
+        assert!(error.contains("goes back"), "{error}");
+    }
 }

@@ -11,6 +11,28 @@ use crate::CoreError;
 /// A recorded event: its log position, the encoded `ArchiveEvent`, and when it was recorded.
 pub type PendingEvent = (Seq, Vec<u8>, u64);
 
+/// The end of a group's archive chain as a device knows it: the last segment's stretch end,
+/// link and key generation (see `crate::engine::segment`). The default is an empty chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The last log entry the chain covers.
+    pub through: Seq,
+    /// Empty for an empty chain (or one seen before segments were linked).
+    pub link: Vec<u8>,
+    /// The archive key generation its last segment is sealed under.
+    pub generation: u32,
+}
+
+impl ChainHead {
+    fn from_row(through: i64, link: Option<Vec<u8>>, generation: i64) -> Self {
+        Self {
+            through: to_u64(through),
+            link: link.unwrap_or_default(),
+            generation: u32::try_from(generation).unwrap_or(0),
+        }
+    }
+}
+
 impl Tx<'_> {
     /// Records the encoded event of `group`'s entry `seq` (once; a second record of the same
     /// entry changes nothing).
@@ -89,8 +111,8 @@ impl Tx<'_> {
             )?)
     }
 
-    /// Drops the recorded events of a group up to `seq` that will never be archived (the
-    /// server refuses them, or they make no event), without claiming the archive holds them.
+    /// Drops the recorded events of a group up to `seq`: this device has seen them archived,
+    /// or they will never be (the server refuses them, or they make no event).
     pub fn drop_archive_events(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
         self.conn
             .prepare_cached("DELETE FROM archive_pending WHERE group_id = ?1 AND seq <= ?2")?
@@ -98,58 +120,103 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Forgets the recorded events of a group up to `seq`, which the archive holds now.
-    pub fn forget_archive_events(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM archive_pending WHERE group_id = ?1 AND seq <= ?2")?
-            .execute(params![group.as_bytes(), to_i64(seq)])?;
-        self.set_archived_seq(group, seq)
-    }
-
-    /// How far the archive of `group` was replayed here: the last segment's `through_seq`
-    /// and its id.
-    pub fn restored(&self, group: GroupId) -> Result<Option<(Seq, u64)>, CoreError> {
+    /// The end of a chat's archive chain as this device has seen it archived (its own uploads
+    /// and its siblings' segments it read).
+    pub fn archive_head(&self, group: GroupId) -> Result<ChainHead, CoreError> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT through_seq, last_segment FROM archive_chain WHERE group_id = ?1",
+                "SELECT archived_seq, archive_link, archive_generation FROM chats
+                 WHERE group_id = ?1",
             )?
             .query_row([group.as_bytes()], |r| {
-                Ok((to_u64(r.get(0)?), to_u64(r.get(1)?)))
+                Ok(ChainHead::from_row(r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Records a new end of a chat's archive chain, seen archived here (never back).
+    pub fn set_archive_head(&self, group: GroupId, head: &ChainHead) -> Result<(), CoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE chats SET archived_seq = ?2, archive_link = ?3, archive_generation = ?4
+                 WHERE group_id = ?1 AND archived_seq < ?2",
+            )?
+            .execute(params![
+                group.as_bytes(),
+                to_i64(head.through),
+                head.link,
+                head.generation
+            ])?;
+        Ok(())
+    }
+
+    /// How far the archive of `group` was replayed here: the chain's end and the id of the
+    /// last segment replayed.
+    pub fn restored(&self, group: GroupId) -> Result<Option<(ChainHead, u64)>, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT through_seq, link, generation, last_segment FROM archive_chain
+                 WHERE group_id = ?1",
+            )?
+            .query_row([group.as_bytes()], |r| {
+                Ok((
+                    ChainHead::from_row(r.get(0)?, r.get(1)?, r.get(2)?),
+                    to_u64(r.get(3)?),
+                ))
             })
             .optional()?)
     }
 
-    /// Records that the archive of `group` was replayed through `seq`, by segment `segment`.
-    pub fn set_restored(&self, group: GroupId, seq: Seq, segment: u64) -> Result<(), CoreError> {
+    /// Records that the archive of `group` was replayed to `head`, by segment `segment`.
+    pub fn set_restored(
+        &self,
+        group: GroupId,
+        head: &ChainHead,
+        segment: u64,
+    ) -> Result<(), CoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO archive_chain (group_id, through_seq, last_segment) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (group_id) DO UPDATE SET through_seq = ?2, last_segment = ?3",
+                "INSERT INTO archive_chain (group_id, through_seq, link, generation, last_segment)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (group_id) DO UPDATE
+                 SET through_seq = ?2, link = ?3, generation = ?4, last_segment = ?5",
             )?
-            .execute(params![group.as_bytes(), to_i64(seq), to_i64(segment)])?;
+            .execute(params![
+                group.as_bytes(),
+                to_i64(head.through),
+                head.link,
+                head.generation,
+                to_i64(segment)
+            ])?;
         Ok(())
     }
 
-    /// Records that the archive of `group` reaches at least `seq` (what the approving device
+    /// Records that the archive of `group` reaches at least `head` (what the approving device
     /// saw), for the restore to check.
-    pub fn expect_archive_through(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
+    pub fn expect_archive_head(&self, group: GroupId, head: &ChainHead) -> Result<(), CoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO archive_expected (group_id, through_seq) VALUES (?1, ?2)
-                 ON CONFLICT (group_id) DO UPDATE SET through_seq = MAX(through_seq, ?2)",
+                "INSERT INTO archive_expected (group_id, through_seq, link) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id) DO UPDATE SET through_seq = ?2, link = ?3
+                 WHERE ?2 > through_seq",
             )?
-            .execute(params![group.as_bytes(), to_i64(seq)])?;
+            .execute(params![group.as_bytes(), to_i64(head.through), head.link])?;
         Ok(())
     }
 
-    /// The groups whose restored archive falls short of what was expected: (group, restored
-    /// through, expected through).
+    /// The groups whose restored archive falls short of what the approving device saw, or
+    /// ends there in another segment than the one it saw: (group, restored through, expected
+    /// through).
     pub fn archive_short(&self) -> Result<Vec<(GroupId, Seq, Seq)>, CoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.group_id, COALESCE(c.through_seq, 0), e.through_seq
              FROM archive_expected e LEFT JOIN archive_chain c ON c.group_id = e.group_id
-             WHERE COALESCE(c.through_seq, 0) < e.through_seq",
+             WHERE COALESCE(c.through_seq, 0) < e.through_seq
+                OR (c.through_seq = e.through_seq AND LENGTH(e.link) > 0
+                    AND c.link IS NOT e.link)",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((group_from(r.get(0)?)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
@@ -158,13 +225,18 @@ impl Tx<'_> {
     }
 
     /// The archive heads this device has seen (for a link approval), at most `limit`.
-    pub fn archive_heads(&self, limit: usize) -> Result<Vec<(GroupId, Seq)>, CoreError> {
+    pub fn archive_heads(&self, limit: usize) -> Result<Vec<(GroupId, ChainHead)>, CoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT group_id, archived_seq FROM chats WHERE archived_seq > 0
-             ORDER BY archived_seq DESC LIMIT ?1",
+            "SELECT group_id, archived_seq, archive_link, archive_generation FROM chats
+             WHERE archived_seq > 0 ORDER BY archived_seq DESC LIMIT ?1",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map([limit], |r| Ok((group_from(r.get(0)?)?, to_u64(r.get(1)?))))?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((
+                group_from(r.get(0)?)?,
+                ChainHead::from_row(r.get(1)?, r.get(2)?, r.get(3)?),
+            ))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

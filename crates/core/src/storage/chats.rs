@@ -349,13 +349,4 @@ impl Tx<'_> {
         let rows = stmt.query_map([], |r| group_from(r.get(0)?))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Records how far the account archive reaches for a chat (never back).
-    pub fn set_archived_seq(&self, group: GroupId, seq: Seq) -> Result<(), CoreError> {
-        self.update_chat(
-            "UPDATE chats SET archived_seq = MAX(archived_seq, ?2) WHERE group_id = ?1",
-            group,
-            &to_i64(seq),
-        )
-    }
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+pub use archive::ChainHead;
 pub use chats::{Chat, ChatKind, ChatState};
 pub use commits::PendingCommit;
 pub use messages::{MessageRow, NewMessage, StoredAttachment};

@@ -143,6 +143,16 @@ CREATE TABLE archive_expected (         -- how far the approving device saw it r
     through_seq  INTEGER NOT NULL
 );
 "#,
+    // The archive is a chain (see `engine::segment`): each chat's head, as this device saw it
+    // archived and as restoring replayed it, carries the last segment's link and key
+    // generation, and the approving device names the link it saw.
+    r#"
+ALTER TABLE chats ADD COLUMN archive_link BLOB;
+ALTER TABLE chats ADD COLUMN archive_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE archive_chain ADD COLUMN link BLOB;
+ALTER TABLE archive_chain ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE archive_expected ADD COLUMN link BLOB;
+"#,
 ];
 
 /// Versions that hold openmls state this version cannot read (or, from 5, groups whose
