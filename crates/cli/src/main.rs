@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
-    Server(server_cmd::ServerArgs),
+    Server(Box<server_cmd::ServerArgs>),
     /// Create an account; this profile becomes its first device. Prints the recovery key once.
     Register {
         /// Server URL, e.g. http://127.0.0.1:8080
@@ -287,7 +287,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server_cmd::run_server(args).await,
+            Command::Server(args) => server_cmd::run_server(*args).await,
             command => {
                 init_client_logging();
                 client_command(cli.profile.unwrap_or_else(default_profile), command).await

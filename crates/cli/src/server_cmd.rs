@@ -26,11 +26,19 @@ pub struct ServerArgs {
     /// Data directory: database and files [default: ./chapar-data]
     #[arg(long, env = "CHAPAR_DATA")]
     data: Option<PathBuf>,
-    /// TOML config file with `listen`, `metrics_listen` and `data` keys, the file settings
+    /// TOML config file with `listen`, `metrics_listen`, `data`, `tls_cert` and `tls_key`
+    /// keys, the file settings
     /// below (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`,
     /// `gc_grace`, `gc_at_startup`), and a `[limits]` table (docs/limits.md).
     #[arg(long, env = "CHAPAR_CONFIG")]
     config: Option<PathBuf>,
+    /// TLS certificate chain (PEM, leaf first) for the public listener, with --tls-key;
+    /// without them the server speaks plain HTTP (loopback, or behind a TLS proxy)
+    #[arg(long, env = "CHAPAR_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert
+    #[arg(long, env = "CHAPAR_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAPAR_LOG_JSON")]
     log_json: bool,
@@ -64,6 +72,8 @@ struct FileConfig {
     #[serde(default)]
     limits: crate::server_limits::LimitsFile,
     data: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     file_max_bytes: Option<ByteSize>,
     file_quota_bytes: Option<ByteSize>,
     upload_expiry: Option<String>,
@@ -147,6 +157,14 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
         .or(file.metrics_listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)));
     config.limits = crate::server_limits::resolve(&args.limits, file.limits)?;
+    config.tls = match (
+        args.tls_cert.clone().or(file.tls_cert),
+        args.tls_key.clone().or(file.tls_key),
+    ) {
+        (Some(certificate), Some(key)) => Some(chapar_server::TlsFiles { certificate, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
+    };
     let defaults = FilesConfig::default();
     let file_bytes = |value: Option<&ByteSize>| value.map(ByteSize::bytes).transpose();
     config.files = FilesConfig {
@@ -220,6 +238,17 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let config = resolve(&args, file)?;
+    // The address clients are given carries the pin of the certificate's key, so a
+    // self-signed server needs no certificate authority (`chapar_client::tls`).
+    let pin = match &config.tls {
+        Some(files) => {
+            let leaf = files.leaf()?;
+            Some(chapar_client::tls::pin_text(&chapar_client::tls::pin_of(
+                &leaf,
+            )?))
+        }
+        None => None,
+    };
     init_logging(args.log_json);
     // One descriptor per connection: use all the open-file room the system allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -232,11 +261,18 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             // Scripts and tests read these lines to learn the ports. Written, not printed: a
             // reader that closed stdout must not stop the server.
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(
-                stdout,
-                "chapar server listening on http://{}",
-                bound.address
-            );
+            let _ = match &pin {
+                Some(pin) => writeln!(
+                    stdout,
+                    "chapar server listening on https://{}#{pin}",
+                    bound.address
+                ),
+                None => writeln!(
+                    stdout,
+                    "chapar server listening on http://{}",
+                    bound.address
+                ),
+            };
             let _ = writeln!(stdout, "metrics on http://{}/metrics", bound.metrics);
             let _ = stdout.flush();
         },

@@ -8,12 +8,14 @@
 //! - [`transport`]: the seam every transport implements, and the WebSocket one.
 //! - [`files`]: resumable encrypted uploads and downloads over the files API.
 //! - [`connection`]: a raw protocol connection, for tests and tools.
+//! - [`tls`]: TLS to the server, and key pins in server addresses.
 
 mod api;
 mod client;
 pub mod connection;
 pub mod files;
 mod lock;
+pub mod tls;
 pub mod transport;
 
 pub use chapar_core::engine::LINK_PEER_WAIT_MS;

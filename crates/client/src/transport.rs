@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::codec::{Framed as CodecFramed, LengthDelimitedCodec};
 
 use chapar_core::{CoreError, Usage};
+
+use crate::tls::ServerAddress;
 use chapar_types::limits::FRAME_BYTES_MAX;
 
 /// How long connecting may take before it is given up.
@@ -35,9 +37,11 @@ pub trait Dialer: Send + Sync {
     fn dial<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<Box<dyn Transport>, CoreError>>;
 }
 
-/// Turns `http://host:port` (or `ws://...`) into the WebSocket endpoint URL.
+/// Turns `http://host:port` (or `https://`, `ws://`, `wss://`; a key pin after `#` is left
+/// out) into the WebSocket endpoint URL.
 pub fn endpoint(server: &str) -> Result<String, CoreError> {
-    let base = server.trim_end_matches('/');
+    let address = ServerAddress::parse(server)?;
+    let base = address.base.as_str();
     let base = if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
     } else if let Some(rest) = base.strip_prefix("https://") {
@@ -54,8 +58,44 @@ pub fn endpoint(server: &str) -> Result<String, CoreError> {
     })
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A byte stream to the server: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Opens the byte stream to `url`'s host: TCP, wrapped in TLS where `address` says so, with
+/// the certificate checked as `crate::tls` describes.
+async fn open_stream(address: &ServerAddress, url: &str) -> Result<Box<dyn Io>, CoreError> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url
+        .parse()
+        .map_err(|_| CoreError::from(Usage::InvalidServer(address.base.clone())))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| CoreError::from(Usage::InvalidServer(address.base.clone())))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if address.is_tls() { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| CoreError::Connection(format!("cannot connect to {url}: {e}")))?;
+    // Small frames must leave at once (Nagle's algorithm would hold them back).
+    let _ = tcp.set_nodelay(true);
+    if !address.is_tls() {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|_| CoreError::from(Usage::InvalidServer(address.base.clone())))?;
+    let tls = tokio_rustls::TlsConnector::from(address.client_config())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| CoreError::Connection(crate::tls::explain_failure(address, url, &e)))?;
+    Ok(Box::new(tls))
+}
 
 /// Frames as WebSocket binary messages.
 pub struct WebSocket {
@@ -69,17 +109,20 @@ pub struct WebSocketDialer;
 impl WebSocket {
     /// Connects to `server`'s WebSocket endpoint.
     pub async fn connect(server: &str) -> Result<Self, CoreError> {
+        let address = ServerAddress::parse(server)?;
         let url = endpoint(server)?;
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(FRAME_BYTES_MAX);
         config.max_frame_size = Some(FRAME_BYTES_MAX);
-        let (socket, _) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(&url, Some(config), true),
-        )
-        .await
-        .map_err(|_| CoreError::Connection(format!("timed out connecting to {url}")))?
-        .map_err(|e| CoreError::Connection(format!("cannot connect to {url}: {e}")))?;
+        let connecting = async {
+            let stream = open_stream(&address, &url).await?;
+            tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+                .await
+                .map_err(|e| CoreError::Connection(format!("cannot connect to {url}: {e}")))
+        };
+        let (socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| CoreError::Connection(format!("timed out connecting to {url}")))??;
         Ok(Self { socket })
     }
 }

@@ -7,6 +7,7 @@
 //!   only module that knows HTTP and the wire format.
 //! - [`hub`]: in-process fan-out to connected devices (the seam for NATS later).
 //! - [`metrics`]: Prometheus counters.
+//! - `tls`: TLS on the public listener, from PEM files ([`TlsFiles`]).
 //! - Files: [`service::files`] holds the rules (limits, quotas, references, garbage collection),
 //!   `api::files` the tus and download endpoints under `/v1/files`.
 //!
@@ -19,6 +20,7 @@ pub mod limits;
 mod listener;
 pub mod metrics;
 pub mod service;
+mod tls;
 
 pub use error::ServiceError;
 pub use limits::Limits;
@@ -44,6 +46,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Limits, quotas and garbage collection for files.
     pub files: FilesConfig,
+    /// TLS for the public listener; `None` serves plain HTTP (loopback, development, or
+    /// behind a TLS proxy).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -66,6 +71,9 @@ pub enum ServerError {
     /// A limit the server cannot run with.
     #[error("configuration: {0}")]
     Limits(#[from] limits::LimitsError),
+    /// The TLS certificate or key cannot be used.
+    #[error("configuration: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Where a started server listens.
@@ -75,6 +83,8 @@ pub struct Bound {
     pub address: SocketAddr,
     /// The operators' listener (`/metrics`, `/healthz`).
     pub metrics: SocketAddr,
+    /// Whether the public listener speaks TLS.
+    pub tls: bool,
 }
 
 /// Opens the service over the data directory `config` names (the database, the file token key
@@ -131,6 +141,7 @@ pub async fn run(
     on_ready: impl FnOnce(Bound),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let service = open_service(&config)?;
     let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = listen(config.listen)?;
@@ -138,6 +149,7 @@ pub async fn run(
     let bound = Bound {
         address: listener.local_addr()?,
         metrics: operators.local_addr()?,
+        tls: tls.is_some(),
     };
     tracing::info!(
         address = %bound.address,
@@ -152,6 +164,7 @@ pub async fn run(
     };
     let metrics = tokio::spawn(listener::serve(
         operators,
+        None,
         api::operators_router(service.clone()),
         config.limits.clone(),
         Arc::new(Metrics::default()),
@@ -159,6 +172,7 @@ pub async fn run(
     ));
     let public = listener::serve(
         listener,
+        tls,
         api::router(service.clone()),
         config.limits.clone(),
         service.metrics.clone(),
@@ -176,6 +190,7 @@ pub async fn run(
 }
 
 pub use service::files::FilesConfig;
+pub use tls::{TlsError, TlsFiles};
 
 impl ServerConfig {
     /// A server on `listen` keeping its data in `data_dir`, with every other setting at its
@@ -187,6 +202,7 @@ impl ServerConfig {
             limits: Limits::default(),
             data_dir,
             files: FilesConfig::default(),
+            tls: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Accepting connections: the caps on connections open at once (in all, and per address), and
-//! HTTP/1.1 on each with a deadline for every request head. A refused connection is closed at
+//! Accepting connections: the caps on connections open at once (in all, and per address), TLS
+//! where the server has a certificate (the handshake inside the connection's task, under the
+//! handshake deadline), and HTTP/1.1 on each with a deadline for every request head. A refused connection is closed at
 //! once, before anything is read from it, and counted in `/metrics`.
 //!
 //! A connection counts until its socket closes, also after a WebSocket upgrade took it over
@@ -174,9 +175,41 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` resolves.
+/// Serves HTTP/1.1 (and upgrades) on one connection until it ends, or finishes its request
+/// and closes once `stopping` says so.
+async fn serve_connection<S, T>(
+    http: &hyper::server::conn::http1::Builder,
+    socket: S,
+    service: T,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    T::Future: Send + 'static,
+    T::ResBody: Send + 'static,
+    <T::ResBody as hyper::body::Body>::Data: Send,
+    <T::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        ended = &mut connection => ended,
+        // The guard `wait_for` returns is dropped before awaiting again.
+        _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) within `limits` until `shutdown`
+/// resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -223,27 +256,31 @@ pub(crate) async fn serve(
         // of milliseconds to pushes and acknowledgements.
         let _ = tcp.set_nodelay(true);
         let Ok(service) = make_service.call(peer).await;
-        let connection = http
-            .serve_connection(
-                TokioIo::new(Counted {
-                    tcp,
-                    _admitted: admitted,
-                    write_timeout: limits.write_timeout,
-                    stalled: None,
-                    metrics: metrics.clone(),
-                }),
-                TowerToHyperService::new(service),
-            )
-            .with_upgrades();
-        let mut stopping = stopping.clone();
+        let socket = Counted {
+            tcp,
+            _admitted: admitted,
+            write_timeout: limits.write_timeout,
+            stalled: None,
+            metrics: metrics.clone(),
+        };
+        let (http, tls, stopping) = (http.clone(), tls.clone(), stopping.clone());
+        let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = &mut connection => ended,
-                // The guard `wait_for` returns is dropped before awaiting again.
-                _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let service = TowerToHyperService::new(service);
+            let ended = match tls {
+                None => serve_connection(&http, socket, service, stopping).await,
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(socket)).await {
+                        Ok(Ok(socket)) => serve_connection(&http, socket, service, stopping).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = ended {

@@ -79,7 +79,14 @@ impl Server {
                 )
             });
         let url = line.rsplit(' ').next().unwrap().to_owned();
-        let addr = url.trim_start_matches("http://").to_owned();
+        // `http://ADDR`, or `https://ADDR#sha256=PIN` over TLS.
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .split('#')
+            .next()
+            .unwrap()
+            .to_owned();
         let metrics_line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server prints its metrics address");
@@ -154,8 +161,14 @@ impl Server {
 
     /// A registered user and the recovery key registration printed.
     pub fn register_with_key(&self, dir: &Path, name: &str) -> (User, String) {
+        self.register_via(&self.url, dir, name)
+    }
+
+    /// A user registered through `url` (a relay or proxy in front of this server), and the
+    /// recovery key registration printed.
+    pub fn register_via(&self, url: &str, dir: &Path, name: &str) -> (User, String) {
         let user = self.user(dir, name);
-        let out = user.ok(&["register", "--server", &self.url, "--username", name]);
+        let out = user.ok(&["register", "--server", url, "--username", name]);
         let key = out
             .lines()
             .find_map(|l| l.strip_prefix("recovery key: "))

@@ -83,16 +83,22 @@ async fn refusal(response: reqwest::Response) -> ClientError {
 }
 
 impl FileHttp {
-    /// A client for `server` (its `http://host:port` base) with `token`.
+    /// A client for `server` (its `http://host:port` or `https://` base, with its key pin if
+    /// any) with `token`.
     pub fn new(server: &str, token: String) -> Result<Self, ClientError> {
+        let address = crate::tls::ServerAddress::parse(server)?;
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(IDLE_TIMEOUT)
+            // The same certificate check as the protocol connection's (`crate::tls`). Given
+            // for plain HTTP too: reqwest would otherwise build a TLS configuration of its own
+            // and find no crypto provider chosen for the process.
+            .use_preconfigured_tls(address.client_config().as_ref().clone())
             .build()
             .map_err(transport)?;
         Ok(Self {
             client,
-            base: server.trim_end_matches('/').to_owned(),
+            base: address.base,
             token,
         })
     }
