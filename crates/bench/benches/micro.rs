@@ -301,7 +301,7 @@ mod codec {
 mod store {
     use super::*;
     use chapar_store::sqlite::SqliteStore;
-    use chapar_store::{Append, AppendKind, DeviceRecord, NewAccount, Store};
+    use chapar_store::{AccountStore, Append, AppendKind, DeviceRecord, LogStore, NewAccount};
     use chapar_types::MessageId;
 
     struct StoreFixture {

@@ -4,7 +4,8 @@
 //! (an upload in progress) and grows by appends at its committed length; once every byte is
 //! there it is *finalized* and becomes readable by range. [`BlobStore`] is all the server asks
 //! of file storage; [`fs::FsBlobStore`] keeps blobs under `<data_dir>/files/`, and
-//! [`conformance`] is the suite every backend must pass.
+//! `conformance` (feature `conformance`, not in the production build) is the suite every
+//! backend must pass.
 //!
 //! The trait is shaped so that S3-compatible object storage fits later: `create` is starting a
 //! multipart upload, an appender buffers into parts, `commit` makes what it wrote durable,
@@ -20,6 +21,7 @@
 //! The trait is object safe (`Arc<dyn BlobStore>`): the service holds one without being generic
 //! over it, and a future costs one allocation per call, which is nothing next to file I/O.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod fs;
 

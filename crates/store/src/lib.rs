@@ -2,14 +2,18 @@
 //!
 //! [`Store`] is everything the service layer asks of durable storage: accounts and devices, key
 //! packages, and per-group totally ordered logs with the epoch rules of the MLS delivery service.
-//! [`sqlite::SqliteStore`] is the embedded default. [`conformance`] is the suite every backend
-//! must pass, so a PostgreSQL backend can be added without touching the service layer.
+//! [`sqlite::SqliteStore`] is the embedded default. [`rules`] holds the delivery service's
+//! append rules as a pure function every backend calls. `conformance` (feature
+//! `conformance`, not in the production build) is the suite every backend must pass, so a
+//! PostgreSQL backend can be added without touching the service layer.
 //!
 //! Only store crates know SQL. A write returns only once it is durable (committed with fsync);
 //! backends are expected to batch concurrent writes into one transaction (group commit).
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod model;
+pub mod rules;
 pub mod sqlite;
 
 pub use model::*;
@@ -17,8 +21,15 @@ pub use model::*;
 use chapar_types::{DeviceId, GroupId, Seq};
 use std::future::Future;
 
-/// Durable storage for the server. All methods are safe to call concurrently.
-pub trait Store: Send + Sync + 'static {
+/// Durable storage for the server: everything the service layer asks of it, by concern. All
+/// methods are safe to call concurrently. A backend implements the four traits; `Store` comes
+/// with them.
+pub trait Store: AccountStore + LogStore + ArchiveStore + FileStore {}
+
+impl<T: AccountStore + LogStore + ArchiveStore + FileStore> Store for T {}
+
+/// Accounts and their devices, key packages, device links and recovery records.
+pub trait AccountStore: Send + Sync + 'static {
     /// Registers an account with its first device and key packages.
     fn create_account(
         &self,
@@ -146,26 +157,11 @@ pub trait Store: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> impl Future<Output = Result<Option<RecoveryRecord>, StoreError>> + Send;
+}
 
-    /// Appends a segment to `username`'s archive of `segment.group`, if `through_seq` is beyond
-    /// what is archived (else `Conflict` with the archived position). `device` must be or have
-    /// been a member of the group. Returns the segment's id.
-    fn append_archive(
-        &self,
-        username: &str,
-        device: DeviceId,
-        segment: ArchiveSegment,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// `username`'s archive segments with an id above `after_id`, oldest first.
-    fn read_archive(
-        &self,
-        username: &str,
-        after_id: u64,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<ArchiveSegment>, StoreError>> + Send;
-
+/// Groups and their totally ordered logs, with the delivery service's rules ([`rules`]), and
+/// the welcomes of the devices they add.
+pub trait LogStore: Send + Sync + 'static {
     /// Creates a group at epoch 0 whose only member is `creator`.
     fn create_group(
         &self,
@@ -205,12 +201,35 @@ pub trait Store: Send + Sync + 'static {
         after: Option<GroupId>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<GroupHead>, StoreError>> + Send;
+}
 
-    // ---- Files (see docs/files.md) ----
+/// The accounts' history archives: encrypted segments per account and group.
+pub trait ArchiveStore: Send + Sync + 'static {
+    /// Appends a segment to `username`'s archive of `segment.group`, if `through_seq` is beyond
+    /// what is archived (else `Conflict` with the archived position). `device` must be or have
+    /// been a member of the group. Returns the segment's id.
+    fn append_archive(
+        &self,
+        username: &str,
+        device: DeviceId,
+        segment: ArchiveSegment,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// `username`'s archive segments with an id above `after_id`, oldest first.
+    fn read_archive(
+        &self,
+        username: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ArchiveSegment>, StoreError>> + Send;
+}
+
+/// File uploads and blobs, their quotas and references (see docs/files.md).
+pub trait FileStore: Send + Sync + 'static {
     /// Records a new upload, unless the account has
     /// [`chapar_types::limits::FILE_UNFINISHED_UPLOADS_PER_ACCOUNT_MAX`] unfinished uploads
-    /// already, or its usage ([`Store::file_usage`]) plus the new upload's charge (its length,
+    /// already, or its usage ([`FileStore::file_usage`]) plus the new upload's charge (its length,
     /// at least [`chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES`]) would pass
     /// `quota_bytes`. The checks and the insert are one transaction.
     fn create_upload(
@@ -257,7 +276,7 @@ pub trait Store: Send + Sync + 'static {
     /// counted as at least [`chapar_types::limits::FILE_QUOTA_CHARGE_MIN_BYTES`].
     fn file_usage(&self, username: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// [`Store::append`] for an application message that carries blobs, in one transaction:
+    /// [`LogStore::append`] for an application message that carries blobs, in one transaction:
     /// each of `refs.add` must be a complete blob (else `UnknownBlob` and nothing is stored);
     /// they are referenced at the new entry. Of `refs.drop`, only the references held by the
     /// entry at `refs.deleted_seq` in this group are dropped, and only those the sender's

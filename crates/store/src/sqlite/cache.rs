@@ -1,5 +1,5 @@
-//! What the writer thread remembers about groups between appends: epoch, head, last proposal,
-//! current members and roster version. The writer is the only one that changes these rows, so
+//! What the writer thread remembers about groups between appends: each one's
+//! [`GroupState`] (epoch, head, last proposal, current members and roster version). The writer is the only one that changes these rows, so
 //! the cache is exact as long as it is dropped whenever a batch fails to commit or an account's
 //! devices change.
 
@@ -10,22 +10,10 @@ use rusqlite::Connection;
 
 use super::sql;
 use crate::StoreError;
+use crate::rules::GroupState;
 
 /// Groups remembered at most; past it the cache starts over (a miss costs two reads).
 pub const GROUP_CACHE_ENTRIES_MAX: usize = 65_536;
-
-/// One group's delivery-service state.
-#[derive(Debug, Clone)]
-pub struct CachedGroup {
-    pub epoch: u64,
-    pub head_seq: u64,
-    pub last_proposal_seq: u64,
-    /// Current members (no left_seq), in no particular order.
-    pub members: Vec<DeviceId>,
-    /// The highest roster version among the accounts with a member here (see
-    /// [`roster_version`]).
-    pub roster_version: u64,
-}
 
 /// The group's roster version: the highest roster version of the accounts that have a current
 /// member in it, or whose member device was revoked (after a recovery revoked every old device,
@@ -46,12 +34,12 @@ pub fn roster_version(c: &Connection, group: GroupId) -> Result<u64, StoreError>
 /// The writer's cache.
 #[derive(Default)]
 pub struct GroupCache {
-    groups: HashMap<GroupId, CachedGroup>,
+    groups: HashMap<GroupId, GroupState>,
 }
 
 impl GroupCache {
     /// The group's state, read from the database on a miss.
-    pub fn get(&mut self, c: &Connection, group: GroupId) -> Result<CachedGroup, StoreError> {
+    pub fn get(&mut self, c: &Connection, group: GroupId) -> Result<GroupState, StoreError> {
         if let Some(cached) = self.groups.get(&group) {
             return Ok(cached.clone());
         }
@@ -83,7 +71,7 @@ impl GroupCache {
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
-        let cached = CachedGroup {
+        let cached = GroupState {
             epoch,
             head_seq,
             last_proposal_seq,
@@ -98,7 +86,7 @@ impl GroupCache {
     }
 
     /// Records a group's state after a successful append.
-    pub fn put(&mut self, group: GroupId, state: CachedGroup) {
+    pub fn put(&mut self, group: GroupId, state: GroupState) {
         self.groups.insert(group, state);
     }
 

@@ -174,13 +174,14 @@ fn record_claim(
 }
 
 /// Uses up a claim of the account of `committer`: `key_package_sha256` of `device`. A commit
-/// that adds a device needs one.
+/// that adds a device needs one (`None`: the commit named none).
 pub(super) fn use_claim(
     c: &Connection,
     committer: DeviceId,
     device: DeviceId,
-    key_package_sha256: &[u8; 32],
+    key_package_sha256: Option<&[u8; 32]>,
 ) -> Result<(), StoreError> {
+    let key_package_sha256 = key_package_sha256.ok_or(StoreError::Unclaimed(device))?;
     let used = c
         .prepare_cached(
             "DELETE FROM claims WHERE id = (

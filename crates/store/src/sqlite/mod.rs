@@ -256,7 +256,7 @@ fn run_batch(
     (completions, committed)
 }
 
-impl Store for SqliteStore {
+impl AccountStore for SqliteStore {
     async fn create_account(&self, account: NewAccount) -> Result<(), StoreError> {
         let bytes = packages_bytes(&account.key_packages, &account.last_resort_key_package);
         self.write_sized(bytes, move |c| ops::create_account(c, &account))
@@ -396,7 +396,9 @@ impl Store for SqliteStore {
         let username = username.to_owned();
         self.read(move |c| recovery::recovery(c, &username)).await
     }
+}
 
+impl ArchiveStore for SqliteStore {
     async fn append_archive(
         &self,
         username: &str,
@@ -421,7 +423,9 @@ impl Store for SqliteStore {
         self.read(move |c| archive::read_archive(c, &username, after_id, limit))
             .await
     }
+}
 
+impl LogStore for SqliteStore {
     async fn create_group(
         &self,
         group: GroupId,
@@ -469,7 +473,9 @@ impl Store for SqliteStore {
         self.read(move |c| ops::device_groups(c, device, after, limit))
             .await
     }
+}
 
+impl FileStore for SqliteStore {
     async fn create_upload(
         &self,
         upload: NewUpload,

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::cache::GroupCache;
 use super::{backend, sql};
+use crate::rules::{self, Decision, EarlierEntry};
 use crate::*;
 
 // SQLite stores integers as i64; ids and sequence numbers are u64 in the domain. Device ids
@@ -185,90 +186,26 @@ pub(super) fn append(
     a: Append,
 ) -> Result<Appended, StoreError> {
     let mut state = cache.get(c, a.group)?;
-    if !state.members.contains(&a.sender) {
-        return Err(StoreError::NotMember);
-    }
-    let stale = StoreError::StaleEpoch {
-        current_epoch: state.epoch,
-        head_seq: state.head_seq,
+    let plan = match rules::plan_append(&state, &a, |id| find_duplicate(c, a.group, a.sender, id))?
+    {
+        Decision::Duplicate(answer) => return Ok(answer),
+        Decision::Append(plan) => plan,
     };
-    if let AppendKind::Application { message_id, .. } = &a.kind
-        && let Some(existing) = find_duplicate(c, a.group, a.sender, *message_id)?
-    {
-        return Ok(Appended {
-            seq: existing.0,
-            epoch: existing.1,
-            server_ms: existing.2,
-            duplicate: true,
-            recipients: Vec::new(),
-            welcomed: Vec::new(),
-        });
+    let seq = plan.seq;
+    for (device, key_package) in &plan.added {
+        add_member(c, a.group, *device, seq)?;
+        super::key_packages::use_claim(c, a.sender, *device, key_package.as_ref())?;
     }
-    if a.epoch != state.epoch {
-        return Err(stale);
-    }
-    if let AppendKind::Application { roster_version, .. } = &a.kind
-        && *roster_version < state.roster_version
-    {
-        return Err(StoreError::StaleRoster {
-            current: state.roster_version,
-        });
-    }
-    let seq = state.head_seq + 1;
-    let mut epoch = state.epoch;
-    let mut last_proposal_seq = state.last_proposal_seq;
-    let mut ended = Vec::new();
-    let mut welcomed = Vec::new();
-    let mut joined: &[DeviceId] = &[];
-    let message_id = match &a.kind {
-        AppendKind::Application { message_id, .. } => Some(*message_id),
-        AppendKind::Proposal { self_remove } => {
-            last_proposal_seq = seq;
-            if *self_remove {
-                ended.push(a.sender);
-            }
-            None
-        }
-        AppendKind::Commit {
-            seen_seq,
+    if plan.stores_welcome
+        && let AppendKind::Commit {
+            welcome: Some(welcome),
             added,
-            added_key_packages,
-            removed,
-            welcome,
-        } => {
-            // A commit must be made at the head of the log: the committer has processed every
-            // proposal (none is silently dropped) and every message of the closing epoch (none
-            // becomes undecryptable for it).
-            if *seen_seq != state.head_seq {
-                return Err(stale);
-            }
-            epoch += 1;
-            joined = added;
-            for (i, device) in added.iter().enumerate() {
-                add_member(c, a.group, *device, seq)?;
-                let key_package = added_key_packages
-                    .get(i)
-                    .ok_or(StoreError::Unclaimed(*device))?;
-                super::key_packages::use_claim(c, a.sender, *device, key_package)?;
-            }
-            // Only members can be removed: a listed device that is not one is ignored (it
-            // is neither marked nor pushed to, so a commit cannot reach strangers).
-            ended.extend(
-                removed
-                    .iter()
-                    .filter(|d| state.members.contains(d))
-                    .copied(),
-            );
-            if let Some(welcome) = welcome
-                && !added.is_empty()
-            {
-                store_welcome(c, a.group, seq, a.sender, welcome, added)?;
-                welcomed.clone_from(added);
-            }
-            None
-        }
-    };
-    for device in &ended {
+            ..
+        } = &a.kind
+    {
+        store_welcome(c, a.group, seq, a.sender, welcome, added)?;
+    }
+    for device in &plan.ended {
         c.execute(
             "UPDATE members SET left_seq = ?3 WHERE group_id = ?1 AND device_id = ?2 AND left_seq IS NULL",
             params![a.group.as_bytes(), dev(*device), num(seq)?],
@@ -286,7 +223,7 @@ pub(super) fn append(
         kind_of(&a.kind).as_i64(),
         num(a.epoch)?,
         dev(a.sender),
-        message_id.as_ref().map(|m| m.as_bytes()),
+        plan.message_id.as_ref().map(|m| m.as_bytes()),
         a.payload,
         num(a.now_ms)?,
     ])
@@ -297,40 +234,19 @@ pub(super) fn append(
     .map_err(sql)?
     .execute(params![
         a.group.as_bytes(),
-        num(epoch)?,
+        num(plan.epoch)?,
         num(seq)?,
-        num(last_proposal_seq)?
+        num(plan.last_proposal_seq)?
     ])
     .map_err(sql)?;
     // Only now, with every write done, does the writer's view of the group change.
-    state.members.retain(|d| !ended.contains(d));
-    for device in joined {
-        if !state.members.contains(device) {
-            state.members.push(*device);
-        }
-    }
-    (state.epoch, state.head_seq, state.last_proposal_seq) = (epoch, seq, last_proposal_seq);
-    if matches!(a.kind, AppendKind::Commit { .. }) {
+    let answer = plan.apply(&mut state, a.now_ms);
+    if plan.changes_members {
         // Accounts may have joined or left the group.
         state.roster_version = super::cache::roster_version(c, a.group)?;
     }
-    // New members start reading after this entry (their welcome says so): do not push it to them.
-    let mut recipients: Vec<DeviceId> = state
-        .members
-        .iter()
-        .filter(|d| !joined.contains(d))
-        .copied()
-        .collect();
-    recipients.extend(ended);
     cache.put(a.group, state);
-    Ok(Appended {
-        seq,
-        epoch,
-        server_ms: a.now_ms,
-        duplicate: false,
-        recipients,
-        welcomed,
-    })
+    Ok(answer)
 }
 
 fn kind_of(kind: &AppendKind) -> EntryKind {
@@ -346,13 +262,17 @@ fn find_duplicate(
     group: GroupId,
     sender: DeviceId,
     message_id: MessageId,
-) -> Result<Option<(u64, u64, u64)>, StoreError> {
+) -> Result<Option<EarlierEntry>, StoreError> {
     c.prepare_cached(
         "SELECT seq, epoch, server_ms FROM log WHERE group_id = ?1 AND sender = ?2 AND message_id = ?3",
     )
     .map_err(sql)?
     .query_row(params![group.as_bytes(), dev(sender), message_id.as_bytes()], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        Ok(EarlierEntry {
+            seq: r.get::<_, i64>(0)? as u64,
+            epoch: r.get::<_, i64>(1)? as u64,
+            server_ms: r.get::<_, i64>(2)? as u64,
+        })
     })
     .optional()
     .map_err(sql)
