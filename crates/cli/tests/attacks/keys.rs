@@ -52,6 +52,11 @@ fn a_server_lying_about_the_own_key_adds_no_device_and_changes_no_key() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("not yours"), "{stderr}");
     let club = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // The same lie again is not warned about again.
+    let again = alice.run(&["group", "create", "club2", "--member", "@bob"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(!stderr.contains("not yours"), "warned once: {stderr}");
     alice.sync();
     assert_eq!(
         pinned_key(&alice, "alice"),
@@ -93,6 +98,8 @@ fn a_server_lying_about_a_contacts_key_blocks_sending_and_repins_nothing() {
     assert!(refused.contains("chapar trust @bob"), "{refused}");
     let refused = alice.fails(&["group", "create", "club", "--member", "@bob"]);
     assert!(refused.contains("chapar trust @bob"), "{refused}");
+    // Reading and marking read send bob nothing, so they go on.
+    alice.ok(&["read", "@bob"]);
     alice.sync();
     assert_eq!(pinned_key(&alice, "bob"), real, "nothing re-pinned");
     assert!(

@@ -17,6 +17,9 @@ use crate::model::Target;
 use crate::storage::{Chat, ChatKind, ChatState};
 use crate::{CoreError, Usage};
 
+/// Profile key: the last wrong key the server presented for this account (warned about).
+const OWN_KEY_MISREPORTED: &str = "own_key_misreported";
+
 impl Device {
     /// The chat a target names, creating the direct chat on first use.
     pub(crate) async fn resolve(&self, target: &Target) -> Result<GroupId, CoreError> {
@@ -57,6 +60,17 @@ impl Device {
                 self.create_chat(ChatKind::Direct, user.as_str(), std::slice::from_ref(user))
                     .await
             }
+        }
+    }
+
+    /// The chat a target names, if this device has it: never creates one, and reaches a
+    /// contact whose key changed (marking a chat read tells only this account's devices).
+    pub(crate) async fn existing_chat(&self, target: &Target) -> Result<GroupId, CoreError> {
+        match target {
+            Target::Group(_) => self.resolve(target).await,
+            Target::User(user) => self
+                .active_direct_chat(user)?
+                .ok_or_else(|| Usage::NoSuchChat.into()),
         }
     }
 
@@ -279,7 +293,14 @@ impl Device {
         let me = self.me()?;
         if *user == me.username {
             let own = me.account_key.public();
-            if key != own {
+            // Warned about once per wrong key, not at every claim that repeats it.
+            if key != own
+                && self.write(|tx| {
+                    let news = tx.value(OWN_KEY_MISREPORTED)?.as_deref() != Some(key);
+                    tx.set_value(OWN_KEY_MISREPORTED, key)?;
+                    Ok(news)
+                })?
+            {
                 self.warn(Warning::OwnKeyMisreported);
             }
             return Ok(key == own);

@@ -206,7 +206,7 @@ impl Device {
     /// Returns the position it is read to.
     pub(crate) async fn mark_read(&self, target: &Target) -> Result<Seq, CoreError> {
         self.connect().await?;
-        let group = self.resolve(target).await?;
+        let group = self.existing_chat(target).await?;
         let seq = self.write(|tx| {
             let chat = tx.chat(group)?.ok_or(Usage::NoSuchChat)?;
             tx.mark_read(group, chat.position)?;
