@@ -7,6 +7,7 @@
 mod devices_cmd;
 mod files_cmd;
 mod output;
+mod relay_cmd;
 mod server_cmd;
 mod server_limits;
 mod words;
@@ -34,6 +35,9 @@ struct Cli {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Server(Box<server_cmd::ServerArgs>),
+    /// Run a volunteer relay in front of a server until SIGINT or SIGTERM; prints the relay
+    /// link clients use as their server address.
+    Relay(relay_cmd::RelayArgs),
     /// Create an account; this profile becomes its first device. Prints the recovery key once.
     Register {
         /// Server URL, e.g. http://127.0.0.1:8080
@@ -274,7 +278,7 @@ pub(crate) fn message_id(text: &str) -> anyhow::Result<MessageId> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_server = matches!(cli.command, Command::Server(_));
+    let is_server = matches!(cli.command, Command::Server(_) | Command::Relay(_));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,6 +292,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server_cmd::run_server(*args).await,
+            Command::Relay(args) => relay_cmd::run_relay(args).await,
             command => {
                 init_client_logging();
                 client_command(cli.profile.unwrap_or_else(default_profile), command).await
@@ -346,7 +351,7 @@ pub(crate) fn print_warnings(warnings: &[chapar_client::Warning]) {
 
 async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(_) => unreachable!("handled by main"),
+        Command::Server(_) | Command::Relay(_) => unreachable!("handled by main"),
         Command::Register {
             server,
             username,

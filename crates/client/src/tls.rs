@@ -22,6 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest as _, Sha256};
 
 use chapar_core::{CoreError, Usage};
+use tokio_tungstenite::tungstenite::http;
 
 /// What marks a key pin in a server address's fragment.
 const PIN_PREFIX: &str = "sha256=";
@@ -67,6 +68,32 @@ impl ServerAddress {
     /// Whether the connection is over TLS.
     pub fn is_tls(&self) -> bool {
         is_tls(&self.base)
+    }
+
+    /// The host (without an IPv6 address's brackets) and port to connect to.
+    pub fn host_port(&self) -> Result<(String, u16), CoreError> {
+        let invalid = || CoreError::from(Usage::InvalidServer(self.base.clone()));
+        let uri: http::Uri = self.base.parse().map_err(|_| invalid())?;
+        let host = uri
+            .host()
+            .ok_or_else(invalid)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.is_tls() { 443 } else { 80 });
+        Ok((host, port))
+    }
+
+    /// This server's address as reached through a relay at `relay` (`host:port`): the same
+    /// scheme and key pin, the relay's host and port. What a relay link is.
+    pub fn through(&self, relay: &str) -> String {
+        let scheme = self.base.split("://").next().unwrap_or("https");
+        match &self.pin {
+            Some(pin) => format!("{scheme}://{relay}#{}", pin_text(pin)),
+            None => format!("{scheme}://{relay}"),
+        }
     }
 
     /// The TLS client configuration for this server.
@@ -216,6 +243,14 @@ mod tests {
         );
         let plain = ServerAddress::parse("http://127.0.0.1:8080").unwrap();
         assert_eq!((plain.pin, plain.is_tls()), (None, false));
+        let address = ServerAddress::parse(&with_pin).unwrap();
+        assert_eq!(address.host_port().unwrap(), ("chat.example".into(), 8443));
+        assert_eq!(
+            address.through("[::1]:443"),
+            format!("https://[::1]:443#{}", pin_text(&pin))
+        );
+        let v6 = ServerAddress::parse("https://[2001:db8::1]").unwrap();
+        assert_eq!(v6.host_port().unwrap(), ("2001:db8::1".into(), 443));
         for bad in [
             "https://a.example#sha256=short",
             "https://a.example#md5=AAAA",

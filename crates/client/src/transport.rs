@@ -68,18 +68,7 @@ type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 /// Opens the byte stream to `url`'s host: TCP, wrapped in TLS where `address` says so, with
 /// the certificate checked as `crate::tls` describes.
 async fn open_stream(address: &ServerAddress, url: &str) -> Result<Box<dyn Io>, CoreError> {
-    let uri: tokio_tungstenite::tungstenite::http::Uri = url
-        .parse()
-        .map_err(|_| CoreError::from(Usage::InvalidServer(address.base.clone())))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| CoreError::from(Usage::InvalidServer(address.base.clone())))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if address.is_tls() { 443 } else { 80 });
+    let (host, port) = address.host_port()?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| CoreError::Connection(format!("cannot connect to {url}: {e}")))?;

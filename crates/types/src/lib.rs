@@ -7,6 +7,7 @@
 mod error_code;
 mod ids;
 pub mod limits;
+pub mod net;
 pub mod pow;
 pub mod signed;
 mod username;

@@ -8,4 +8,5 @@ mod files;
 mod harness;
 mod operations;
 mod privacy;
+mod relay;
 mod tls;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::harness::Server;
 
 /// Writes a self-signed certificate for 127.0.0.1 and localhost, and its key, under `dir`.
-fn self_signed(dir: &Path) -> (String, String) {
+pub fn self_signed(dir: &Path) -> (String, String) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));

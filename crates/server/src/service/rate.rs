@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,22 +17,8 @@ pub const RATE_ACCOUNTS_MAX: usize = 1_000_000;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The key for an address's limits: an IPv4 address, or an IPv6 address's /64 (one subscriber
-/// usually has a whole /64, so counting each /128 would give them 2^64 budgets). A transport
-/// that knows no address gets one shared key: it never bypasses a limit.
-pub fn address_key(peer: Option<IpAddr>) -> IpAddr {
-    match peer {
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        Some(IpAddr::V4(v4)) => IpAddr::V4(v4),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
-    }
-}
+pub use chapar_types::net::address_key;
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 struct Bucket {
@@ -189,7 +174,7 @@ mod tests {
 
     #[test]
     fn addresses_are_keyed_by_ipv4_address_or_ipv6_slash_64() {
-        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        let ip = |text: &str| Some(text.parse::<std::net::IpAddr>().unwrap());
         assert_eq!(
             address_key(ip("2001:db8:1:2::1")),
             address_key(ip("2001:db8:1:2:ffff::9"))

@@ -1,0 +1,123 @@
+//! A volunteer relay (`chapar relay`) in front of a TLS server: it prints a link with its own
+//! address and the server's key pin; a user who can reach only the relay registers, chats
+//! and sends a file through it with one who reaches the server directly; the relay counts the
+//! sessions and bytes it carried, and refuses connections past its per-address cap.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{BIN, Server, http_get};
+use crate::tls::self_signed;
+
+/// A running relay.
+struct Relay {
+    child: Child,
+    /// What it printed for clients.
+    link: String,
+    /// Its operators' listener.
+    metrics: String,
+}
+
+impl Relay {
+    fn start(server: &str, options: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["relay", "--server", server, "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(options)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chapar relay");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut line = || lines.next().expect("the relay prints its link").unwrap();
+        let link = line().rsplit(' ').next().unwrap().to_owned();
+        let metrics = line()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
+        Self {
+            child,
+            link,
+            metrics,
+        }
+    }
+
+    fn address(&self) -> String {
+        self.link
+            .trim_start_matches("https://")
+            .split('#')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let (_, body) = http_get(&self.metrics, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_user_who_reaches_only_a_relay_chats_with_one_who_reaches_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let relay = Relay::start(&server.url, &["--connections-per-address-max", "6"]);
+    let pin = server.url.split_once('#').unwrap().1;
+    assert_eq!(relay.link, format!("https://{}#{pin}", relay.address()));
+
+    let alice = server.register(dir.path(), "alice");
+    let (bob, _) = server.register_via(&relay.link, dir.path(), "bob");
+    alice.send("@bob", "through the relay?");
+    bob.sync();
+    assert_eq!(bob.texts("@alice"), ["through the relay?"]);
+    bob.send("@alice", "yes, all the way");
+    let file = dir.path().join("photo.bin");
+    std::fs::write(&file, vec![7u8; 300_000]).unwrap();
+    bob.ok(&["send-file", "@alice", file.to_str().unwrap()]);
+    alice.sync();
+    assert_eq!(
+        alice.texts("@bob")[..2],
+        ["through the relay?", "yes, all the way"]
+    );
+    assert!(relay.counter("chapar_relay_sessions_total") >= 3);
+    assert!(relay.counter("chapar_relay_bytes_total{direction=\"up\"}") > 300_000);
+
+    // Past the per-address cap, a connection is closed unread, and counted.
+    let held: Vec<TcpStream> = (0..6)
+        .map(|_| TcpStream::connect(relay.address()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut refused = TcpStream::connect(relay.address()).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(matches!(
+        std::io::Read::read(&mut refused, &mut byte),
+        Ok(0) | Err(_)
+    ));
+    assert!(
+        relay.counter("chapar_relay_refused_total{reason=\"connections_per_address_max\"}") >= 1
+    );
+    drop(held);
+}
