@@ -216,6 +216,25 @@ enum Command {
         /// @username
         user: String,
     },
+    /// Relays: other addresses of the account's server, tried in turn when one is blocked.
+    #[command(subcommand)]
+    Relays(RelaysCommand),
+}
+
+#[derive(Subcommand)]
+enum RelaysCommand {
+    /// The relays this profile tries, oldest first.
+    List,
+    /// Add a relay link (as `chapar relay` prints it, or as received in a chat).
+    Add {
+        /// e.g. https://relay.example:443#sha256=...
+        link: String,
+    },
+    /// Stop using a relay.
+    Remove {
+        /// The link as added.
+        link: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -483,6 +502,23 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
         Command::Messages { target, json } => {
             for message in client.messages(&Target::parse(&target)?)? {
                 output::print_message(client.engine(), &message, json);
+            }
+        }
+        Command::Relays(RelaysCommand::List) => {
+            for relay in client.engine().relays()? {
+                println!("{relay}");
+            }
+        }
+        Command::Relays(RelaysCommand::Add { link }) => {
+            // Checked as a server address is (scheme, key pin) before it is kept.
+            chapar_client::tls::ServerAddress::parse(&link)?;
+            if !client.engine().add_relay(&link)? {
+                eprintln!("already there");
+            }
+        }
+        Command::Relays(RelaysCommand::Remove { link }) => {
+            if !client.engine().remove_relay(&link)? {
+                anyhow::bail!("no such relay: {link}");
             }
         }
         Command::Chats => {

@@ -53,6 +53,10 @@ impl Hooks for NoHooks {}
 /// Warnings kept for the caller before the oldest are dropped (a `listen` that shows no
 /// message for a long time must not grow).
 pub const WARNINGS_KEPT_MAX: usize = 256;
+/// How long one address is given to connect (TCP, TLS and the WebSocket handshake) before
+/// the next is tried: enough for a few round trips on a throttled link, short enough that a
+/// silently blocked address costs seconds.
+pub const ROUTE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 /// Longest the driver sleeps before looking at the engine again.
 const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
@@ -69,6 +73,8 @@ pub struct Client {
     pub(crate) lock: ProfileLock,
     dialer: Box<dyn Dialer>,
     transport: Option<Box<dyn Transport>>,
+    /// The address the transport reached the server at (the server's own, or a relay's).
+    via: Option<String>,
     warnings: Vec<Warning>,
 }
 
@@ -99,6 +105,7 @@ impl Client {
             lock,
             dialer,
             transport: None,
+            via: None,
             warnings: Vec::new(),
         })
     }
@@ -122,19 +129,44 @@ impl Client {
     pub(crate) async fn connect_to(&mut self, server: &str) -> Result<(), CoreError> {
         if self.transport.is_none() {
             self.transport = Some(self.dialer.dial(server).await?);
+            self.via = Some(server.to_owned());
             self.engine.on_connected();
         }
         Ok(())
     }
 
-    /// Connects to the account's server unless connected already.
+    /// Connects to the account's server unless connected already: at its own address or a
+    /// relay's, best first ([`chapar_core::routes`]), each given [`ROUTE_ATTEMPT_TIMEOUT`],
+    /// recording what worked and what failed. The last failure is the error.
     pub(crate) async fn connect(&mut self) -> Result<(), CoreError> {
-        let server = self
-            .engine
-            .server()
-            .ok_or(CoreError::Usage(Usage::NoAccount))?
-            .to_owned();
-        self.connect_to(&server).await
+        if self.transport.is_some() {
+            return Ok(());
+        }
+        let mut last_error = CoreError::Usage(Usage::NoAccount);
+        for address in self.engine.routes()? {
+            let attempt =
+                tokio::time::timeout(ROUTE_ATTEMPT_TIMEOUT, self.dialer.dial(&address)).await;
+            let failure = match attempt {
+                Ok(Ok(transport)) => {
+                    self.engine.route_tried(&address, true)?;
+                    self.transport = Some(transport);
+                    self.via = Some(address);
+                    self.engine.on_connected();
+                    return Ok(());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => CoreError::Connection(format!("timed out reaching {address}")),
+            };
+            tracing::info!(%address, error = %failure, "cannot reach the server here; trying the next address");
+            self.engine.route_tried(&address, false)?;
+            last_error = failure;
+        }
+        Err(last_error)
+    }
+
+    /// The address the current (or last) connection reached the server at.
+    pub(crate) fn via(&self) -> Option<&str> {
+        self.via.as_deref().or(self.engine.server())
     }
 
     /// Runs the engine until `job` ends; returns its result.

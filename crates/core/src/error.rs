@@ -85,9 +85,16 @@ pub enum Usage {
     /// A chat target that is neither `@user` nor a group id.
     #[error("{0:?} is neither @username nor a group id")]
     InvalidTarget(String),
-    /// A server address that is not an http(s) or ws(s) URL.
-    #[error("server URL must start with http:// or ws://, got {0:?}")]
+    /// A server address that is not an http(s) or ws(s) URL (with a well-formed key pin, if
+    /// any).
+    #[error(
+        "server URL must start with http://, https://, ws:// or wss:// (a key pin after \
+         #sha256=), got {0:?}"
+    )]
     InvalidServer(String),
+    /// The profile keeps its most relays.
+    #[error("this profile keeps at most {0} relays; remove one first")]
+    TooManyRelays(usize),
     /// No such chat on this device.
     #[error("no such chat on this device")]
     NoSuchChat,

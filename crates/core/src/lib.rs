@@ -11,6 +11,7 @@
 //! - [`storage`]: the profile database, reached only through a transaction type ([`Tx`]).
 //! - [`model`] and [`events`]: what clients are shown, typed.
 //! - [`env`]: the clock and random number generator the engine is given.
+//! - [`routes`]: which address (the server's, or a relay's) to reach the server at.
 //!
 //! Plaintext exists only here, on the user's device.
 
@@ -24,6 +25,7 @@ mod identity;
 pub mod model;
 pub mod provider;
 mod references;
+pub mod routes;
 pub mod storage;
 
 pub use engine::{Engine, FileToken, Job};

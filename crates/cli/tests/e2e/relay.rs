@@ -121,3 +121,47 @@ fn a_user_who_reaches_only_a_relay_chats_with_one_who_reaches_the_server() {
     );
     drop(held);
 }
+
+/// The address a device reached the server at goes dark (here: its relay stops, so a
+/// connection is refused at once); the device falls back to another relay it was given, at
+/// once, for messages and files alike, and next time starts with the one that worked.
+#[test]
+fn a_device_whose_address_is_blocked_falls_back_to_another_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let first = Relay::start(&server.url, &[]);
+    let second = Relay::start(&server.url, &[]);
+    let alice = server.register(dir.path(), "alice");
+    let (bob, _) = server.register_via(&first.link, dir.path(), "bob");
+    bob.ok(&["relays", "add", &second.link]);
+    assert_eq!(bob.ok(&["relays", "list"]).trim(), second.link);
+    // A relay link that is not an address is refused before it is kept.
+    bob.fails(&["relays", "add", "https://relay.example#md5=nope"]);
+    alice.send("@bob", "one");
+    bob.sync();
+    assert_eq!(bob.texts("@alice"), ["one"]);
+    let through_second = second.counter("chapar_relay_sessions_total");
+
+    drop(first);
+    alice.send("@bob", "two");
+    let started = std::time::Instant::now();
+    bob.sync();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "fell back at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(bob.texts("@alice"), ["one", "two"]);
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "through the second relay").unwrap();
+    bob.ok(&["send-file", "@alice", file.to_str().unwrap()]);
+    alice.sync();
+    let last = alice.messages("@bob").pop().unwrap();
+    assert_eq!(last["file"]["name"], "notes.txt", "{last}");
+    assert!(second.counter("chapar_relay_sessions_total") >= through_second + 2);
+}

@@ -160,10 +160,8 @@ impl Client {
     /// An HTTP client for the server's file endpoints, with a fresh token.
     async fn file_http(&mut self) -> Result<FileHttp, ClientError> {
         let token = self.run_connected(|e| e.file_token()).await?;
-        let server = self
-            .engine
-            .server()
-            .ok_or(ClientError::Usage(Usage::NoAccount))?;
+        // Files go the way the connection went (the server's own address, or a relay's).
+        let server = self.via().ok_or(ClientError::Usage(Usage::NoAccount))?;
         FileHttp::new(server, token.token)
     }
 

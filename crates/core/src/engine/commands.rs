@@ -6,14 +6,15 @@ use chapar_wire::content::{self, StickerPack, app_message::Body};
 
 use super::files::FileToken;
 use super::{Engine, Job};
-use crate::CoreError;
 use crate::env::Env;
 use crate::history;
 use crate::model::{
     Approved, ChatMessage, ChatSummary, DeviceInfo, InstalledPack, Linked, Recovered, Revoked,
     Target,
 };
+use crate::routes::Routes;
 use crate::storage::{Chat, Profile};
+use crate::{CoreError, Usage};
 
 impl Engine {
     // ---- who this is, and what it has (no network) ----
@@ -31,6 +32,65 @@ impl Engine {
     /// The server the account is on.
     pub fn server(&self) -> Option<&str> {
         self.device.me.get().map(|me| me.server.as_str())
+    }
+
+    /// The addresses to reach the account's server at now, best first: its own and the
+    /// relays added, ordered by what worked, with a backoff from what failed
+    /// ([`crate::routes`]).
+    pub fn routes(&self) -> Result<Vec<String>, CoreError> {
+        let server = self.server().ok_or(Usage::NoAccount)?.to_owned();
+        let now = self.device.env.now_ms();
+        self.device
+            .profile
+            .read(|tx| Ok(Routes::load(tx)?.order(&server, now)))
+    }
+
+    /// Records whether reaching the server at `address` worked.
+    pub fn route_tried(&self, address: &str, worked: bool) -> Result<(), CoreError> {
+        let now = self.device.env.now_ms();
+        self.device.profile.write(|tx| {
+            let mut routes = Routes::load(tx)?;
+            if worked {
+                routes.worked(address, now);
+            } else {
+                routes.failed(address, now);
+            }
+            routes.save(tx)
+        })
+    }
+
+    /// The relays added to this profile, oldest first.
+    pub fn relays(&self) -> Result<Vec<String>, CoreError> {
+        self.device
+            .profile
+            .read(|tx| Ok(Routes::load(tx)?.relays().to_vec()))
+    }
+
+    /// Adds a relay address (a relay link) to try when the server's own address fails.
+    /// Returns whether it is new.
+    pub fn add_relay(&self, address: &str) -> Result<bool, CoreError> {
+        let known_scheme = ["http://", "https://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| address.starts_with(scheme));
+        if !known_scheme {
+            return Err(Usage::InvalidServer(address.to_owned()).into());
+        }
+        self.device.profile.write(|tx| {
+            let mut routes = Routes::load(tx)?;
+            let added = routes.add_relay(address)?;
+            routes.save(tx)?;
+            Ok(added)
+        })
+    }
+
+    /// Removes a relay. Returns whether it was there.
+    pub fn remove_relay(&self, address: &str) -> Result<bool, CoreError> {
+        self.device.profile.write(|tx| {
+            let mut routes = Routes::load(tx)?;
+            let removed = routes.remove_relay(address);
+            routes.save(tx)?;
+            Ok(removed)
+        })
     }
 
     /// The profile (for a driver's own bookkeeping, such as uploads in progress).
