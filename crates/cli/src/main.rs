@@ -260,8 +260,13 @@ async fn run_client(client: &mut Client, command: Command) -> anyhow::Result<()>
             }
         }
         Command::Relays(RelaysCommand::Add { link }) => {
-            // Checked as a server address is (scheme, key pin) before it is kept.
-            chapar_client::tls::ServerAddress::parse(&link)?;
+            // A link that cannot lead to this account's server (plain HTTP to a TLS server,
+            // another key pin) is refused before it is kept.
+            let server = client
+                .engine()
+                .server()
+                .ok_or(chapar_client::Usage::NoAccount)?;
+            chapar_client::tls::ServerAddress::parse(server)?.through_relay(&link)?;
             if !client.engine().add_relay(&link)? {
                 eprintln!("already there");
             }

@@ -142,26 +142,54 @@ impl Client {
         if self.transport.is_some() {
             return Ok(());
         }
+        let server = self
+            .engine
+            .server()
+            .ok_or(CoreError::Usage(Usage::NoAccount))?
+            .to_owned();
         let mut last_error = CoreError::Usage(Usage::NoAccount);
-        for address in self.engine.routes()? {
-            let attempt =
-                tokio::time::timeout(ROUTE_ATTEMPT_TIMEOUT, self.dialer.dial(&address)).await;
-            let failure = match attempt {
-                Ok(Ok(transport)) => {
-                    self.engine.route_tried(&address, true)?;
-                    self.transport = Some(transport);
-                    self.via = Some(address);
-                    self.engine.on_connected();
+        for route in self.engine.routes()? {
+            let failure = match self.try_route(&server, &route).await {
+                Ok(()) => {
+                    self.engine.route_tried(&route, true)?;
                     return Ok(());
                 }
-                Ok(Err(e)) => e,
-                Err(_) => CoreError::Connection(format!("timed out reaching {address}")),
+                Err(e) => e,
             };
-            tracing::info!(%address, error = %failure, "cannot reach the server here; trying the next address");
-            self.engine.route_tried(&address, false)?;
+            tracing::info!(%route, error = %failure, "cannot reach the server here; trying the next address");
+            self.engine.route_tried(&route, false)?;
+            self.transport = None;
+            self.engine.on_disconnected();
             last_error = failure;
         }
         Err(last_error)
+    }
+
+    /// Dials `route` (the server's own address, or a relay link: then the server's TLS
+    /// identity is what the certificate must prove, [`crate::tls::ServerAddress::through_relay`])
+    /// and logs in there, within [`ROUTE_ATTEMPT_TIMEOUT`]. A route counts as working only
+    /// once logged in: one that reaches another server, or goes quiet after the handshake,
+    /// fails like a refused one.
+    async fn try_route(&mut self, server: &str, route: &str) -> Result<(), CoreError> {
+        let dialled = if route == server {
+            route.to_owned()
+        } else {
+            crate::tls::ServerAddress::parse(server)?
+                .through_relay(route)?
+                .to_text()
+        };
+        let attempt = async {
+            self.transport = Some(self.dialer.dial(&dialled).await?);
+            self.via = Some(dialled.clone());
+            self.engine.on_connected();
+            let job = self.engine.log_in();
+            self.run(job, &mut NoHooks).await
+        };
+        tokio::time::timeout(ROUTE_ATTEMPT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| {
+                CoreError::Connection(format!("timed out reaching the server at {route}"))
+            })?
     }
 
     /// The address the current (or last) connection reached the server at.

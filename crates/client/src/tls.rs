@@ -26,16 +26,24 @@ use tokio_tungstenite::tungstenite::http;
 
 /// What marks a key pin in a server address's fragment.
 const PIN_PREFIX: &str = "sha256=";
+/// What marks the name a certificate must be valid for, in a server address's fragment.
+const NAME_PREFIX: &str = "name=";
 /// The one application protocol offered.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// A server address split into the URL to connect to and the key pin it carries, if any.
+/// A server address split into the URL to connect to and what the certificate found there
+/// must prove: the key pin the address carries, if any, or else the name it must be valid
+/// for (the host's own, unless this is the server reached through a relay: then the
+/// server's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerAddress {
     /// The address without its fragment, e.g. `https://chat.example:8443`.
     pub base: String,
     /// The SHA-256 of the server key the certificate must carry.
     pub pin: Option<[u8; 32]>,
+    /// The name the certificate must be valid for, where it is not the host dialled (a relay
+    /// in front of a server without a pin; `#name=` in the fragment).
+    pub tls_name: Option<String>,
 }
 
 impl ServerAddress {
@@ -49,20 +57,87 @@ impl ServerAddress {
             None => (server, None),
         };
         let base = base.trim_end_matches('/').to_owned();
-        let pin = match fragment {
-            None => None,
-            Some(fragment) => {
-                let encoded = fragment.strip_prefix(PIN_PREFIX).ok_or_else(invalid)?;
+        let (mut pin, mut tls_name) = (None, None);
+        for part in fragment.into_iter().flat_map(|f| f.split('&')) {
+            if let Some(encoded) = part.strip_prefix(PIN_PREFIX) {
                 let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(encoded)
                     .map_err(|_| invalid())?;
-                Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| invalid())?)
+                let parsed = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| invalid())?;
+                if pin.replace(parsed).is_some() {
+                    return Err(invalid());
+                }
+            } else if let Some(name) = part.strip_prefix(NAME_PREFIX) {
+                if name.is_empty() || tls_name.replace(name.to_owned()).is_some() {
+                    return Err(invalid());
+                }
+            } else {
+                return Err(invalid());
             }
-        };
-        if pin.is_some() && !is_tls(&base) {
+        }
+        // A pin or name on plain HTTP would protect nothing: surely a mistake.
+        if (pin.is_some() || tls_name.is_some()) && !is_tls(&base) {
             return Err(invalid());
         }
-        Ok(Self { base, pin })
+        Ok(Self {
+            base,
+            pin,
+            tls_name,
+        })
+    }
+
+    /// The address as text, as [`Self::parse`] reads it.
+    pub fn to_text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(pin) = &self.pin {
+            parts.push(pin_text(pin));
+        }
+        if let Some(name) = &self.tls_name {
+            parts.push(format!("{NAME_PREFIX}{name}"));
+        }
+        if parts.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}#{}", self.base, parts.join("&"))
+        }
+    }
+
+    /// This server reached through the relay whose link is `relay`: the relay's host and port
+    /// with this server's scheme, and the certificate checked as this server's (its pin, or
+    /// its name), whatever the link says. So a relay, or a link sent by someone else, can
+    /// change where the connection goes but never whom it must reach: a relay that ends TLS
+    /// itself is refused. A link over plain HTTP to a server with TLS, or with another key pin,
+    /// is refused.
+    pub fn through_relay(&self, relay: &str) -> Result<Self, CoreError> {
+        let link = Self::parse(relay)?;
+        let refused = |why: &str| {
+            CoreError::from(Usage::RelayRefused(format!(
+                "{}: {why}",
+                relay.chars().take(80).collect::<String>()
+            )))
+        };
+        if self.is_tls() && !link.is_tls() {
+            return Err(refused("plain HTTP to a server with TLS"));
+        }
+        if link.pin.is_some() && link.pin != self.pin {
+            return Err(refused("its key pin is not this server's"));
+        }
+        let (host, port) = link.host_port()?;
+        let (server_host, _) = self.host_port()?;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let scheme = self.base.split("://").next().unwrap_or("https");
+        Ok(Self {
+            base: format!("{scheme}://{authority}"),
+            pin: self.pin,
+            tls_name: match (self.pin, self.is_tls()) {
+                (None, true) => Some(self.tls_name.clone().unwrap_or(server_host)),
+                _ => None,
+            },
+        })
     }
 
     /// Whether the connection is over TLS.
@@ -98,7 +173,7 @@ impl ServerAddress {
 
     /// The TLS client configuration for this server.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        client_config(self.pin)
+        client_config(self.pin, self.tls_name.as_deref())
     }
 }
 
@@ -148,8 +223,8 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// A client configuration that checks the server's certificate against `pin`, or against
-/// the Mozilla roots without one.
-fn client_config(pin: Option<[u8; 32]>) -> Arc<rustls::ClientConfig> {
+/// the Mozilla roots without one (for `tls_name` where given, else for the host dialled).
+fn client_config(pin: Option<[u8; 32]>, tls_name: Option<&str>) -> Arc<rustls::ClientConfig> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -164,14 +239,76 @@ fn client_config(pin: Option<[u8; 32]>) -> Arc<rustls::ClientConfig> {
             }))
             .with_no_client_auth(),
         None => {
-            let roots = rustls::RootCertStore {
+            let roots = Arc::new(rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            builder.with_root_certificates(roots).with_no_client_auth()
+            });
+            let named = tls_name.and_then(|name| ServerName::try_from(name.to_owned()).ok());
+            match named {
+                Some(name) => {
+                    match rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        roots.clone(),
+                        provider.clone(),
+                    )
+                    .build()
+                    {
+                        Ok(webpki) => builder
+                            .dangerous()
+                            .with_custom_certificate_verifier(Arc::new(NamedFor { webpki, name }))
+                            .with_no_client_auth(),
+                        // Roots that cannot build a verifier (none can fail here): plain check.
+                        Err(_) => builder.with_root_certificates(roots).with_no_client_auth(),
+                    }
+                }
+                None => builder.with_root_certificates(roots).with_no_client_auth(),
+            }
         }
     };
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Arc::new(config)
+}
+
+/// The Mozilla-roots check, for a name other than the host dialled: a server reached through
+/// a relay must prove it is the server, not the relay.
+#[derive(Debug)]
+struct NamedFor {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for NamedFor {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts exactly the certificates whose key is the pinned one (whoever issued them, for
@@ -238,7 +375,8 @@ mod tests {
             ServerAddress::parse(&with_pin).unwrap(),
             ServerAddress {
                 base: "https://chat.example:8443".into(),
-                pin: Some(pin)
+                pin: Some(pin),
+                tls_name: None,
             }
         );
         let plain = ServerAddress::parse("http://127.0.0.1:8080").unwrap();
@@ -254,10 +392,43 @@ mod tests {
         for bad in [
             "https://a.example#sha256=short",
             "https://a.example#md5=AAAA",
+            "https://a.example#name=",
+            &format!("https://a.example#{}&{}", pin_text(&pin), pin_text(&pin)),
             // A pin on plain HTTP would protect nothing.
             &format!("http://a.example#{}", pin_text(&pin)),
         ] {
             assert!(ServerAddress::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_relay_changes_where_a_connection_goes_never_whom_it_must_reach() {
+        let pin = [7u8; 32];
+        let pinned =
+            ServerAddress::parse(&format!("https://chat.example:8443#{}", pin_text(&pin))).unwrap();
+        // The link's own pin, if any, must be the server's; the server's is what is checked.
+        let via = pinned
+            .through_relay(&format!("https://relay.example:443#{}", pin_text(&pin)))
+            .unwrap();
+        assert_eq!(
+            (via.base.as_str(), via.pin, via.tls_name.as_deref()),
+            ("https://relay.example:443", Some(pin), None)
+        );
+        assert_eq!(
+            pinned.through_relay("https://relay.example").unwrap().pin,
+            Some(pin)
+        );
+        for refused in [
+            format!("https://relay.example#{}", pin_text(&[8; 32])),
+            "http://relay.example:80".to_owned(),
+        ] {
+            assert!(pinned.through_relay(&refused).is_err(), "{refused}");
+        }
+        // Without a pin, the certificate must be the server's name's, not the relay's.
+        let named = ServerAddress::parse("https://chat.example").unwrap();
+        let via = named.through_relay("https://[2001:db8::1]:443").unwrap();
+        assert_eq!(via.base, "https://[2001:db8::1]:443");
+        assert_eq!(via.tls_name.as_deref(), Some("chat.example"));
+        assert_eq!(ServerAddress::parse(&via.to_text()).unwrap(), via);
     }
 }

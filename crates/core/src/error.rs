@@ -92,6 +92,9 @@ pub enum Usage {
          #sha256=), got {0:?}"
     )]
     InvalidServer(String),
+    /// A relay link that cannot lead to this account's server.
+    #[error("refused relay link {0}")]
+    RelayRefused(String),
     /// The profile keeps its most relays.
     #[error("this profile keeps at most {0} relays; remove one first")]
     TooManyRelays(usize),

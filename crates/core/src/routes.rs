@@ -2,8 +2,10 @@
 //! relays the user added since, in the order that fits what has worked, with a polite backoff
 //! from an address that failed (a censor's residual block punishes every retry, so an address
 //! that just failed is tried again only after a wait that doubles, unless nothing else is
-//! left). Any address that reaches a server with another identity is refused at log-in anyway
-//! (the server identity is pinned), so a route is only ever a way to the same server.
+//! left). A route is only ever a way to the same server: the driver checks the server's own
+//! TLS identity through a relay (`chapar_client::tls::ServerAddress::through_relay`), and
+//! counts a route as working only once logged in there (a server with another identity is
+//! refused at log-in: the identity is pinned).
 //!
 //! The state is kept in the profile as JSON (value [`ROUTES_KEY`]); deciding is pure, over a
 //! clock reading, so it has deterministic tests.

@@ -190,8 +190,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects to the server and moves bytes both ways until either side closes or the
-/// connection goes idle.
+/// Connects to the server and moves bytes both ways until both sides have closed, or the
+/// connection goes idle (no byte either way for the idle deadline). The two directions run
+/// side by side, so a write waiting in one never holds up the other.
 async fn forward(
     client: TcpStream,
     config: &RelayConfig,
@@ -211,46 +212,64 @@ async fn forward(
         }
     };
     let _ = server.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let (mut up, mut down) = (vec![0u8; RELAY_BUFFER_BYTES], vec![0u8; RELAY_BUFFER_BYTES]);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let started = tokio::time::Instant::now();
+    // Milliseconds since `started` of the last byte moved either way.
+    let last_moved = std::sync::atomic::AtomicU64::new(0);
     let idle = config.limits.idle_timeout;
-    // Each direction half-closes the other side when it ends, so a client's close reaches
-    // the server at once (and the reverse).
-    let (mut up_open, mut down_open) = (true, true);
-    while up_open || down_open {
-        tokio::select! {
-            read = client_read.read(&mut up), if up_open => match read {
-                Ok(0) | Err(_) => {
-                    up_open = false;
-                    let _ = server_write.shutdown().await;
+    let up = pump(client_read, server_write, &last_moved, started, idle, |n| {
+        metrics.bytes_up(n)
+    });
+    let down = pump(server_read, client_write, &last_moved, started, idle, |n| {
+        metrics.bytes_down(n)
+    });
+    let (up, down) = tokio::join!(up, down);
+    if up.is_err() || down.is_err() {
+        metrics.refused("idle_timeout");
+        return Err("idle");
+    }
+    Ok(())
+}
+
+/// Moves bytes from `from` to `to` until `from` ends (then half-closes `to`), or nothing has
+/// moved either way (`last_moved`, shared with the other direction) for `idle`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    last_moved: &std::sync::atomic::AtomicU64,
+    started: tokio::time::Instant,
+    idle: Duration,
+    count: impl Fn(usize),
+) -> Result<(), ()> {
+    use std::sync::atomic::Ordering;
+    let mut buffer = vec![0u8; RELAY_BUFFER_BYTES];
+    let since_start = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let read = match tokio::time::timeout(idle, from.read(&mut buffer)).await {
+            Ok(read) => read,
+            Err(_) => {
+                // Quiet this way; the other may still be busy.
+                let quiet_ms = since_start().saturating_sub(last_moved.load(Ordering::Relaxed));
+                if u128::from(quiet_ms) < idle.as_millis() {
+                    continue;
                 }
-                Ok(n) => {
-                    metrics.bytes_up(n);
-                    if timed(idle, server_write.write_all(&up[..n])).await.is_err() {
-                        return Err("the server stopped taking bytes");
-                    }
-                }
-            },
-            read = server_read.read(&mut down), if down_open => match read {
-                Ok(0) | Err(_) => {
-                    down_open = false;
-                    let _ = client_write.shutdown().await;
-                }
-                Ok(n) => {
-                    metrics.bytes_down(n);
-                    if timed(idle, client_write.write_all(&down[..n])).await.is_err() {
-                        return Err("the client stopped taking bytes");
-                    }
-                }
-            },
-            () = tokio::time::sleep(idle) => {
-                metrics.refused("idle_timeout");
-                return Err("idle");
+                return Err(());
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            Ok(n) => {
+                count(n);
+                last_moved.store(since_start(), Ordering::Relaxed);
+                timed(idle, to.write_all(&buffer[..n])).await?;
+                last_moved.store(since_start(), Ordering::Relaxed);
             }
         }
     }
-    Ok(())
 }
 
 async fn timed<T>(

@@ -136,12 +136,36 @@ fn a_device_whose_address_is_blocked_falls_back_to_another_relay() {
     );
     let first = Relay::start(&server.url, &[]);
     let second = Relay::start(&server.url, &[]);
+    // A relay to another server that happens to use the same TLS key: its link passes every
+    // check a link can get, and only logging in shows it is not the account's server.
+    let elsewhere_dir = tempfile::tempdir().unwrap();
+    let elsewhere = Server::start_with(
+        elsewhere_dir.path(),
+        "127.0.0.1:0",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let wrong = Relay::start(&elsewhere.url, &[]);
     let alice = server.register(dir.path(), "alice");
     let (bob, _) = server.register_via(&first.link, dir.path(), "bob");
+    bob.ok(&["relays", "add", &wrong.link]);
     bob.ok(&["relays", "add", &second.link]);
-    assert_eq!(bob.ok(&["relays", "list"]).trim(), second.link);
-    // A relay link that is not an address is refused before it is kept.
+    assert_eq!(
+        bob.ok(&["relays", "list"]).trim(),
+        format!("{}\n{}", wrong.link, second.link)
+    );
+    // A link that is not an address, that carries another key pin, or that is plain HTTP
+    // to a server with TLS, is refused before it is kept: a relay changes where a
+    // connection goes, never whom it must reach.
     bob.fails(&["relays", "add", "https://relay.example#md5=nope"]);
+    let other_pin = format!("sha256={}", "A".repeat(43));
+    let err = bob.fails(&[
+        "relays",
+        "add",
+        &format!("https://relay.example#{other_pin}"),
+    ]);
+    assert!(err.contains("not this server's"), "{err}");
+    let err = bob.fails(&["relays", "add", "http://relay.example:80"]);
+    assert!(err.contains("plain HTTP"), "{err}");
     alice.send("@bob", "one");
     bob.sync();
     assert_eq!(bob.texts("@alice"), ["one"]);
@@ -164,4 +188,10 @@ fn a_device_whose_address_is_blocked_falls_back_to_another_relay() {
     let last = alice.messages("@bob").pop().unwrap();
     assert_eq!(last["file"]["name"], "notes.txt", "{last}");
     assert!(second.counter("chapar_relay_sessions_total") >= through_second + 2);
+    // The relay to the other server was tried once, on the way (it reached a server, but
+    // not this account's), and not again while it waits out its failure.
+    let wrong_sessions = wrong.counter("chapar_relay_sessions_total");
+    assert_eq!(wrong_sessions, 1, "tried once");
+    bob.sync();
+    assert_eq!(wrong.counter("chapar_relay_sessions_total"), wrong_sessions);
 }

@@ -272,8 +272,13 @@ impl Device {
                         message,
                         ..
                     }) => {
-                        tracing::warn!(%group, %message, "dropping history the server will not archive");
-                        self.write(|tx| tx.drop_archive_events(group, through))?;
+                        // Kept, never dropped on the server's word: a later sync tries again,
+                        // and a device restoring later sees a gap rather than a silent hole.
+                        self.warn(Warning::ArchiveDeferred {
+                            reason: format!(
+                                "the server refused history of chat {group}: {message}"
+                            ),
+                        });
                         break;
                     }
                     Err(e) => return Err(e),
@@ -359,7 +364,10 @@ impl Device {
 }
 
 /// Moves a group's chain head over a sibling's segment that continues it; says why not
-/// where it does not (what ends at or before the head was seen already).
+/// where it does not (what ends at or before the head was seen already). A segment that
+/// skips entries this device holds is refused too: the server kept them out of the archive
+/// (by refusing the uploads of the devices that had them), and following it would forget
+/// them.
 fn follow_segment(
     tx: &Tx<'_>,
     segment: &v1::ArchiveSegment,
@@ -372,6 +380,16 @@ fn follow_segment(
     if let Err(reason) = continues(&head, segment, opened) {
         return Ok(Err(reason));
     }
+    if segment.from_seq > head.through
+        && tx.has_archive_events_between(opened.group, head.through, segment.from_seq)?
+    {
+        return Ok(Err(format!(
+            "a segment skips entries {} to {}, which this device holds: the server kept them \
+             out of the archive",
+            head.through + 1,
+            segment.from_seq
+        )));
+    }
     tx.set_archive_head(
         opened.group,
         &ChainHead {
@@ -383,22 +401,47 @@ fn follow_segment(
     Ok(Ok(()))
 }
 
-/// Whether a segment continues a chain that ends at `head`: it names the head's segment as
-/// its previous one (a chain known from before segments were linked is taken as it is) and
-/// is sealed under the same archive key generation or a newer one (a device never seals
-/// under an older key than one it opened, so an older one is a device the account revoked,
-/// writing with the keys it kept).
+/// Whether a segment continues a chain that ends at `head` (the default head: the chain's
+/// start). It must reach past the head (the server keeps only progress), start where the
+/// head ends or earlier unless its uploader said inside the seal that it skips a stretch no
+/// device of the account held, name the head's segment as its previous one (none, at the
+/// start), and be sealed under the head's archive key generation or a newer one (a device
+/// never seals under an older key than one it opened, so an older one is a device the
+/// account revoked, writing with the keys it kept). So a segment the server dropped
+/// (the first ones included), reordered, replayed or forked shows here.
 pub(super) fn continues(
     head: &ChainHead,
     segment: &v1::ArchiveSegment,
     opened: &segment::Opened,
 ) -> Result<(), String> {
-    if !head.link.is_empty() && opened.previous != head.link {
+    if segment.through_seq <= head.through {
         return Err(format!(
-            "a segment through entry {} does not continue the one through {}: the server \
-             forked or replaced the chat's archive",
+            "goes back (a segment through entry {} after one through {}): the server \
+             reordered or replayed it",
             segment.through_seq, head.through
         ));
+    }
+    if segment.from_seq > head.through && !opened.body.starts_after_gap {
+        return Err(format!(
+            "has a gap (entries {} to {} are missing): the server dropped a segment",
+            head.through + 1,
+            segment.from_seq
+        ));
+    }
+    if opened.previous != head.link {
+        return Err(if head.link.is_empty() {
+            format!(
+                "does not start at the beginning (a segment through entry {} names one before \
+                 it that was not served): the server dropped the chat's first segments",
+                segment.through_seq
+            )
+        } else {
+            format!(
+                "a segment through entry {} does not continue the one through {}: the server \
+                 forked or replaced the chat's archive",
+                segment.through_seq, head.through
+            )
+        });
     }
     if opened.generation < head.generation {
         return Err(format!(

@@ -220,6 +220,12 @@ impl Engine {
         })
     }
 
+    /// Logs in on the connection the driver just made (the account's server, whatever address
+    /// was dialled; another server's identity is `WrongServer`).
+    pub fn log_in(&mut self) -> Job<()> {
+        self.spawn(|d| async move { d.connect().await })
+    }
+
     /// The chat a target names, creating the direct chat with a user on first use.
     pub fn resolve(&mut self, target: &Target) -> Job<GroupId> {
         let target = target.clone();

@@ -108,47 +108,43 @@ impl Device {
     }
 }
 
-/// A group's segments form a chain: each names the one before it (its link), reaches past
-/// it (the server keeps only progress), and starts where it ended or earlier, unless its
-/// uploader said (inside the sealed body) that it skips a stretch no device of the account
-/// held. So a segment the server dropped, reordered, replayed, forked or took from a revoked
+/// A group's segments form a chain ([`archive::continues`]): so a segment the server
+/// dropped (the first ones included), reordered, replayed, forked or took from a revoked
 /// device shows as a gap, a step back or a broken link, and restoring stops there with an
-/// error instead of restoring a history with a hole. Returns whether to replay the segment:
-/// one replayed already (asked for again after a rewind) is skipped.
+/// error instead of restoring a history with a hole. Where the approving device said how far
+/// it saw the chat archived, the chain must pass through the very segment it saw there.
+/// Returns whether to replay the segment: one replayed already (asked for again after a
+/// rewind) is skipped.
 fn check_chain(
     tx: &Tx<'_>,
     segment: &v1::ArchiveSegment,
     opened: &segment::Opened,
 ) -> Result<bool, CoreError> {
     let group = opened.group;
+    let broken = |reason: String| CoreError::ArchiveBroken { group, reason };
+    let (head, last_segment) = tx.restored(group)?.unwrap_or_default();
+    if last_segment > 0 && segment.id <= last_segment {
+        return Ok(false);
+    }
+    archive::continues(&head, segment, opened).map_err(broken)?;
+    if let Some(expected) = tx.expected_archive_head(group)? {
+        let passes = head.through < expected.through && segment.through_seq > expected.through;
+        let replaced = segment.through_seq == expected.through
+            && !expected.link.is_empty()
+            && opened.link != expected.link;
+        if passes || replaced {
+            return Err(broken(format!(
+                "does not pass through the segment the approving device saw end at entry {}: \
+                 the server replaced the chat's archive",
+                expected.through
+            )));
+        }
+    }
     let end = ChainHead {
         through: segment.through_seq,
         link: opened.link.clone(),
         generation: opened.generation,
     };
-    let Some((head, last_segment)) = tx.restored(group)? else {
-        tx.set_restored(group, &end, segment.id)?;
-        return Ok(true);
-    };
-    if segment.id <= last_segment {
-        return Ok(false);
-    }
-    let broken = |reason: String| CoreError::ArchiveBroken { group, reason };
-    if segment.through_seq <= head.through {
-        return Err(broken(format!(
-            "goes back (a segment through entry {} after one through {}): the server \
-             reordered or replayed it",
-            segment.through_seq, head.through
-        )));
-    }
-    if segment.from_seq > head.through && !opened.body.starts_after_gap {
-        return Err(broken(format!(
-            "has a gap (entries {} to {} are missing): the server dropped a segment",
-            head.through + 1,
-            segment.from_seq
-        )));
-    }
-    archive::continues(&head, segment, opened).map_err(broken)?;
     tx.set_restored(group, &end, segment.id)?;
     Ok(true)
 }
@@ -270,9 +266,20 @@ mod tests {
     }
 
     fn chain(segments: &[(v1::ArchiveSegment, segment::Opened)]) -> Result<Vec<bool>, String> {
+        chain_expecting(None, segments)
+    }
+
+    /// [`chain`], where the approving device saw the chat's archive end at `expected`.
+    fn chain_expecting(
+        expected: Option<ChainHead>,
+        segments: &[(v1::ArchiveSegment, segment::Opened)],
+    ) -> Result<Vec<bool>, String> {
         let profile = Profile::in_memory().unwrap();
         profile
             .write(|tx| {
+                if let Some(expected) = &expected {
+                    tx.expect_archive_head(GroupId::from_slice(&[1; 16]).unwrap(), expected)?;
+                }
                 segments
                     .iter()
                     .map(|(wire, opened)| check_chain(tx, wire, opened))
@@ -308,6 +315,46 @@ mod tests {
         let older = segment(2, 2, 4, &[1], 5);
         let error = chain(&[first, older]).unwrap_err();
         assert!(error.contains("older archive key"), "{error}");
+    }
+
+    #[test]
+    fn a_chat_whose_first_segments_were_dropped_is_refused() {
+        // Old rule: any segment was taken as a chat's first.
+        let error = chain(&[segment(2, 0, 4, &[1], 5)]).unwrap_err();
+        assert!(error.contains("does not start at the beginning"), "{error}");
+        let error = chain(&[segment(2, 2, 4, b"", 5)]).unwrap_err();
+        assert!(error.contains("has a gap"), "{error}");
+    }
+
+    #[test]
+    fn a_chain_that_passes_the_approvers_end_without_its_segment_is_refused() {
+        let expected = ChainHead {
+            through: 4,
+            link: vec![2],
+            generation: 0,
+        };
+        // The real chain: through 2, then through 4 (the approver's end), then further.
+        let real = [
+            segment(1, 0, 2, b"", 5),
+            segment(2, 2, 4, &[1], 5),
+            segment(3, 4, 9, &[2], 5),
+        ];
+        assert!(chain_expecting(Some(expected.clone()), &real).is_ok());
+        // Made up by a revoked device that kept its keys: it continues the first segment and
+        // jumps over the approver's end.
+        let error = chain_expecting(
+            Some(expected.clone()),
+            &[segment(1, 0, 2, b"", 5), segment(7, 2, 9, &[1], 5)],
+        )
+        .unwrap_err();
+        assert!(error.contains("does not pass through"), "{error}");
+        // Or ends where the approver's did, in another segment.
+        let error = chain_expecting(
+            Some(expected),
+            &[segment(1, 0, 2, b"", 5), segment(8, 2, 4, &[1], 5)],
+        )
+        .unwrap_err();
+        assert!(error.contains("does not pass through"), "{error}");
     }
 
     #[test]

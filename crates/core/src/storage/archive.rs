@@ -207,6 +207,17 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// How far the approving device saw `group`'s archive reach, if it said.
+    pub fn expected_archive_head(&self, group: GroupId) -> Result<Option<ChainHead>, CoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT through_seq, link FROM archive_expected WHERE group_id = ?1")?
+            .query_row([group.as_bytes()], |r| {
+                Ok(ChainHead::from_row(r.get(0)?, r.get(1)?, 0))
+            })
+            .optional()?)
+    }
+
     /// The groups whose restored archive falls short of what the approving device saw, or
     /// ends there in another segment than the one it saw: (group, restored through, expected
     /// through).

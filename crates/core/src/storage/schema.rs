@@ -156,8 +156,9 @@ ALTER TABLE archive_expected ADD COLUMN link BLOB;
 ];
 
 /// Versions that hold openmls state this version cannot read (or, from 5, groups whose
-/// leaves carry no certificate).
-const UNREADABLE_VERSIONS: std::ops::RangeInclusive<usize> = 1..=5;
+/// leaves carry no certificate; at 6, an archive of unlinked segments that every chain check
+/// would refuse).
+const UNREADABLE_VERSIONS: std::ops::RangeInclusive<usize> = 1..=6;
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), CoreError> {
     let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
