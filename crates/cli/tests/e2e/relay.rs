@@ -72,15 +72,16 @@ impl Drop for Relay {
     }
 }
 
+/// A server under `dir` with the certificate and key files given.
+fn tls_server(dir: &std::path::Path, cert: &str, key: &str) -> Server {
+    Server::start_with(dir, "127.0.0.1:0", &["--tls-cert", cert, "--tls-key", key])
+}
+
 #[test]
 fn a_user_who_reaches_only_a_relay_chats_with_one_who_reaches_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
-    let server = Server::start_with(
-        dir.path(),
-        "127.0.0.1:0",
-        &["--tls-cert", &cert, "--tls-key", &key],
-    );
+    let server = tls_server(dir.path(), &cert, &key);
     let relay = Relay::start(&server.url, &["--connections-per-address-max", "6"]);
     let pin = server.url.split_once('#').unwrap().1;
     assert_eq!(relay.link, format!("https://{}#{pin}", relay.address()));
@@ -129,21 +130,13 @@ fn a_user_who_reaches_only_a_relay_chats_with_one_who_reaches_the_server() {
 fn a_device_whose_address_is_blocked_falls_back_to_another_relay() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
-    let server = Server::start_with(
-        dir.path(),
-        "127.0.0.1:0",
-        &["--tls-cert", &cert, "--tls-key", &key],
-    );
+    let server = tls_server(dir.path(), &cert, &key);
     let first = Relay::start(&server.url, &[]);
     let second = Relay::start(&server.url, &[]);
     // A relay to another server that happens to use the same TLS key: its link passes every
     // check a link can get, and only logging in shows it is not the account's server.
     let elsewhere_dir = tempfile::tempdir().unwrap();
-    let elsewhere = Server::start_with(
-        elsewhere_dir.path(),
-        "127.0.0.1:0",
-        &["--tls-cert", &cert, "--tls-key", &key],
-    );
+    let elsewhere = tls_server(elsewhere_dir.path(), &cert, &key);
     let wrong = Relay::start(&elsewhere.url, &[]);
     let alice = server.register(dir.path(), "alice");
     let (bob, _) = server.register_via(&first.link, dir.path(), "bob");

@@ -203,8 +203,8 @@ mod tests {
             server: "http://localhost".into(),
             username: Username::parse("alice").unwrap(),
             device: DeviceId(7),
-            account_key: env.with_rng(|rng| SecretKey::generate(rng)),
-            device_key: env.with_rng(|rng| SecretKey::generate(rng)),
+            account_key: env.with_rng(SecretKey::generate),
+            device_key: env.with_rng(SecretKey::generate),
         };
         let keys = AccountKeys::generate(&env, vec![1; 32]);
         let group = GroupId::from_slice(&[3; 16]).unwrap();
@@ -313,7 +313,7 @@ mod tests {
         // A revoked device kept the archive key, but signs with a key of its own making and
         // presents a certificate of the real device.
         let impostor = Identity {
-            device_key: f.env.with_rng(|rng| SecretKey::generate(rng)),
+            device_key: f.env.with_rng(SecretKey::generate),
             ..fixture_identity(&f)
         };
         let forged = sealed_by(&f, &impostor, b"");
@@ -332,7 +332,7 @@ mod tests {
         );
         // Another account's certified device is not this account's.
         let stranger = Identity {
-            account_key: f.env.with_rng(|rng| SecretKey::generate(rng)),
+            account_key: f.env.with_rng(SecretKey::generate),
             ..fixture_identity(&f)
         };
         assert_eq!(
