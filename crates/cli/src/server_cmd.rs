@@ -26,8 +26,8 @@ pub struct ServerArgs {
     /// Data directory: database and files [default: ./chapar-data]
     #[arg(long, env = "CHAPAR_DATA")]
     data: Option<PathBuf>,
-    /// TOML config file with `listen`, `metrics_listen`, `data`, `tls_cert` and `tls_key`
-    /// keys, the file settings
+    /// TOML config file with `listen`, `metrics_listen`, `data`, `tls_cert`, `tls_key` and
+    /// `camouflage` keys, the file settings
     /// below (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`,
     /// `gc_grace`, `gc_at_startup`), and a `[limits]` table (docs/limits.md).
     #[arg(long, env = "CHAPAR_CONFIG")]
@@ -39,6 +39,10 @@ pub struct ServerArgs {
     /// TLS private key (PEM) of --tls-cert
     #[arg(long, env = "CHAPAR_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Camouflage: serve the protocol only under a secret path (made once, kept in the data
+    /// directory, part of the address printed) and an ordinary web site to everyone else
+    #[arg(long, env = "CHAPAR_CAMOUFLAGE")]
+    camouflage: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CHAPAR_LOG_JSON")]
     log_json: bool,
@@ -74,6 +78,7 @@ struct FileConfig {
     data: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    camouflage: Option<bool>,
     file_max_bytes: Option<ByteSize>,
     file_quota_bytes: Option<ByteSize>,
     upload_expiry: Option<String>,
@@ -165,6 +170,7 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
         (None, None) => None,
         _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
     };
+    config.camouflage = args.camouflage || file.camouflage.unwrap_or(false);
     let defaults = FilesConfig::default();
     let file_bytes = |value: Option<&ByteSize>| value.map(ByteSize::bytes).transpose();
     config.files = FilesConfig {
@@ -261,18 +267,16 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             // Scripts and tests read these lines to learn the ports. Written, not printed: a
             // reader that closed stdout must not stop the server.
             let mut stdout = std::io::stdout().lock();
-            let _ = match &pin {
-                Some(pin) => writeln!(
-                    stdout,
-                    "chapar server listening on https://{}#{pin}",
-                    bound.address
-                ),
-                None => writeln!(
-                    stdout,
-                    "chapar server listening on http://{}",
-                    bound.address
-                ),
-            };
+            // The address clients are given: scheme, host and port, the entry path of a
+            // server in camouflage, and the key pin.
+            let scheme = if bound.tls { "https" } else { "http" };
+            let entry = bound.entry.map(|e| format!("/{e}")).unwrap_or_default();
+            let pin = pin.map(|p| format!("#{p}")).unwrap_or_default();
+            let _ = writeln!(
+                stdout,
+                "chapar server listening on {scheme}://{}{entry}{pin}",
+                bound.address
+            );
             let _ = writeln!(stdout, "metrics on http://{}/metrics", bound.metrics);
             let _ = stdout.flush();
         },

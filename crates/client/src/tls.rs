@@ -124,6 +124,8 @@ impl ServerAddress {
         }
         let (host, port) = link.host_port()?;
         let (server_host, _) = self.host_port()?;
+        // The server's own path (a server in camouflage has its entry there), not the link's.
+        let path = self.path();
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -131,7 +133,7 @@ impl ServerAddress {
         };
         let scheme = self.base.split("://").next().unwrap_or("https");
         Ok(Self {
-            base: format!("{scheme}://{authority}"),
+            base: format!("{scheme}://{authority}{path}"),
             pin: self.pin,
             tls_name: match (self.pin, self.is_tls()) {
                 (None, true) => Some(self.tls_name.clone().unwrap_or(server_host)),
@@ -165,10 +167,20 @@ impl ServerAddress {
     /// scheme and key pin, the relay's host and port. What a relay link is.
     pub fn through(&self, relay: &str) -> String {
         let scheme = self.base.split("://").next().unwrap_or("https");
+        let path = self.path();
         match &self.pin {
-            Some(pin) => format!("{scheme}://{relay}#{}", pin_text(pin)),
-            None => format!("{scheme}://{relay}"),
+            Some(pin) => format!("{scheme}://{relay}{path}#{}", pin_text(pin)),
+            None => format!("{scheme}://{relay}{path}"),
         }
+    }
+
+    /// The path of the base (a server in camouflage has its entry there), without a
+    /// trailing slash; empty for none.
+    fn path(&self) -> String {
+        self.base
+            .parse::<http::Uri>()
+            .map(|uri| uri.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
     }
 
     /// The TLS client configuration for this server.
@@ -425,6 +437,15 @@ mod tests {
             assert!(pinned.through_relay(&refused).is_err(), "{refused}");
         }
         // Without a pin, the certificate must be the server's name's, not the relay's.
+        let hidden = ServerAddress::parse(&format!(
+            "https://chat.example/Entry_secret-1#{}",
+            pin_text(&pin)
+        ))
+        .unwrap();
+        assert_eq!(
+            hidden.through_relay("https://relay.example").unwrap().base,
+            "https://relay.example:443/Entry_secret-1"
+        );
         let named = ServerAddress::parse("https://chat.example").unwrap();
         let via = named.through_relay("https://[2001:db8::1]:443").unwrap();
         assert_eq!(via.base, "https://[2001:db8::1]:443");

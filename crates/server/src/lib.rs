@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// TLS for the public listener; `None` serves plain HTTP (loopback, development, or
     /// behind a TLS proxy).
     pub tls: Option<TlsFiles>,
+    /// Camouflage: the protocol only under a secret entry path (kept in the data directory),
+    /// an ordinary web site for everyone else (`api::camouflaged_router`).
+    pub camouflage: bool,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -77,7 +80,7 @@ pub enum ServerError {
 }
 
 /// Where a started server listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bound {
     /// The public listener (the protocol, files).
     pub address: SocketAddr,
@@ -85,6 +88,8 @@ pub struct Bound {
     pub metrics: SocketAddr,
     /// Whether the public listener speaks TLS.
     pub tls: bool,
+    /// The secret entry path of a server in camouflage (clients' addresses end in it).
+    pub entry: Option<String>,
 }
 
 /// Opens the service over the data directory `config` names (the database, the file token key
@@ -142,6 +147,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    let entry = config
+        .camouflage
+        .then(|| entry_path(&config.data_dir))
+        .transpose()?;
     let service = open_service(&config)?;
     let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = listen(config.listen)?;
@@ -150,6 +159,7 @@ pub async fn run(
         address: listener.local_addr()?,
         metrics: operators.local_addr()?,
         tls: tls.is_some(),
+        entry: entry.clone(),
     };
     tracing::info!(
         address = %bound.address,
@@ -170,10 +180,14 @@ pub async fn run(
         Arc::new(Metrics::default()),
         until_stopped(stopped.clone()),
     ));
+    let public_routes = match &entry {
+        Some(entry) => api::camouflaged_router(service.clone(), entry),
+        None => api::router(service.clone()),
+    };
     let public = listener::serve(
         listener,
         tls,
-        api::router(service.clone()),
+        public_routes,
         config.limits.clone(),
         service.metrics.clone(),
         until_stopped(stopped),
@@ -203,8 +217,24 @@ impl ServerConfig {
             data_dir,
             files: FilesConfig::default(),
             tls: None,
+            camouflage: false,
         }
     }
+}
+
+/// Bytes of a camouflaged server's entry secret (its path: 22 base64url characters).
+const ENTRY_SECRET_BYTES: usize = 16;
+
+/// The secret entry path of a server in camouflage, made once and kept in `data_dir`.
+fn entry_path(data_dir: &std::path::Path) -> Result<String, ServerError> {
+    std::fs::create_dir_all(data_dir)?;
+    let secret = service::key_file::load_or_create::<ENTRY_SECRET_BYTES>(
+        &data_dir.join("entry.secret"),
+        "camouflage entry secret",
+        "every client's address changes",
+        rand::random,
+    )?;
+    Ok(data_encoding::BASE64URL_NOPAD.encode(&secret))
 }
 
 /// Most connections the kernel queues for `accept` (the default, 128, overflows when

@@ -228,6 +228,8 @@ pub(crate) async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.handshake_timeout)
+        // As most web servers write them (a camouflaged server passes for nginx).
+        .title_case_headers(true)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

@@ -79,11 +79,12 @@ impl Server {
                 )
             });
         let url = line.rsplit(' ').next().unwrap().to_owned();
-        // `http://ADDR`, or `https://ADDR#sha256=PIN` over TLS.
+        // `http://ADDR`, or `https://ADDR#sha256=PIN` over TLS, with `/ENTRY` after ADDR in
+        // camouflage.
         let addr = url
             .trim_start_matches("http://")
             .trim_start_matches("https://")
-            .split('#')
+            .split(['#', '/'])
             .next()
             .unwrap()
             .to_owned();

@@ -128,13 +128,14 @@ impl FileHttp {
             .ok_or_else(|| {
                 ClientError::Protocol("an upload was created without a Location".into())
             })?;
-        Ok(
-            if location.starts_with("http://") || location.starts_with("https://") {
-                location.to_owned()
-            } else {
-                format!("{}/{}", self.base, location.trim_start_matches('/'))
-            },
-        )
+        // Resolved as a browser would (RFC 3986), against the URL the upload was created at:
+        // the server's base may have a path of its own (a server in camouflage).
+        let created_at = reqwest::Url::parse(&format!("{}/v1/files", self.base))
+            .map_err(|e| ClientError::Protocol(format!("a bad server address: {e}")))?;
+        Ok(created_at
+            .join(location)
+            .map_err(|e| ClientError::Protocol(format!("a bad upload Location: {e}")))?
+            .to_string())
     }
 
     /// How many bytes of the upload at `url` the server has; None if it no longer exists.

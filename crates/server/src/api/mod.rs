@@ -4,8 +4,10 @@
 //! - `ws`: the WebSocket transport (`/v1/ws`); [`stream`]: length-prefixed frames over any
 //!   byte stream.
 //! - `files`: the files API (tus uploads and ranged downloads under `/v1/files`).
+//! - `cover`: what a server in camouflage answers those who do not know its entry path.
 
 mod convert;
+mod cover;
 mod files;
 mod session;
 pub mod stream;
@@ -37,8 +39,19 @@ const WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The server's public routes: the protocol, files, and a health check.
 pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
+    protocol_routes(service).route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// The public routes of a server in camouflage: the protocol and files only under
+/// `/<entry>`, and an ordinary web site ([`cover`]) for everything else.
+pub fn camouflaged_router<S: Store>(service: Arc<Service<S>>, entry: &str) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .nest(&format!("/{entry}"), protocol_routes(service))
+        .fallback(cover::page)
+}
+
+fn protocol_routes<S: Store>(service: Arc<Service<S>>) -> Router {
+    Router::new()
         .route("/v1/ws", get(websocket::<S>))
         .merge(files::routes::<S>())
         .with_state(service)

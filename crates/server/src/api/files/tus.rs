@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chapar_store::{Store, UploadRecord};
@@ -82,6 +82,7 @@ pub(super) async fn options<S: Store>(State(service): State<Arc<Service<S>>>) ->
 /// POST: creates an upload of `Upload-Length` bytes; answers 201 with its `Location`.
 pub(super) async fn create<S: Store>(
     State(service): State<Arc<Service<S>>>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     check_tus_version(&headers, true)?;
@@ -102,7 +103,8 @@ pub(super) async fn create<S: Store>(
     let upload = service.create_upload(&who, length).await?;
     let mut headers = upload_headers(&upload);
     headers.remove(UPLOAD_OFFSET);
-    let location = format!("/v1/files/{}", upload.id);
+    // The path as the client asked for it, entry prefix included (`api::camouflaged_router`).
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), upload.id);
     headers.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).map_err(|_| {
