@@ -26,8 +26,13 @@ pub struct ServerArgs {
     /// Data directory: database and files [default: ./chapar-data]
     #[arg(long, env = "CHAPAR_DATA")]
     data: Option<PathBuf>,
-    /// TOML config file with `listen`, `metrics_listen`, `data`, `tls_cert`, `tls_key` and
-    /// `camouflage` keys, the file settings
+    /// PostgreSQL database for many nodes on one database, e.g.
+    /// postgres://chapar@db.internal:5432/chapar (plain TCP: a private network or loopback);
+    /// files and keys stay in --data [default: SQLite in --data]
+    #[arg(long, env = "CHAPAR_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// TOML config file with `listen`, `metrics_listen`, `data`, `database`, `tls_cert`,
+    /// `tls_key` and `camouflage` keys, the file settings
     /// below (`file_max_bytes`, `file_quota_bytes`, `upload_expiry`, `gc_interval`,
     /// `gc_grace`, `gc_at_startup`), and a `[limits]` table (docs/limits.md).
     #[arg(long, env = "CHAPAR_CONFIG")]
@@ -76,6 +81,7 @@ struct FileConfig {
     #[serde(default)]
     limits: crate::server_limits::LimitsFile,
     data: Option<PathBuf>,
+    database: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     camouflage: Option<bool>,
@@ -171,6 +177,12 @@ fn resolve(args: &ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> 
         _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
     };
     config.camouflage = args.camouflage || file.camouflage.unwrap_or(false);
+    config.database = args.database.clone().or(file.database);
+    if let Some(url) = &config.database
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        anyhow::bail!("--database must be a postgres:// address, not {url:?}");
+    }
     let defaults = FilesConfig::default();
     let file_bytes = |value: Option<&ByteSize>| value.map(ByteSize::bytes).transpose();
     config.files = FilesConfig {
@@ -385,6 +397,31 @@ mod tests {
         );
         let bad: FileConfig = toml::from_str("gc_grace = \"soon\"").unwrap();
         assert!(resolve(&args(&[]), bad).is_err());
+    }
+
+    #[test]
+    fn the_database_comes_from_the_flag_or_the_file_and_defaults_to_sqlite() {
+        assert_eq!(
+            resolve(&args(&[]), FileConfig::default()).unwrap().database,
+            None
+        );
+        let file: FileConfig = toml::from_str("database = \"postgres://f@h/db\"").unwrap();
+        assert_eq!(
+            resolve(&args(&[]), file).unwrap().database.as_deref(),
+            Some("postgres://f@h/db")
+        );
+        let file: FileConfig = toml::from_str("database = \"postgres://f@h/db\"").unwrap();
+        let flag = resolve(&args(&["--database", "postgresql://g@h/db"]), file).unwrap();
+        assert_eq!(
+            flag.database.as_deref(),
+            Some("postgresql://g@h/db"),
+            "flag wins"
+        );
+        let wrong = resolve(
+            &args(&["--database", "mysql://h/db"]),
+            FileConfig::default(),
+        );
+        assert!(wrong.is_err(), "only PostgreSQL");
     }
 
     #[test]

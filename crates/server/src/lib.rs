@@ -29,6 +29,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chapar_store::Store;
+use chapar_store::postgres::PgStore;
 use chapar_store::sqlite::SqliteStore;
 use metrics::Metrics;
 
@@ -44,6 +46,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Directory holding the database, the file token key and files (`files/`).
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the SQLite file in
+    /// `data_dir`, for several nodes on one database; `None` is the embedded default.
+    pub database: Option<String>,
     /// Limits, quotas and garbage collection for files.
     pub files: FilesConfig,
     /// TLS for the public listener; `None` serves plain HTTP (loopback, development, or
@@ -65,6 +70,9 @@ pub enum ServerError {
         /// What failed.
         detail: String,
     },
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Database(String),
     /// The listen address could not be bound, or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
@@ -93,30 +101,52 @@ pub struct Bound {
 }
 
 /// Opens the service over the data directory `config` names (the database, the file token key
-/// and files), creating it if needed.
+/// and files), creating it if needed. The store is the SQLite file there, whatever
+/// [`ServerConfig::database`] says: [`run`] is what honours it.
 pub fn open_service(
     config: &ServerConfig,
 ) -> Result<Arc<service::Service<SqliteStore>>, ServerError> {
-    // Before touching the data directory: a bad setting must not leave anything behind.
+    prepare_data_dir(config)?;
+    let store = SqliteStore::open(&config.data_dir.join("chapar.db"))
+        .map_err(|e| storage_error(config, e))?;
+    service_over(config, store)
+}
+
+/// Opens the service on the PostgreSQL database at `url`, with files and keys in the data
+/// directory.
+pub async fn open_postgres_service(
+    config: &ServerConfig,
+    url: &str,
+) -> Result<Arc<service::Service<PgStore>>, ServerError> {
+    prepare_data_dir(config)?;
+    let store = PgStore::connect(url)
+        .await
+        .map_err(|e| ServerError::Database(e.to_string()))?;
+    service_over(config, store)
+}
+
+/// Checks the settings, then creates the data directory: a bad setting must not leave
+/// anything behind.
+fn prepare_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
     config.files.validate()?;
     config.limits.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_error(config, e))
+}
+
+fn storage_error(config: &ServerConfig, detail: impl std::fmt::Display) -> ServerError {
+    ServerError::Storage {
         path: config.data_dir.clone(),
-        detail: e.to_string(),
-    })?;
-    let store = SqliteStore::open(&config.data_dir.join("chapar.db")).map_err(|e| {
-        ServerError::Storage {
-            path: config.data_dir.clone(),
-            detail: e.to_string(),
-        }
-    })?;
-    let files =
-        service::files::Files::open(&config.data_dir, config.files.clone()).map_err(|detail| {
-            ServerError::Storage {
-                path: config.data_dir.clone(),
-                detail,
-            }
-        })?;
+        detail: detail.to_string(),
+    }
+}
+
+/// The service over `store`, with the files and the server identity of the data directory.
+fn service_over<S: Store>(
+    config: &ServerConfig,
+    store: S,
+) -> Result<Arc<service::Service<S>>, ServerError> {
+    let files = service::files::Files::open(&config.data_dir, config.files.clone())
+        .map_err(|detail| storage_error(config, detail))?;
     let server_id = service::key_file::load_or_create(
         &config.data_dir.join("server.id"),
         "server identity",
@@ -127,10 +157,7 @@ pub fn open_service(
             id
         },
     )
-    .map_err(|e| ServerError::Storage {
-        path: config.data_dir.clone(),
-        detail: e.to_string(),
-    })?;
+    .map_err(|e| storage_error(config, e))?;
     Ok(Arc::new(service::Service::new(
         store,
         files,
@@ -151,7 +178,27 @@ pub async fn run(
         .camouflage
         .then(|| entry_path(&config.data_dir))
         .transpose()?;
-    let service = open_service(&config)?;
+    match config.database.clone() {
+        Some(url) => {
+            let service = open_postgres_service(&config, &url).await?;
+            serve(config, service, tls, entry, on_ready, shutdown).await
+        }
+        None => {
+            let service = open_service(&config)?;
+            serve(config, service, tls, entry, on_ready, shutdown).await
+        }
+    }
+}
+
+/// Serves `service` on the listeners `config` names until `shutdown` resolves.
+async fn serve<S: Store>(
+    config: ServerConfig,
+    service: Arc<service::Service<S>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    entry: Option<String>,
+    on_ready: impl FnOnce(Bound),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let gc = service::files::gc::spawn_file_gc(service.clone());
     let listener = listen(config.listen)?;
     let operators = tokio::net::TcpListener::bind(config.metrics_listen).await?;
@@ -165,6 +212,7 @@ pub async fn run(
         address = %bound.address,
         metrics = %bound.metrics,
         data = %config.data_dir.display(),
+        database = if config.database.is_some() { "postgres" } else { "sqlite" },
         "chapar server listening"
     );
     on_ready(bound);
@@ -218,6 +266,7 @@ impl ServerConfig {
             files: FilesConfig::default(),
             tls: None,
             camouflage: false,
+            database: None,
         }
     }
 }

@@ -13,6 +13,8 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod model;
+mod paging;
+pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 

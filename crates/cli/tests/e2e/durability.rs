@@ -8,8 +8,14 @@ use crate::harness::Server;
 
 #[test]
 fn acknowledged_messages_survive_kill_9() {
+    burst_survives_kill_9(&[]);
+}
+
+/// Sends a burst, kills the server (started with `options`) mid-burst, restarts it and checks
+/// that every acknowledged message arrives once, in order.
+pub fn burst_survives_kill_9(options: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::start_with(dir.path(), "127.0.0.1:0", options);
     let alice = Arc::new(server.register(dir.path(), "alice"));
     let bob = server.register(dir.path(), "bob");
     alice.send("@bob", "warm-up");
@@ -43,7 +49,7 @@ fn acknowledged_messages_survive_kill_9() {
 
     // Restart on the same address and data: clients keep their server URL.
     let addr = server.addr.clone();
-    let restarted = Server::start_on(dir.path(), &addr);
+    let restarted = Server::start_with(dir.path(), &addr, options);
     assert_eq!(restarted.url, server.url);
     bob.sync();
     let texts = bob.texts("@alice");

@@ -8,6 +8,7 @@ mod durability;
 mod files;
 mod harness;
 mod operations;
+mod postgres;
 mod privacy;
 mod relay;
 mod tls;

@@ -26,24 +26,7 @@ pub(super) fn num(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::OutOfRange(n))
 }
 
-/// Collects rows until their bytes pass `PAGE_BYTES_MAX`, the row that passes it included (the
-/// service trims pages to the limit): a page request never loads 500 large rows to send
-/// 768 KiB of them.
-pub(super) fn page_of<T>(
-    rows: impl Iterator<Item = Result<T, StoreError>>,
-    size: impl Fn(&T) -> usize,
-) -> Result<Vec<T>, StoreError> {
-    let (mut page, mut total) = (Vec::new(), 0usize);
-    for row in rows {
-        let row = row?;
-        total = total.saturating_add(size(&row));
-        page.push(row);
-        if total > chapar_types::limits::PAGE_BYTES_MAX {
-            break;
-        }
-    }
-    Ok(page)
-}
+pub(super) use crate::paging::page_of;
 
 pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
