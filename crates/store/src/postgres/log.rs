@@ -5,7 +5,9 @@
 use chapar_types::{DeviceId, GroupId, MessageId, Seq};
 use tokio_postgres::Row;
 
-use super::{Failure, Tx, backend, dev, exec, num, one, opt, rows, to_dev, unique_or, unum};
+use super::{
+    Failure, Tx, backend, dev, exec, insert_numbered, num, one, opt, rows, to_dev, unique_or, unum,
+};
 use crate::paging::page_of;
 use crate::rules::{self, Decision, EarlierEntry, GroupState};
 use crate::*;
@@ -56,8 +58,9 @@ async fn roster_version(tx: &Tx<'_>, group: GroupId) -> Result<u64, Failure> {
     Ok(unum(row.get(0)))
 }
 
-/// Loads the group's state and locks its row until the transaction ends, so appends to one
-/// group queue here across nodes.
+/// Loads the group's state and locks its row until the transaction ends (the group's advisory
+/// lock, taken before the transaction, already queues appends; the row lock also covers
+/// writers that do not take it).
 async fn lock_group(tx: &Tx<'_>, group: GroupId) -> Result<GroupState, Failure> {
     let g = group.as_bytes();
     let Some(row) = opt(
@@ -71,7 +74,7 @@ async fn lock_group(tx: &Tx<'_>, group: GroupId) -> Result<GroupState, Failure> 
     };
     let members = rows(
         tx,
-        "SELECT device_id FROM members WHERE group_id = $1 AND left_seq IS NULL",
+        "SELECT device_id FROM members WHERE group_id = $1 AND left_seq IS NULL ORDER BY device_id",
         &[&g],
     )
     .await?
@@ -223,10 +226,11 @@ async fn store_welcome(
     .get(0);
     // Numbered per device: a reader paging "after id N" never misses a row that commits late.
     for device in recipients {
-        exec(
+        insert_numbered(
             tx,
             "INSERT INTO inbox (device_id, id, welcome_id)
-             SELECT $1, COALESCE(MAX(id), 0) + 1, $2 FROM inbox WHERE device_id = $1",
+             SELECT $1, COALESCE(MAX(id), 0) + 1, $2 FROM inbox WHERE device_id = $1
+             RETURNING id",
             &[&dev(*device), &welcome_id],
         )
         .await?;
@@ -395,7 +399,7 @@ pub(super) async fn append_archive(
     }
     let through = num(segment.through_seq)?;
     // Numbered per account, for the same reason as the inbox.
-    let id: i64 = one(
+    let id: i64 = insert_numbered(
         tx,
         "INSERT INTO archive (username, id, group_id, from_seq, through_seq, key_generation,
                               data, created_ms)

@@ -42,6 +42,17 @@ pub const POOL_WAIT: Duration = Duration::from_secs(10);
 pub const SERIALIZATION_ATTEMPTS_MAX: u32 = 12;
 /// Local locks that queue appends to the same group within a node.
 pub const GROUP_LOCK_SHARDS: usize = 256;
+/// Longest wait for a lock (a group's, or a row's): past it the call fails as unavailable
+/// instead of waiting on a node that hangs while holding one.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Longest a statement runs before the database cancels it.
+pub const STATEMENT_TIME_MAX: Duration = Duration::from_secs(30);
+/// Longest a transaction may sit idle (its node stalled) before the database ends it and
+/// releases its locks.
+pub const IDLE_IN_TRANSACTION_MAX: Duration = Duration::from_secs(30);
+/// TCP keepalive idle time on both ends, so a vanished node's connection (and its locks) is
+/// noticed in about a minute, not hours.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 /// Why a transaction did not commit: an answer for the caller, or a conflict to run again.
 #[derive(Debug)]
@@ -76,6 +87,14 @@ fn pg(e: tokio_postgres::Error) -> Failure {
             Failure::Retry(e)
         }
         Some(code) if *code == SqlState::DISK_FULL => Failure::Store(StoreError::Full),
+        // A lock or statement past its time: something holds on too long; say so, do not pile
+        // up more waiters.
+        Some(code)
+            if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED =>
+        {
+            tracing::warn!(error = %describe(&e), "store: database wait timed out");
+            Failure::Store(StoreError::Unavailable)
+        }
         _ => Failure::Store(StoreError::Backend(describe(&e))),
     }
 }
@@ -86,6 +105,17 @@ fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
+    }
+}
+
+/// A retry for a unique violation (a concurrent writer took the same `MAX + 1` id: PostgreSQL
+/// reports that as 40001 under SERIALIZABLE, CockroachDB and YugabyteDB as 23505), else as
+/// [`pg`].
+fn retry_on_unique(e: tokio_postgres::Error) -> Failure {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        Failure::Retry(e)
+    } else {
+        pg(e)
     }
 }
 
@@ -117,6 +147,15 @@ async fn opt(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Option<Row>, 
 async fn one(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Row, Failure> {
     let statement = tx.prepare_cached(sql).await.map_err(pg)?;
     tx.query_one(&statement, params).await.map_err(pg)
+}
+
+/// Runs an `INSERT ... SELECT MAX(id) + 1 ... RETURNING id`: a concurrent writer taking the
+/// same id is a conflict to retry, whatever the database calls it ([`retry_on_unique`]).
+async fn insert_numbered(tx: &Tx<'_>, sql: &str, params: Params<'_>) -> Result<Row, Failure> {
+    let statement = tx.prepare_cached(sql).await.map_err(pg)?;
+    tx.query_one(&statement, params)
+        .await
+        .map_err(retry_on_unique)
 }
 
 /// Runs a statement, returning how many rows it changed.
@@ -151,25 +190,54 @@ fn backend(e: impl std::fmt::Display) -> Failure {
 /// Runs `$body` in a serializable transaction bound to `$tx`, committing after it; after a
 /// serialization failure, runs it again from the start (so the body must only read what it
 /// is given and the database). `$body` may `.await` and use `?` on [`Failure`].
+///
+/// With `lock = Some(key)`, the connection first takes the session advisory lock `key` and
+/// holds it until the transaction has ended: the transaction's snapshot is then taken after
+/// the lock is granted, so writers of one key queue instead of all but one failing with
+/// 40001 (a row lock taken inside the transaction comes after its snapshot, and would).
+///
+/// A refusal (`Failure::Store`) rolls back and is answered from the transaction's reads: it
+/// writes nothing, so no invariant rests on it, and the caller's next try sees fresh state.
 macro_rules! serializable {
-    ($store:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident| $body:expr) => {
+        serializable!($store, lock = None, |$tx| $body)
+    };
+    ($store:expr, lock = $lock:expr, |$tx:ident| $body:expr) => {{
         let store: &PgStore = $store;
+        let lock: Option<i64> = $lock;
         let mut attempt = 0u32;
         loop {
             let mut client = store.client().await?;
-            let outcome: Result<_, Failure> = async {
-                let $tx = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
-                    .start()
+            let locked = match lock {
+                Some(key) => super::lock_session(&client, key).await.map(|()| Some(key)),
+                None => Ok(None),
+            };
+            let held = locked.as_ref().ok().copied().flatten();
+            let outcome: Result<_, Failure> = match locked {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    async {
+                        let $tx = client
+                            .build_transaction()
+                            .isolation_level(IsolationLevel::Serializable)
+                            .start()
+                            .await
+                            .map_err(pg)?;
+                        let value = $body;
+                        store.before_commit(&$tx).await?;
+                        $tx.commit().await.map_err(pg)?;
+                        Ok(value)
+                    }
                     .await
-                    .map_err(pg)?;
-                let value = $body;
-                store.before_commit(&$tx).await?;
-                $tx.commit().await.map_err(pg)?;
-                Ok(value)
+                }
+            };
+            if let Some(key) = held {
+                super::unlock_session(client, key).await;
+            } else {
+                // Back to the pool before any pause: backing-off writers must not hold every
+                // connection.
+                drop(client);
             }
-            .await;
             match outcome {
                 Ok(value) => break Ok(value),
                 Err(Failure::Store(e)) => break Err(e),
@@ -185,6 +253,42 @@ macro_rules! serializable {
             }
         }
     }};
+}
+
+/// Takes the session advisory lock `key` on `client` (waiting at most `LOCK_WAIT`).
+async fn lock_session(client: &deadpool_postgres::Object, key: i64) -> Result<(), Failure> {
+    let statement = client
+        .prepare_cached("SELECT pg_advisory_lock($1)")
+        .await
+        .map_err(pg)?;
+    client.execute(&statement, &[&key]).await.map_err(pg)?;
+    Ok(())
+}
+
+/// Releases the session advisory lock `key`; a connection that cannot say it released it is
+/// closed rather than returned to the pool still holding it.
+async fn unlock_session(client: deadpool_postgres::Object, key: i64) {
+    let released = match client.prepare_cached("SELECT pg_advisory_unlock($1)").await {
+        Ok(statement) => client.execute(&statement, &[&key]).await.is_ok(),
+        Err(_) => false,
+    };
+    if !released {
+        tracing::warn!("store: closing a connection that may still hold a group lock");
+        drop(deadpool_postgres::Object::take(client));
+    }
+}
+
+/// The advisory-lock key of a group: 64 bits of a hash of its id (two groups sharing one
+/// only queue behind each other).
+fn group_lock_key(group: GroupId) -> i64 {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"chapar group lock")
+        .chain_update(group.as_bytes())
+        .finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
 }
 
 /// Runs `$body` in a read-only transaction on one snapshot (REPEATABLE READ, which a
@@ -210,7 +314,7 @@ macro_rules! snapshot {
     }};
 }
 
-/// The pause before attempt `attempt + 1`: 1, 2, 4 ... ms up to 64 ms, each up to half again
+/// The pause before attempt `attempt + 1`: 2, 4, 8 ... ms up to 64 ms, each up to half again
 /// at random, so conflicting transactions do not meet again in step.
 fn retry_pause(attempt: u32) -> Duration {
     let base = 1u64 << attempt.min(6);
@@ -230,6 +334,7 @@ fn rand_below(n: u64) -> u64 {
 pub struct PgStore {
     pool: Pool,
     group_locks: Vec<tokio::sync::Mutex<()>>,
+    shard_hasher: std::collections::hash_map::RandomState,
     /// Transactions run again after a conflict, since the store opened (for `/metrics`).
     retries: AtomicU64,
     #[cfg(test)]
@@ -243,10 +348,21 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("database address: {e}")))?;
+        let ms = |d: Duration| d.as_millis();
         config
-            .options("-c synchronous_commit=on")
+            .options(format!(
+                "-c synchronous_commit=on -c lock_timeout={} -c statement_timeout={} \
+                 -c idle_in_transaction_session_timeout={} -c tcp_keepalives_idle={} \
+                 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+                ms(LOCK_WAIT),
+                ms(STATEMENT_TIME_MAX),
+                ms(IDLE_IN_TRANSACTION_MAX),
+                KEEPALIVE_IDLE.as_secs(),
+            ))
             .application_name("chapar")
-            .connect_timeout(POOL_WAIT);
+            .connect_timeout(POOL_WAIT)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -266,6 +382,7 @@ impl PgStore {
             group_locks: (0..GROUP_LOCK_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            shard_hasher: std::collections::hash_map::RandomState::new(),
             retries: AtomicU64::new(0),
             #[cfg(test)]
             injected_conflicts: std::sync::atomic::AtomicU32::new(0),
@@ -289,9 +406,11 @@ impl PgStore {
         })
     }
 
-    /// The local lock that queues appends to `group` on this node.
+    /// The local lock that queues appends to `group` on this node: chosen by a keyed hash of
+    /// the whole id, so nobody can pick group ids that share a victim's lock.
     fn group_lock(&self, group: GroupId) -> &tokio::sync::Mutex<()> {
-        let shard = group.as_bytes().first().copied().unwrap_or(0) as usize;
+        use std::hash::BuildHasher as _;
+        let shard = self.shard_hasher.hash_one(group) as usize;
         &self.group_locks[shard % GROUP_LOCK_SHARDS]
     }
 

@@ -8,8 +8,8 @@ use chapar_types::{BlobId, DeviceId, GroupId, Seq};
 use tokio_postgres::IsolationLevel;
 
 use super::{
-    Failure, PgStore, SERIALIZATION_ATTEMPTS_MAX, accounts, describe, files, key_packages, log, pg,
-    retry_pause,
+    Failure, PgStore, SERIALIZATION_ATTEMPTS_MAX, accounts, describe, files, group_lock_key,
+    key_packages, log, pg, retry_pause,
 };
 use crate::*;
 
@@ -165,7 +165,9 @@ impl LogStore for PgStore {
 
     async fn append(&self, append: Append) -> Result<Appended, StoreError> {
         let _queued = self.group_lock(append.group).lock().await;
-        serializable!(self, |tx| log::append(&tx, &append).await?)
+        serializable!(self, lock = Some(group_lock_key(append.group)), |tx| {
+            log::append(&tx, &append).await?
+        })
     }
 
     async fn read_log(
